@@ -1,0 +1,248 @@
+"""Command-line tool: ``rcdnet audit | train | evaluate | predict``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from rcdnet import __version__
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--data", help="data root holding BUSI/ and UDIAT_DatasetB/ (default: $RCDNET_DATA, else ../shared/data)")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--cache", help="cache folder for preprocessed images and duplicate screening "
+                                   "(default: $RCDNET_CACHE, else ~/.cache/rcdnet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rcdnet", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"rcdnet {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("audit", help="counts, sizes, masks, unreadable files, duplicates, label conflicts, overlap")
+    a.add_argument("path", nargs="?", help="a data root (BUSI and UDIAT found inside), a folder per class, or a CSV "
+                                           "(default: --data)")
+    _common(a, "folder for the audit CSVs (default: ./audit)")
+
+    t = sub.add_parser("train", help="train on BUSI, evaluate on validation and UDIAT, write the report")
+    _common(t, "run directory (default: runs/rcdnet)")
+    t.add_argument("--config", help="YAML file overriding the packaged defaults (configs/default.yaml)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--limit", type=int, help="a small stratified subset of N training-pool images (smoke runs)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--model", help="model name (see --list-models)")
+    t.add_argument("--from-scratch", action="store_true", help="no ImageNet weights")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. train.lr=3e-4")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--no-eval", action="store_true", help="train only")
+    t.add_argument("--list-models", action="store_true", help="print the model names and exit")
+
+    e = sub.add_parser("evaluate", help="metrics with 95%% CIs, ROC, confusion matrix, predictions on a dataset")
+    e.add_argument("checkpoint", help="run directory or checkpoint file")
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--dataset", default="udiat", choices=["busi-val", "udiat"],
+                   help="busi-val: the run's own validation split; udiat: the external test set")
+    g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
+    g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
+    e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
+    _common(e, "output folder (default: <run dir>/eval)")
+
+    p = sub.add_parser("predict", help="label and malignancy probability per image")
+    p.add_argument("checkpoint", help="run directory or checkpoint file")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--out", help="write the result to this file instead of the screen")
+    return ap
+
+
+def _print_table(rows: list[dict], file=sys.stdout) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols), file=file)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        if rows:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def cmd_audit(args) -> int:
+    from rcdnet.data.audit import audit
+    from rcdnet.data.readers import DatasetError, busi_dir, read_busi, read_csv, read_folder, read_udiat, \
+        resolve_data_root, udiat_dir
+    from rcdnet.data.samples import CLASSES_3
+
+    target = Path(args.path) if args.path else resolve_data_root(args.data)
+    if target.is_file():
+        datasets = {"csv": read_csv(target, CLASSES_3)}
+    elif busi_dir(target) != target or udiat_dir(target) != target or (target / "benign").is_dir() is False:
+        datasets = {}
+        if (busi_dir(target) / "benign").is_dir() or (busi_dir(target) / "malignant").is_dir():
+            datasets["busi"] = read_busi(target, CLASSES_3)
+        if (udiat_dir(target) / "original").is_dir():
+            datasets["udiat"] = read_udiat(target, CLASSES_3)
+        if not datasets:
+            datasets["folder"] = read_folder(target, CLASSES_3)
+    else:
+        datasets = {"folder": read_folder(target, CLASSES_3)}
+    for name, (ss, _) in datasets.items():
+        for s in ss:
+            s.source = name
+    out = Path(args.out or "audit")
+    out.mkdir(parents=True, exist_ok=True)
+    res = audit(datasets, cache_dir=args.cache, progress=not args.quiet)
+    names = list(res["summaries"])
+    rows = [{"": k, **{n: res["summaries"][n][k] for n in names}} for k in res["summaries"][names[0]]]
+    print(f"Audit of {target}\n")
+    _print_table(rows)
+    print(f"\ncross-dataset overlap: {len(res['overlap'])} pairs"
+          + "".join(f"\n  {p.a} = {p.b} ({p.kind})" for p in res["overlap"]))
+    if res["conflicts"]:
+        print(f"label conflicts ({len(res['conflicts'])} groups; left out of training by default):")
+        for members in res["conflicts"].values():
+            print("  " + " = ".join(f"{s.key} [{s.label}]" for s in members))
+    bad = [r for r in res["rows"] if r["problem"]] + [{"path": p.path, "problem": p.problem} for p in res["problems"]]
+    if bad:
+        print(f"problems ({len(bad)}):")
+        for r in bad[:20]:
+            print(f"  {r['problem'] if r['problem'].startswith(r['path']) else r['path'] + ': ' + r['problem']}")
+        if len(bad) > 20:
+            print(f"  ... {len(bad) - 20} more in {out / 'audit_problems.csv'}")
+    _write_csv(out / "audit_summary.csv", rows)
+    _write_csv(out / "audit_images.csv", res["rows"])
+    _write_csv(out / "audit_duplicates.csv", [p.to_row() for p in res["pairs"]])
+    _write_csv(out / "audit_problems.csv", [{"path": r["path"], "problem": r["problem"]} for r in bad])
+    print(f"\nwritten: {out}/audit_summary.csv, audit_images.csv, audit_duplicates.csv, audit_problems.csv")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from rcdnet.config import load_config, parse_set
+    from rcdnet.data.readers import resolve_data_root
+    from rcdnet.models.registry import list_models
+    from rcdnet.pipeline import run
+
+    if args.list_models:
+        print("\n".join(list_models()) + "\n(or timm:<any timm model name>)")
+        return 0
+    over = parse_set(args.set)
+    if args.epochs is not None:
+        over.setdefault("train", {})["epochs"] = args.epochs
+    if args.seed is not None:
+        over["seed"] = args.seed
+    if args.model:
+        over.setdefault("model", {})["name"] = args.model
+    if args.from_scratch:
+        over.setdefault("model", {})["pretrained"] = False
+    cfg = load_config(args.config, over)
+    run_dir = Path(args.out or "runs/rcdnet")
+    metrics = run(cfg, resolve_data_root(args.data), run_dir, limit=args.limit, resume=args.resume,
+                  cache_dir=args.cache, evaluate=not args.no_eval, progress=not args.quiet)
+    if "results" in metrics:
+        for name, r in metrics["results"].items():
+            d = r["operating_points"]["default"]
+            print(f"{name:9s} n={r['n']:4d}  AUC {d['auc']['value']:.3f} [{d['auc']['ci'][0]:.3f}, {d['auc']['ci'][1]:.3f}]"
+                  f"  accuracy {d['accuracy']['value']:.3f}  sensitivity {d['sensitivity']['value']:.3f}"
+                  f"  specificity {d['specificity']['value']:.3f}")
+        print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from rcdnet.data.readers import load_dataset
+    from rcdnet.evaluation.evaluate import evaluate_samples
+    from rcdnet.inference import Predictor, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    predictor = Predictor(ckpt)
+    classes = tuple(predictor.classes)
+    if args.csv or args.folder:
+        samples, problems = load_dataset(csv_path=args.csv, folder=args.folder, classes=classes)
+        name = Path(args.csv or args.folder).stem
+    elif args.dataset == "busi-val":
+        if not predictor.val_keys:
+            raise ValueError(f"{ckpt}: the checkpoint holds no validation split")
+        samples, problems = load_dataset(predictor.config["data"]["dataset"], args.data, classes=classes)
+        val = set(predictor.val_keys)
+        samples = [s for s in samples if s.key in val]
+        name = "busi-val"
+    else:
+        samples, problems = load_dataset(args.dataset, args.data, classes=classes)
+        name = args.dataset
+    out = Path(args.out) if args.out else ckpt.parent.parent / "eval"
+    res = evaluate_samples(predictor, samples, name, out, args.bootstrap, args.cache)
+    for op, m in res["operating_points"].items():
+        print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
+        for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
+            print(f"  {k:12s} {m[k]['value']:.3f}  95% CI [{m[k]['ci'][0]:.3f}, {m[k]['ci'][1]:.3f}]")
+    skipped = problems + [p for p in res["skipped_files"]]
+    if skipped:
+        print(f"{len(skipped)} files skipped:", *[f"  {p}" for p in skipped], sep="\n", file=sys.stderr)
+    print(f"written: {out}/{name}_metrics.json, {name}_predictions.csv, {name}_roc.png, {name}_confusion.png")
+    return 0
+
+
+def _expand(inputs: list[str]) -> list[Path]:
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in f.stem)
+        else:
+            files.append(p)
+    return files
+
+
+def cmd_predict(args) -> int:
+    from rcdnet.inference import Predictor
+
+    predictor = Predictor(args.checkpoint)
+    files = _expand(args.inputs)
+    rows, problems = predictor.predict_files(files)
+    buf = io.StringIO()
+    if args.format == "json":
+        json.dump({"predictions": rows, "errors": [{"file": p.path, "problem": p.problem} for p in problems],
+                   "thresholds": predictor.thresholds}, buf, indent=1)
+        buf.write("\n")
+    elif args.format == "csv" and rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        _print_table(rows, file=buf)
+    if args.out:
+        Path(args.out).write_text(buf.getvalue())
+    else:
+        sys.stdout.write(buf.getvalue())
+    for p in problems:
+        print(f"skipped {p}", file=sys.stderr)
+    print(f"{len(rows)} predicted, {len(problems)} skipped", file=sys.stderr)
+    return 0 if rows or not files else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("rcdnet: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rcdnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,74 @@
+"""Configuration: packaged YAML defaults, overridden by a user's YAML file, overridden by CLI flags."""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_config() -> dict:
+    text = resources.files("rcdnet").joinpath("configs/default.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict, over: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k not in out:
+            raise ConfigError(f"{where}: unknown setting {k!r} (known: {', '.join(sorted(base))})")
+        out[k] = _merge(out[k], v, f"{where}.{k}") if isinstance(out[k], dict) and isinstance(v, dict) else v
+    return out
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["train.lr=3e-4", "model.use_cbam=false"]`` -> nested dict (values parsed as YAML scalars)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    cfg = default_config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+        if not isinstance(user, dict):
+            raise ConfigError(f"{p}: a config file must be a mapping of settings")
+        cfg = _merge(cfg, user, str(p))
+    if overrides:
+        cfg = _merge(cfg, overrides, "command line")
+    return cfg
+
+
+def save_config(cfg: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def get(cfg: dict, dotted: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return default
+        node = node[p]
+    return node

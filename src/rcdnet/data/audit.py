@@ -1,0 +1,67 @@
+"""``rcdnet audit``: what is in a dataset, and what is wrong with it."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+from rcdnet.data.duplicates import find_duplicates, group_samples, label_conflicts
+from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, read_mask
+
+
+def inspect_sample(s: Sample) -> dict:
+    """One image's facts (size, mode, masks) or the problem that stops it being used."""
+    row = {"dataset": s.source, "key": s.key, "path": str(s.path), "label": s.label, "width": "", "height": "",
+           "mode": "", "masks": len(s.mask_paths), "problem": ""}
+    try:
+        with Image.open(s.path) as im:
+            row["mode"] = im.mode
+        arr = read_image(s.path)
+        row["height"], row["width"] = arr.shape[:2]
+        if s.mask_paths:
+            read_mask(s.mask_paths, arr.shape[:2])
+    except (ImageReadError, OSError) as exc:
+        row["problem"] = str(exc)
+    return row
+
+
+def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir: Path | None = None,
+          progress: bool = True) -> dict:
+    """``datasets``: name -> (samples, reader problems). Returns per-image rows, per-dataset summaries,
+    duplicate pairs (with group ids), label conflicts and cross-dataset overlap."""
+    all_samples = [s for ss, _ in datasets.values() for s in ss]
+    rows = [inspect_sample(s) for s in all_samples]
+    pairs, _ = find_duplicates([s for s, r in zip(all_samples, rows) if not r["problem"]], cache_dir=cache_dir,
+                               progress=progress)
+    groups = group_samples(all_samples, pairs)
+    for r in rows:
+        r["group"] = groups[r["key"]]
+    conflicts = label_conflicts(all_samples, groups)
+    source = {s.key: s.source for s in all_samples}
+    summaries = {}
+    for name, (samples, problems) in datasets.items():
+        mine = [r for r in rows if r["dataset"] == name]
+        ok = [r for r in mine if not r["problem"]]
+        member = Counter(groups[r["key"]] for r in mine)
+        widths, heights = [r["width"] for r in ok], [r["height"] for r in ok]
+        summaries[name] = {
+            "images": len(mine),
+            "per class": dict(Counter(r["label"] for r in mine)),
+            "modes": dict(Counter(r["mode"] for r in ok)),
+            "width min/median/max": f"{min(widths)}/{statistics.median(widths):.0f}/{max(widths)}" if ok else "",
+            "height min/median/max": f"{min(heights)}/{statistics.median(heights):.0f}/{max(heights)}" if ok else "",
+            "images with 0 / 1 / >1 masks": "/".join(str(sum(1 for r in mine if f(r["masks"])))
+                                                    for f in (lambda m: m == 0, lambda m: m == 1, lambda m: m > 1)),
+            "unreadable images": sum(1 for r in mine if r["problem"]),
+            "reader problems": len(problems),
+            "duplicate pairs": sum(1 for p in pairs if source[p.a] == name and source[p.b] == name),
+            "duplicate groups (size > 1)": sum(1 for c in member.values() if c > 1),
+            "images in duplicate groups": sum(c for c in member.values() if c > 1),
+            "label-conflict groups": sum(1 for g, m in conflicts.items() if any(s.source == name for s in m)),
+        }
+    overlap = [p for p in pairs if source[p.a] != source[p.b]]
+    return {"rows": rows, "summaries": summaries, "pairs": pairs, "conflicts": conflicts, "overlap": overlap,
+            "problems": [p for _, ps in datasets.values() for p in ps]}

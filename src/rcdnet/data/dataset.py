@@ -1,0 +1,40 @@
+"""Torch datasets over preprocessed (cached) images, with the training augmentation of section 2.2."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+
+def train_augmentation(size: int, cfg: dict) -> v2.Compose:
+    """Random crop (as a small re-scale), horizontal flip, small rotation; on (1, H, W) float tensors."""
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(cfg.get("crop_scale_min", 0.75), 1.0), ratio=(0.85, 1.18), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomAffine(degrees=cfg.get("rotation", 15), scale=(0.9, 1.1)),
+    ])
+
+
+class ImageArrayDataset(Dataset):
+    """(N, S, S) uint8 grayscale images + integer labels -> ((3, S, S) normalised float tensor, label).
+
+    ``mean`` / ``std`` are the backbone's input normalisation (0.5 / 0.5 for EfficientNet-Lite)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+                 augment: v2.Compose | None = None):
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i].unsqueeze(0).float().div_(255)
+        if self.augment is not None:
+            x = self.augment(x)
+        return (x.expand(3, -1, -1) - self.mean) / self.std, self.labels[i]

@@ -1,0 +1,93 @@
+"""From a data root to train / validation arrays: read, (limit), screen duplicates, group, split, preprocess."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from rcdnet.data.duplicates import DuplicatePair, find_duplicates, group_samples, label_conflicts
+from rcdnet.data.preprocess import Preprocessor, preprocess_samples
+from rcdnet.data.readers import load_dataset
+from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
+from rcdnet.data.split import split_train_val
+
+
+def classes_from_config(cfg: dict) -> tuple[str, ...]:
+    n = cfg["data"]["classes"]
+    if n not in (2, 3):
+        raise ValueError(f"data.classes must be 2 or 3, got {n}")
+    return CLASSES_2 if n == 2 else CLASSES_3
+
+
+def preprocessor_from_config(cfg: dict) -> Preprocessor:
+    d = cfg["data"]
+    return Preprocessor(size=d["image_size"], clahe_clip=d["clahe_clip"], clahe_tiles=d["clahe_tiles"],
+                        denoise_h=d["denoise_h"], letterbox=d["letterbox"])
+
+
+def stratified_limit(samples: list[Sample], n: int, seed: int) -> list[Sample]:
+    """A seeded subset of ``n`` samples with the class proportions of the whole (at least 2 per class)."""
+    if n >= len(samples):
+        return samples
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    out = []
+    for label, members in sorted(by_class.items()):
+        k = max(2, round(n * len(members) / len(samples)))
+        out += [members[i] for i in sorted(rng.choice(len(members), size=min(k, len(members)), replace=False))]
+    return out
+
+
+@dataclasses.dataclass
+class PreparedData:
+    samples: list[Sample]                 # usable training-pool samples, with .group set
+    images: np.ndarray                    # (N, S, S) uint8, aligned with samples
+    split: dict[str, str]                 # key -> train / val
+    pairs: list[DuplicatePair]            # verified duplicate pairs (training pool and external sets)
+    conflicts: dict[str, list[Sample]]    # duplicate groups with mixed labels (left out by default)
+    external_overlap: list[DuplicatePair]  # pairs that join the training pool to an external set
+    problems: list[DataProblem]
+
+    def subset(self, which: str) -> tuple[list[Sample], np.ndarray]:
+        idx = [i for i, s in enumerate(self.samples) if self.split[s.key] == which]
+        return [self.samples[i] for i in idx], self.images[idx]
+
+
+def prepare_training_data(cfg: dict, data_root: Path, *, limit: int | None = None, cache_dir: Path | None = None,
+                          saved_split: dict[str, str] | None = None, progress: bool = True) -> PreparedData:
+    """Everything before the first epoch. ``saved_split`` (key -> split) reuses a run's split exactly."""
+    classes = classes_from_config(cfg)
+    samples, problems = load_dataset(cfg["data"]["dataset"], data_root, classes=classes)
+    if limit:
+        samples = stratified_limit(samples, limit, cfg["seed"])
+    external: list[Sample] = []
+    for name in cfg["data"].get("external") or []:
+        ext, ext_problems = load_dataset(name, data_root, classes=classes)
+        external += ext
+        problems += ext_problems
+    pairs, unreadable = find_duplicates(samples + external, cache_dir=cache_dir, progress=progress)
+    problems += [DataProblem(p, why) for p, why in unreadable]
+    pool_keys = {s.key for s in samples}
+    groups = group_samples(samples, [p for p in pairs if p.a in pool_keys and p.b in pool_keys])
+    for s in samples:
+        s.group = groups[s.key]
+    conflicts = label_conflicts(samples, groups)
+    if cfg["data"]["drop_label_conflicts"] and conflicts:
+        bad = {s.key for members in conflicts.values() for s in members}
+        samples = [s for s in samples if s.key not in bad]
+    overlap = [p for p in pairs if (p.a in pool_keys) != (p.b in pool_keys)]
+    samples, images, pre_problems = preprocess_samples(samples, preprocessor_from_config(cfg), cache_dir, progress)
+    problems += pre_problems
+    if saved_split is not None:
+        missing = [s.key for s in samples if s.key not in saved_split]
+        if missing:
+            raise ValueError(f"the saved split does not cover {len(missing)} images (e.g. {missing[0]}): "
+                             "the data changed since the run started")
+        split = {s.key: saved_split[s.key] for s in samples}
+    else:
+        split = split_train_val(samples, {s.key: s.group for s in samples}, cfg["data"]["val_fraction"], cfg["seed"])
+    return PreparedData(samples, images, split, pairs, conflicts, overlap, problems)

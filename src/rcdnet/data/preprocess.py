@@ -1,0 +1,100 @@
+"""Section 2.2 preprocessing: grayscale, resize, denoise, contrast enhancement (CLAHE); decoded once and cached.
+
+Every image is turned into a ``uint8`` (size, size) grayscale array by :class:`Preprocessor`. The model sees it
+replicated to three channels and normalised with the backbone's own mean/std (see ``data.dataset``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
+
+CACHE_ENV = "RCDNET_CACHE"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "rcdnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessor:
+    """(H, W, 3) uint8 RGB -> (size, size) uint8 gray: resize, non-local-means denoise, CLAHE.
+
+    ``letterbox`` keeps the aspect ratio (pads with black) instead of squashing to a square."""
+
+    size: int = 224
+    clahe_clip: float = 2.0
+    clahe_tiles: int = 8
+    denoise_h: float = 5.0
+    letterbox: bool = False
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        gray = to_gray(rgb)
+        gray = self.resize(gray)
+        if self.denoise_h > 0:
+            gray = cv2.fastNlMeansDenoising(gray, None, h=self.denoise_h, templateWindowSize=5, searchWindowSize=15)
+        if self.clahe_clip > 0:
+            clahe = cv2.createCLAHE(clipLimit=self.clahe_clip, tileGridSize=(self.clahe_tiles, self.clahe_tiles))
+            gray = clahe.apply(gray)
+        return gray
+
+    def resize(self, gray: np.ndarray) -> np.ndarray:
+        h, w = gray.shape
+        if not self.letterbox:
+            return cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        scale = self.size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        out = np.zeros((self.size, self.size), np.uint8)
+        top, left = (self.size - nh) // 2, (self.size - nw) // 2
+        out[top:top + nh, left:left + nw] = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
+        return out
+
+    def signature(self) -> str:
+        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _file_token(path: Path) -> str:
+    st = Path(path).stat()
+    return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+
+
+def preprocess_samples(
+    samples: list[Sample], pre: Preprocessor, cache_dir: Path | None = None, progress: bool = False
+) -> tuple[list[Sample], np.ndarray, list[DataProblem]]:
+    """Preprocess every sample once (cached on disk by file identity and preprocessing parameters).
+
+    Returns the samples that could be read, their images as a (N, size, size) uint8 array, and a problem for
+    every file that could not be decoded (those samples are dropped)."""
+    cache = Path(cache_dir or default_cache_dir()) / "preprocessed" / pre.signature()
+    cache.mkdir(parents=True, exist_ok=True)
+    kept, arrays, problems = [], [], []
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="preprocess", unit="img", leave=False)
+    for s in it:
+        try:
+            f = cache / f"{_file_token(s.path)}.npy"
+            if f.exists():
+                arr = np.load(f)
+            else:
+                arr = pre(read_image(s.path))
+                tmp = f.with_suffix(".tmp.npy")
+                np.save(tmp, arr)
+                os.replace(tmp, f)
+        except (ImageReadError, OSError) as exc:
+            problems.append(DataProblem(str(s.path), str(exc).replace(f"{s.path}: ", "")))
+            continue
+        kept.append(s)
+        arrays.append(arr)
+    images = np.stack(arrays) if arrays else np.zeros((0, pre.size, pre.size), np.uint8)
+    return kept, images, problems

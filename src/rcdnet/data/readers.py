@@ -1,0 +1,243 @@
+"""Dataset readers: BUSI (Kaggle layout), UDIAT Dataset B, and users' own folder-per-class or CSV data.
+
+Every reader returns ``(samples, problems)``: files it cannot use are reported as
+:class:`~rcdnet.data.samples.DataProblem` and skipped, never fatal. Pixel decoding happens later (in
+preprocessing), where unreadable images are reported the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DATA_ENV = "RCDNET_DATA"
+_MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
+_LABEL_ALIASES = {"benign": "benign", "0": "benign", "malignant": "malignant", "1": "malignant", "normal": "normal"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read at all (missing folder, missing or malformed label file)."""
+
+
+def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
+    """``--data`` if given, else ``$RCDNET_DATA``, else ``../shared/data`` or ``./shared/data`` if present."""
+    if data:
+        root = Path(data)
+    elif os.environ.get(DATA_ENV):
+        root = Path(os.environ[DATA_ENV])
+    else:
+        candidates = [Path("../shared/data"), Path("shared/data")]
+        root = next((c for c in candidates if c.is_dir()), candidates[0])
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: data folder not found. Pass --data PATH or set {DATA_ENV}=PATH "
+            "(the folder that holds BUSI/ and UDIAT_DatasetB/)."
+        )
+    return root.resolve()
+
+
+def normalise_label(raw: str, allowed: tuple[str, ...]) -> str | None:
+    label = _LABEL_ALIASES.get(str(raw).strip().lower())
+    return label if label in allowed else None
+
+
+def _find(root: Path, *candidates: str) -> Path:
+    for c in candidates:
+        if (root / c).is_dir():
+            return root / c
+    return root
+
+
+def busi_dir(root: Path) -> Path:
+    return _find(Path(root), "BUSI/Dataset_BUSI_with_GT", "Dataset_BUSI_with_GT")
+
+
+def udiat_dir(root: Path) -> Path:
+    return _find(Path(root), "UDIAT_DatasetB/BUS", "BUS")
+
+
+def read_busi(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
+    """Read ``Dataset_BUSI_with_GT/{benign,malignant,normal}/<class> (N).png`` with its ``_mask*.png`` files.
+
+    ``root`` may be the data root, ``BUSI/`` or ``Dataset_BUSI_with_GT/`` itself."""
+    base = busi_dir(root)
+    samples: list[Sample] = []
+    problems: list[DataProblem] = []
+    found_any = False
+    for cls in classes:
+        folder = base / cls
+        if not folder.is_dir():
+            problems.append(DataProblem(str(folder), "class folder missing"))
+            continue
+        images: dict[str, Path] = {}
+        masks: dict[str, list[tuple[int, Path]]] = {}
+        for f in sorted(folder.iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                if f.is_file():
+                    problems.append(DataProblem(str(f), "not an image file (skipped)"))
+                continue
+            m = _MASK_RE.match(f.stem)
+            if m:
+                masks.setdefault(m["stem"], []).append((int(m["k"] or 0), f))
+            else:
+                images[f.stem] = f
+        if not images:
+            problems.append(DataProblem(str(folder), "class folder holds no images"))
+            continue
+        found_any = True
+        for stem in sorted(set(masks) - set(images)):
+            for _, f in masks[stem]:
+                problems.append(DataProblem(str(f), "mask without an image"))
+        for stem, f in images.items():
+            mask_paths = tuple(p for _, p in sorted(masks.get(stem, [])))
+            if not mask_paths:
+                problems.append(DataProblem(str(f), "image without a mask (kept for classification)"))
+            samples.append(Sample(path=f, label=cls, key=f"busi/{stem}", source="busi", mask_paths=mask_paths))
+    if not found_any:
+        raise DatasetError(f"{base}: no BUSI class folders with images ({', '.join(classes)}) found")
+    samples.sort(key=lambda s: _natural_key(s.key))
+    return samples, problems
+
+
+def read_udiat(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
+    """Read UDIAT Dataset B: ``original/NNNNNN.png``, ``GT/NNNNNN.png`` masks, labels from ``DatasetB.xlsx``
+    (sheet ``Hoja1``, columns Image / Type / Diagnosis)."""
+    import openpyxl  # local import: only this reader needs it
+
+    base = udiat_dir(root)
+    xlsx = base / "DatasetB.xlsx"
+    if not xlsx.is_file():
+        raise DatasetError(f"{xlsx}: UDIAT label file missing (labels live only in DatasetB.xlsx)")
+    try:
+        wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a bad file
+        raise DatasetError(f"{xlsx}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    ws = wb["Hoja1"] if "Hoja1" in wb.sheetnames else wb.worksheets[0]
+    rows = list(ws.iter_rows(values_only=True))
+    wb.close()
+    header = [str(c).strip().lower() if c is not None else "" for c in (rows[0] if rows else [])]
+    if "image" not in header or "type" not in header:
+        raise DatasetError(f"{xlsx}: expected columns 'Image' and 'Type' in the first row, found {rows[0] if rows else 'nothing'}")
+    i_img, i_type = header.index("image"), header.index("type")
+    i_diag = header.index("diagnosis") if "diagnosis" in header else None
+    samples: list[Sample] = []
+    problems: list[DataProblem] = []
+    listed = set()
+    for r_idx, row in enumerate(rows[1:], start=2):
+        if row is None or row[i_img] is None:
+            continue
+        raw_id = row[i_img]
+        image_id = f"{int(raw_id):06d}" if isinstance(raw_id, (int, float)) else str(raw_id).strip()
+        listed.add(image_id)
+        label = normalise_label(row[i_type] or "", CLASSES_3)
+        if label is None:
+            problems.append(DataProblem(f"{xlsx}:row {r_idx}", f"unknown label {row[i_type]!r} for image {image_id}"))
+            continue
+        if label not in classes:
+            continue
+        img = base / "original" / f"{image_id}.png"
+        if not img.is_file():
+            problems.append(DataProblem(str(img), "listed in DatasetB.xlsx but the image file is missing"))
+            continue
+        gt = base / "GT" / f"{image_id}.png"
+        if not gt.is_file():
+            problems.append(DataProblem(str(img), "image without a mask (kept for classification)"))
+        diagnosis = str(row[i_diag]).strip() if i_diag is not None and row[i_diag] else ""
+        samples.append(
+            Sample(path=img, label=label, key=f"udiat/{image_id}", source="udiat",
+                   mask_paths=(gt,) if gt.is_file() else (), extra={"diagnosis": diagnosis})
+        )
+    for f in sorted((base / "original").glob("*")):
+        if f.stem not in listed and f.suffix.lower() in IMAGE_SUFFIXES:
+            problems.append(DataProblem(str(f), "image not listed in DatasetB.xlsx (skipped: no label)"))
+    if not samples:
+        raise DatasetError(f"{base}: no labelled UDIAT images found")
+    return samples, problems
+
+
+def read_folder(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
+    """Users' data as one folder per class: ``root/benign/*.png``, ``root/malignant/*.png`` (or ``0/``, ``1/``).
+    Files named ``*_mask*`` beside an image are taken as its masks."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: folder not found")
+    samples: list[Sample] = []
+    problems: list[DataProblem] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = normalise_label(sub.name, CLASSES_3)
+        if label is None:
+            problems.append(DataProblem(str(sub), f"folder name {sub.name!r} is not a class ({', '.join(classes)} or 0/1)"))
+            continue
+        if label not in classes:
+            continue
+        files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        masks = {}
+        for f in files:
+            m = _MASK_RE.match(f.stem)
+            if m:
+                masks.setdefault(str(f.with_name(m["stem"])), []).append(f)
+        images = [f for f in files if not _MASK_RE.match(f.stem)]
+        if not images:
+            problems.append(DataProblem(str(sub), "class folder holds no images"))
+        for f in images:
+            mk = tuple(sorted(masks.get(str(f.with_suffix("")), [])))
+            samples.append(Sample(path=f, label=label, key=str(f.relative_to(root)), source="folder", mask_paths=mk))
+    if not samples:
+        raise DatasetError(f"{root}: no images found in class folders ({', '.join(classes)})")
+    return samples, problems
+
+
+def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
+    """Users' data as a CSV with columns ``path,label[,group]`` (labels benign/malignant or 0/1); relative
+    paths are resolved against the CSV's own folder."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: CSV file not found")
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if "path" not in fields or "label" not in fields:
+            raise DatasetError(f"{csv_path}: needs a header with columns path,label[,group]; found {reader.fieldnames}")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
+    samples: list[Sample] = []
+    problems: list[DataProblem] = []
+    for line, r in enumerate(rows, start=2):
+        label = normalise_label(r["label"], classes)
+        where = f"{csv_path}:line {line}"
+        if label is None:
+            problems.append(DataProblem(where, f"unknown label {r['label']!r} (expected {', '.join(classes)} or 0/1)"))
+            continue
+        p = Path(r["path"])
+        p = p if p.is_absolute() else csv_path.parent / p
+        if not p.is_file():
+            problems.append(DataProblem(str(p), f"file missing ({where})"))
+            continue
+        samples.append(Sample(path=p, label=label, key=r["path"], source="csv", group=r.get("group") or None))
+    if not samples:
+        raise DatasetError(f"{csv_path}: no usable rows")
+    return samples, problems
+
+
+def load_dataset(
+    name: str | None = None, data_root: Path | None = None, *, csv_path: Path | None = None,
+    folder: Path | None = None, classes: tuple[str, ...] = CLASSES_2,
+) -> tuple[list[Sample], list[DataProblem]]:
+    """One entry point: a named dataset (``busi``, ``udiat``) under ``data_root``, or a CSV, or a folder."""
+    if csv_path is not None:
+        return read_csv(csv_path, classes)
+    if folder is not None:
+        return read_folder(folder, classes)
+    root = resolve_data_root(data_root)
+    readers = {"busi": read_busi, "udiat": read_udiat}
+    if name not in readers:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(readers)} or pass --csv / --folder")
+    return readers[name](root, classes)
+
+
+def _natural_key(s: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]

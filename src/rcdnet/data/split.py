@@ -1,0 +1,50 @@
+"""The paper's 7:3 train / validation split, made stratified AND group-aware, seeded, and saved."""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from rcdnet.data.samples import Sample
+
+
+def split_train_val(samples: list[Sample], groups: dict[str, str], val_fraction: float = 0.3,
+                    seed: int = 0) -> dict[str, str]:
+    """Assign every sample to ``train`` or ``val`` so that no duplicate group spans both and each class keeps
+    about ``val_fraction`` of its images in validation. Uses scikit-learn's StratifiedGroupKFold with k folds
+    (k from the fraction, e.g. 3 of 10 folds for 0.3). Returns sample key -> split."""
+    frac = Fraction(val_fraction).limit_denominator(20)
+    if not 0 < frac < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    k, n_val = frac.denominator, frac.numerator
+    y = np.array([s.label for s in samples])
+    g = np.array([groups[s.key] for s in samples])
+    if len(set(g)) < k:
+        raise ValueError(f"only {len(set(g))} groups: too few for a {val_fraction:.0%} group-aware split")
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold_of = np.empty(len(samples), int)
+    for fold, (_, test_idx) in enumerate(sgkf.split(np.zeros(len(y)), y, g)):
+        fold_of[test_idx] = fold
+    return {s.key: ("val" if fold_of[i] < n_val else "train") for i, s in enumerate(samples)}
+
+
+def save_split(path: Path, samples: list[Sample], split: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["key", "path", "label", "group", "split"])
+        w.writeheader()
+        for s in samples:
+            w.writerow({"key": s.key, "path": str(s.path), "label": s.label, "group": s.group or "",
+                        "split": split[s.key]})
+
+
+def load_split(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not {"key", "path", "label", "split"} <= set(rows[0]):
+        raise ValueError(f"{path}: not a split file (needs key,path,label,split columns)")
+    return rows

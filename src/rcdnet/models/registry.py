@@ -1,0 +1,71 @@
+"""Model registry: ``create_model(name)`` builds RcdNet or a timm baseline with a fresh classifier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+from torch import nn
+
+from rcdnet.models.pretrained import create_backbone
+from rcdnet.models.rcdnet import RcdNet
+
+# name -> (timm backbone, RcdNet head?)
+_MODELS: dict[str, tuple[str, bool]] = {
+    "rcdnet": ("tf_efficientnet_lite0", True),
+    "rcdnet_lite1": ("tf_efficientnet_lite1", True),
+    "rcdnet_lite2": ("tf_efficientnet_lite2", True),
+    "efficientnet_lite0": ("tf_efficientnet_lite0", False),
+    "resnet50": ("resnet50", False),
+    "mobilenetv2": ("mobilenetv2_100", False),
+    "regnet": ("regnety_016", False),
+    "vit": ("vit_small_patch16_224", False),
+    "resnext50": ("resnext50_32x4d", False),
+}
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create_model(name: str, num_classes: int = 2, pretrained: bool = True, weights: str | None = None,
+                 **head: Any) -> nn.Module:
+    """Build a registered model. ``head`` (RcdNet only): ``dsc_channels``, ``use_cbam``, ``drop_rate``.
+
+    Any timm model name also works as a plain baseline (``timm:<name>``)."""
+    if name.startswith("timm:"):
+        backbone_name, is_rcdnet = name[5:], False
+        if backbone_name not in timm.list_models():
+            raise ValueError(f"unknown timm model {backbone_name!r}")
+    elif name in _MODELS:
+        backbone_name, is_rcdnet = _MODELS[name]
+    else:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or timm:<name>")
+    if is_rcdnet:
+        backbone = create_backbone(backbone_name, pretrained, weights, num_classes=0, global_pool="")
+        return RcdNet(backbone, num_classes=num_classes, **head)
+    drop = head.get("drop_rate", 0.3)
+    return create_backbone(backbone_name, pretrained, weights, num_classes=num_classes, drop_rate=drop)
+
+
+def freeze_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``n_stages`` stages of an EfficientNet(-based) model (no gradients).
+
+    Returns the frozen modules; the trainer keeps them in eval mode so their batch-norm statistics stay
+    ImageNet's (see :func:`train_mode`)."""
+    if n_stages <= 0:
+        return []
+    net = model.backbone if isinstance(model, RcdNet) else model
+    if not hasattr(net, "blocks") or not hasattr(net, "conv_stem"):
+        raise ValueError(f"freeze_stages works on EfficientNet-style models; {type(net).__name__} has no stem/blocks")
+    frozen = [net.conv_stem, net.bn1] + list(net.blocks[:n_stages])
+    for m in frozen:
+        m.requires_grad_(False)
+    return frozen
+
+
+def train_mode(model: nn.Module, frozen: list[nn.Module]) -> None:
+    """``model.train()`` with the frozen modules left in eval mode."""
+    model.train()
+    for m in frozen:
+        m.eval()

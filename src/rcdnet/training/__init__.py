@@ -1,0 +1,1 @@
+"""Training: the fine-tuning loop, checkpoints and resume."""
