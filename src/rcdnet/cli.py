@@ -1,4 +1,4 @@
-"""Command-line tool: ``rcdnet audit | train | evaluate | predict``."""
+"""Command-line tool: ``rcdnet audit | train | evaluate | predict | robustness``."""
 
 from __future__ import annotations
 
@@ -53,7 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
     g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
+    e.add_argument("--tta", action="store_true", help="average over each image and its mirror")
+    e.add_argument("--adabn", action="store_true", help="re-estimate batch-norm statistics on this dataset's "
+                                                        "images first (AdaBN; labels are not used)")
     _common(e, "output folder (default: <run dir>/eval)")
+
+    r = sub.add_parser("robustness", help="validation AUC under acquisition shifts; overlay (shortcut) analysis")
+    r.add_argument("checkpoint", help="run directory or checkpoint file")
+    r.add_argument("--shifts", nargs="+", help="subset of shifts (default: all)")
+    r.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3])
+    r.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the AUC CIs")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--tta", action="store_true", help="average over each image and its mirror")
+    r.add_argument("--adabn", action="store_true", help="AdaBN: re-estimate batch-norm statistics on each shifted set")
+    _common(r, "output folder (default: <run dir>/robustness)")
 
     p = sub.add_parser("predict", help="label and malignancy probability per image")
     p.add_argument("checkpoint", help="run directory or checkpoint file")
@@ -169,7 +182,7 @@ def cmd_evaluate(args) -> int:
     from rcdnet.inference import Predictor, resolve_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint)
-    predictor = Predictor(ckpt)
+    predictor = Predictor(ckpt, tta=True if args.tta else None)
     classes = tuple(predictor.classes)
     if args.csv or args.folder:
         samples, problems = load_dataset(csv_path=args.csv, folder=args.folder, classes=classes)
@@ -185,7 +198,14 @@ def cmd_evaluate(args) -> int:
         samples, problems = load_dataset(args.dataset, args.data, classes=classes)
         name = args.dataset
     out = Path(args.out) if args.out else ckpt.parent.parent / "eval"
-    res = evaluate_samples(predictor, samples, name, out, args.bootstrap, args.cache)
+    images = None
+    if args.adabn:
+        from rcdnet.data.preprocess import preprocess_samples
+
+        samples, images, bad = preprocess_samples(samples, predictor.preprocessor, args.cache)
+        problems += bad
+        predictor = predictor.adapted(images)
+    res = evaluate_samples(predictor, samples, name, out, args.bootstrap, args.cache, images=images)
     for op, m in res["operating_points"].items():
         print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
@@ -195,6 +215,36 @@ def cmd_evaluate(args) -> int:
         print(f"{len(skipped)} files skipped:", *[f"  {p}" for p in skipped], sep="\n", file=sys.stderr)
     print(f"written: {out}/{name}_metrics.json, {name}_predictions.csv, {name}_roc.png, {name}_confusion.png")
     return 0
+
+
+def cmd_robustness(args) -> int:
+    from rcdnet.data.preprocess import preprocess_samples
+    from rcdnet.data.readers import load_dataset
+    from rcdnet.evaluation.robustness import overlay_analysis, shift_suite, write_outputs
+    from rcdnet.inference import Predictor, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    predictor = Predictor(ckpt, tta=True if args.tta else None)
+    if not predictor.val_keys:
+        raise ValueError(f"{ckpt}: the checkpoint holds no validation split")
+    samples, _ = load_dataset(predictor.config["data"]["dataset"], args.data, classes=tuple(predictor.classes))
+    val = set(predictor.val_keys)
+    samples = [s for s in samples if s.key in val]
+    rows, problems = shift_suite(predictor, samples, args.shifts, tuple(args.levels), args.seed, args.bootstrap,
+                                 adabn=args.adabn, progress=not args.quiet)
+    kept, images, _ = preprocess_samples(samples, predictor.preprocessor, args.cache)
+    p_mal = predictor.predict_arrays(images)[:, predictor.malignant_index]
+    overlays = {"busi-val": overlay_analysis(predictor, kept, p_mal)}
+    ext_names = predictor.config["data"].get("external") or []
+    for name in ext_names:
+        overlays[name] = overlay_analysis(predictor, load_dataset(name, args.data, classes=tuple(predictor.classes))[0])
+    out = Path(args.out) if args.out else ckpt.parent.parent / "robustness"
+    summary = write_outputs(out, rows, overlays)
+    print((out / "robustness.md").read_text())
+    for p in problems:
+        print(f"skipped {p}", file=sys.stderr)
+    print(f"written: {out}/robustness.md, robustness.csv, robustness.json, robustness.png")
+    return 0 if summary else 1
 
 
 def _expand(inputs: list[str]) -> list[Path]:
@@ -237,7 +287,8 @@ def cmd_predict(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    handlers = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+                "robustness": cmd_robustness}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -61,6 +61,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     return cfg
 
 
+def with_defaults(saved: dict) -> dict:
+    """A saved run's config completed with today's defaults for settings added since (old runs stay loadable)."""
+
+    def fill(base: dict, over: dict) -> dict:
+        out = copy.deepcopy(base)
+        for k, v in over.items():
+            out[k] = fill(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+        return out
+
+    return fill(default_config(), saved)
+
+
 def save_config(cfg: dict, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rcdnet.config import with_defaults
 from rcdnet.data.prepare import preprocessor_from_config
 from rcdnet.data.samples import DataProblem, ImageReadError, read_image
 from rcdnet.models.registry import create_model
@@ -48,12 +49,15 @@ def build_model(cfg: dict, num_classes: int, pretrained: bool) -> torch.nn.Modul
 class Predictor:
     """A trained model with its preprocessing, class names and validation-chosen operating points.
 
-    ``predict_arrays``: (N, S, S) uint8 preprocessed images -> (N, num_classes) probabilities."""
+    ``predict_arrays``: (N, S, S) uint8 preprocessed images -> (N, num_classes) probabilities, with the
+    checkpoint's softmax temperature (fitted on validation) and, if ``tta``, averaged with the mirrored image."""
 
-    def __init__(self, checkpoint: str | Path | dict, batch_size: int = 32):
+    def __init__(self, checkpoint: str | Path | dict, batch_size: int = 32, tta: bool | None = None):
         ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
         self.checkpoint_path = ckpt.get("path", "")
-        self.config = ckpt["config"]
+        self.config = with_defaults(ckpt["config"])
+        self.temperature = float(ckpt.get("temperature", 1.0))
+        self.tta = self.config["eval"]["tta"] if tta is None else tta
         self.classes: list[str] = list(ckpt["classes"])
         self.thresholds: dict[str, float] = dict(ckpt.get("thresholds") or {"default": 0.5})
         self.val_keys: list[str] = list(ckpt.get("val_keys") or [])
@@ -72,12 +76,34 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(images)).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
 
-    @torch.inference_mode()
-    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        out = []
+    def batches(self, images: np.ndarray):
         for i in range(0, len(images), self.batch_size):
-            out.append(torch.softmax(self.model(self.to_tensor(images[i:i + self.batch_size])), dim=1).numpy())
+            yield self.to_tensor(images[i:i + self.batch_size])
+
+    @torch.inference_mode()
+    def logits_arrays(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, C) raw logits (no temperature; mirrored-image average if ``tta``)."""
+        out = []
+        for x in self.batches(images):
+            z = self.model(x)
+            if self.tta:
+                z = (z + self.model(torch.flip(x, dims=[3]))) / 2
+            out.append(z.numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        z = torch.from_numpy(self.logits_arrays(images)) / self.temperature
+        return torch.softmax(z, dim=1).numpy()
+
+    def adapted(self, images: np.ndarray) -> "Predictor":
+        """A copy whose batch-norm statistics are re-estimated on ``images`` (AdaBN; no labels used)."""
+        import copy
+
+        from rcdnet.models.adabn import adapt_batchnorm
+
+        other = copy.copy(self)
+        other.model = adapt_batchnorm(self.model, self.batches(images))
+        return other
 
     def predict_files(self, paths: list[Path]) -> tuple[list[dict], list[DataProblem]]:
         """Read, preprocess and classify image files; unreadable ones are reported and skipped."""

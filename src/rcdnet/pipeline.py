@@ -13,8 +13,10 @@ import yaml
 
 from rcdnet.config import save_config
 from rcdnet.data.prepare import PreparedData, classes_from_config, prepare_training_data
+from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.readers import load_dataset
 from rcdnet.data.split import load_split, save_split
+from rcdnet.evaluation.calibration import fit_temperature, plot_reliability
 from rcdnet.evaluation.evaluate import evaluate_samples
 from rcdnet.evaluation.metrics import threshold_for_sensitivity
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
@@ -79,6 +81,22 @@ def choose_thresholds(predictor: Predictor, val_images: np.ndarray, val_labels: 
     return {"default": 0.5, "high_sensitivity": threshold_for_sensitivity(y, p, target)}
 
 
+def calibrate_on_validation(best_path: Path, data: PreparedData, cfg: dict) -> tuple[Predictor, list, np.ndarray]:
+    """Fit the softmax temperature and choose the operating points on the validation split only; store both
+    in the best checkpoint. Returns the calibrated predictor and the validation samples and images."""
+    ckpt = load_checkpoint(best_path)
+    predictor = Predictor(ckpt)
+    va_samples, va_images = data.subset("val")
+    if cfg["eval"]["temperature_scaling"]:
+        y_idx = np.array([predictor.classes.index(s.label) for s in va_samples])
+        ckpt["temperature"] = predictor.temperature = fit_temperature(predictor.logits_arrays(va_images), y_idx)
+    ckpt["thresholds"] = choose_thresholds(predictor, va_images, [s.label for s in va_samples],
+                                           cfg["eval"]["target_sensitivity"])
+    ckpt.pop("path", None)
+    save_atomic(ckpt, best_path)
+    return Predictor(best_path), va_samples, va_images
+
+
 def dedup_subset(samples: list, pairs: list) -> list:
     """Keep one image of each duplicate group (the first by key)."""
     keys = {s.key for s in samples}
@@ -99,34 +117,32 @@ def run(cfg: dict, data_root: Path, run_dir: Path, *, limit: int | None = None, 
     _write_rows(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
     _write_rows(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])
     summary = data_summary(data)
-    trainer = Trainer(cfg, data, run_dir, progress=progress)
+    trainer = Trainer(cfg, data, run_dir, progress=progress, cache_dir=cache_dir)
     if resume and trainer.resume():
         print(f"resuming {run_dir} after epoch {trainer.start_epoch}")
     best = trainer.fit()
     plot_training_curves(trainer.history, run_dir)
     if not evaluate:
         return {"best": best}
-    # operating points from validation only, stored in the best checkpoint
-    best_path = run_dir / "checkpoints" / "best.pt"
-    ckpt = load_checkpoint(best_path)
-    predictor = Predictor(ckpt)
-    va_samples, va_images = data.subset("val")
-    ckpt["thresholds"] = choose_thresholds(predictor, va_images, [s.label for s in va_samples],
-                                           cfg["eval"]["target_sensitivity"])
-    ckpt.pop("path", None)
-    save_atomic(ckpt, best_path)
-    predictor = Predictor(best_path)
+    predictor, va_samples, va_images = calibrate_on_validation(run_dir / "checkpoints" / "best.pt", data, cfg)
     n_boot, classes = cfg["eval"]["bootstrap"], classes_from_config(cfg)
     results = {"busi-val": evaluate_samples(predictor, va_samples, "busi-val", run_dir, n_boot, cache_dir,
                                             images=va_images)}
     extra = {}
     for name in cfg["data"].get("external") or []:
         ext, _ = load_dataset(name, data_root, classes=classes)
-        results[name] = evaluate_samples(predictor, ext, name, run_dir, n_boot, cache_dir)
+        ext, ext_images, _ = preprocess_samples(ext, predictor.preprocessor, cache_dir)
+        ext_predictor = predictor.adapted(ext_images) if cfg["eval"]["adabn"] else predictor
+        results[name] = evaluate_samples(ext_predictor, ext, name, run_dir, n_boot, cache_dir, images=ext_images)
         dedup = dedup_subset(ext, data.pairs)
         if len(dedup) < len(ext):
+            keep = {s.key for s in dedup}
             extra[f"{name} without its internal duplicates"] = evaluate_samples(
-                predictor, dedup, f"{name}-dedup", run_dir / "sensitivity", n_boot, cache_dir)
+                ext_predictor, dedup, f"{name}-dedup", run_dir / "sensitivity", n_boot, cache_dir,
+                images=ext_images[[s.key in keep for s in ext]])
+    plot_reliability({f"{n} (T=1)": (r["_y"], r["_p_raw"]) for n, r in results.items()}
+                     | {f"{n} (T={predictor.temperature:.2f})": (r["_y"], r["_p"]) for n, r in results.items()},
+                     run_dir / "reliability.png")
     plot_roc({n: (r["_y"], r["_p"], r["operating_points"]["default"]["auc"]["value"],
                   r["operating_points"]["default"]["auc"]["ci"]) for n, r in results.items()},
              run_dir / "roc.png", title="ROC: internal validation and external test")

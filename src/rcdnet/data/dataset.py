@@ -20,11 +20,15 @@ def train_augmentation(size: int, cfg: dict) -> v2.Compose:
 class ImageArrayDataset(Dataset):
     """(N, S, S) uint8 grayscale images + integer labels -> ((3, S, S) normalised float tensor, label).
 
-    ``mean`` / ``std`` are the backbone's input normalisation (0.5 / 0.5 for EfficientNet-Lite)."""
+    ``mean`` / ``std`` are the backbone's input normalisation (0.5 / 0.5 for EfficientNet-Lite). ``variants``
+    (N, K, S, S), if given, are acquisition-shifted versions of each image; one replaces the original with
+    probability ``variant_p``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
-                 augment: v2.Compose | None = None):
+                 augment: v2.Compose | None = None, variants: np.ndarray | None = None, variant_p: float = 0.5):
         self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.variants = torch.from_numpy(np.ascontiguousarray(variants)) if variants is not None else None
+        self.variant_p = variant_p
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -34,7 +38,10 @@ class ImageArrayDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[i].unsqueeze(0).float().div_(255)
+        img = self.images[i]
+        if self.variants is not None and torch.rand(()) < self.variant_p:
+            img = self.variants[i, int(torch.randint(self.variants.shape[1], ()))]
+        x = img.unsqueeze(0).float().div_(255)
         if self.augment is not None:
             x = self.augment(x)
         return (x.expand(3, -1, -1) - self.mean) / self.std, self.labels[i]

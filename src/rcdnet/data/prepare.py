@@ -24,7 +24,7 @@ def classes_from_config(cfg: dict) -> tuple[str, ...]:
 def preprocessor_from_config(cfg: dict) -> Preprocessor:
     d = cfg["data"]
     return Preprocessor(size=d["image_size"], clahe_clip=d["clahe_clip"], clahe_tiles=d["clahe_tiles"],
-                        denoise_h=d["denoise_h"], letterbox=d["letterbox"])
+                        denoise_h=d["denoise_h"], letterbox=d["letterbox"], inpaint_overlays=d["inpaint_overlays"])
 
 
 def stratified_limit(samples: list[Sample], n: int, seed: int) -> list[Sample]:

@@ -28,15 +28,21 @@ def default_cache_dir() -> Path:
 class Preprocessor:
     """(H, W, 3) uint8 RGB -> (size, size) uint8 gray: resize, non-local-means denoise, CLAHE.
 
-    ``letterbox`` keeps the aspect ratio (pads with black) instead of squashing to a square."""
+    ``letterbox`` keeps the aspect ratio (pads with black) instead of squashing to a square;
+    ``inpaint_overlays`` removes calipers, text and colour marks first (``data.overlays``)."""
 
     size: int = 224
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
     denoise_h: float = 5.0
     letterbox: bool = False
+    inpaint_overlays: bool = False
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        if self.inpaint_overlays:
+            from rcdnet.data.overlays import remove_overlays
+
+            rgb = remove_overlays(rgb)
         gray = to_gray(rgb)
         gray = self.resize(gray)
         if self.denoise_h > 0:
@@ -64,6 +70,36 @@ class Preprocessor:
 def _file_token(path: Path) -> str:
     st = Path(path).stat()
     return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+
+
+def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_dir: Path | None = None,
+                        max_level: int = 2, progress: bool = False) -> np.ndarray:
+    """``n`` randomly shifted versions of each (readable) sample, each shift applied to the raw image and then
+    preprocessed exactly like a test image (``data.shifts``); cached. Returns (N, n, size, size) uint8."""
+    from rcdnet.data.shifts import random_shift
+
+    cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = np.zeros((len(samples), n, pre.size, pre.size), np.uint8)
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="shifted variants", unit="img", leave=False)
+    for i, s in enumerate(it):
+        token = _file_token(s.path)
+        f = cache / f"{token}.npy"
+        if f.exists():
+            out[i] = np.load(f)
+            continue
+        gray = to_gray(read_image(s.path))
+        rng = np.random.default_rng(int(token[:12], 16))
+        out[i] = np.stack([pre(np.repeat(random_shift(gray, rng, p=1.0, max_level=max_level)[..., None], 3, 2))
+                           for _ in range(n)])
+        tmp = f.with_suffix(".tmp.npy")
+        np.save(tmp, out[i])
+        os.replace(tmp, f)
+    return out
 
 
 def preprocess_samples(

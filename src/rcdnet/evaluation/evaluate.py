@@ -11,6 +11,7 @@ import numpy as np
 
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.samples import DataProblem, Sample
+from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.plots import plot_confusion, plot_roc
 from rcdnet.inference import Predictor
@@ -30,10 +31,14 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
         samples, images, problems = preprocess_samples(samples, predictor.preprocessor, cache_dir)
     if not samples:
         raise ValueError(f"{name}: no readable images to evaluate")
-    probs = predictor.predict_arrays(images)
+    logits = predictor.logits_arrays(images)
+    probs = _softmax(logits / predictor.temperature)
     p_mal = probs[:, predictor.malignant_index]
+    p_raw = _softmax(logits)[:, predictor.malignant_index]
     y = np.array([int(s.label == "malignant") for s in samples])
     result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.checkpoint_path,
+              "temperature": predictor.temperature, "tta": predictor.tta,
+              "ece": expected_calibration_error(y, p_mal), "ece_before_temperature": expected_calibration_error(y, p_raw),
               "operating_points": {}, "skipped_files": [str(p) for p in problems]}
     for op, t in predictor.thresholds.items():
         result["operating_points"][op] = metrics_with_ci(y, p_mal, t, n_boot, seed)
@@ -52,5 +57,10 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     plot_confusion(y, (p_mal >= t0).astype(int), ["benign", "malignant"], out_dir / f"{name}_confusion.png",
                    title=f"{name} @ p>={t0:.2f}")
     (out_dir / f"{name}_metrics.json").write_text(json.dumps(result, indent=1))
-    result["_y"], result["_p"] = y, p_mal  # for callers that draw combined figures; not serialised
+    result["_y"], result["_p"], result["_p_raw"] = y, p_mal, p_raw  # for combined figures; not serialised
     return result
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

@@ -77,6 +77,10 @@ def write_report(path: Path, *, cfg: dict, env: dict, data_summary: dict, histor
         f"{cfg['model']['freeze_stages']}), {cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
         f"Adam lr {cfg['train']['lr']}, weight decay {cfg['train']['weight_decay']}, cosine annealing, "
         f"label smoothing {cfg['augment']['label_smoothing']}, Mixup alpha {cfg['augment']['mixup_alpha']}, seed {cfg['seed']}",
+        f"- generalisation options: ultrasound-shift variants {cfg['augment'].get('ultrasound_variants', 0)}, "
+        f"overlay inpainting {cfg['data'].get('inpaint_overlays', False)}, letterbox {cfg['data']['letterbox']}, "
+        f"EMA {cfg['train'].get('ema_decay', 0)}, test-time mirror TTA {cfg['eval'].get('tta', False)}, "
+        f"AdaBN on external sets {cfg['eval'].get('adabn', False)}",
         f"- training time: {tot / 60:.1f} min in all, {per_epoch:.1f} s per epoch (train + validation); "
         f"peak memory {max((h['peak_memory_mb'] for h in history), default=0):.0f} MB",
         f"- best epoch by validation {best.get('name', 'auc')}: {best['epoch']} "
@@ -91,6 +95,9 @@ def write_report(path: Path, *, cfg: dict, env: dict, data_summary: dict, histor
                   "95 % percentile-bootstrap confidence intervals in brackets. The paper reports one number per cell "
                   "(no intervals); its tables appear to average precision/recall/F1 over both classes (macro).", "",
                   metrics_table(results, op)]
+    lines += ["", "## Calibration (expected calibration error, 10 bins)", ""]
+    lines += [f"- {n}: ECE {r['ece_before_temperature']:.3f} before, {r['ece']:.3f} after temperature scaling "
+              f"(T = {r['temperature']:.3f}, fitted on validation)" for n, r in results.items()]
     if extra_results:
         lines += ["", "## Sensitivity analyses", ""]
         for name, r in extra_results.items():
@@ -98,6 +105,6 @@ def write_report(path: Path, *, cfg: dict, env: dict, data_summary: dict, histor
             lines.append(f"- {name} (n={r['n']}): AUC {_fmt(d['auc'])}, accuracy {_fmt(d['accuracy'])}, "
                          f"sensitivity {_fmt(d['sensitivity'])}, specificity {_fmt(d['specificity'])}")
     lines += ["", "## Figures", "", "![loss](loss_curve.png) ![accuracy](accuracy_curve.png)", "",
-              "![ROC](roc.png)", ""]
+              "![ROC](roc.png) ![reliability](reliability.png)", ""]
     lines += [f"![{n} confusion]({n}_confusion.png)" for n in results]
     path.write_text("\n".join(lines) + "\n")

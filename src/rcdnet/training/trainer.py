@@ -18,13 +18,15 @@ import torch
 from sklearn.metrics import roc_auc_score
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from rcdnet import __version__
 from rcdnet.data.dataset import ImageArrayDataset, train_augmentation
-from rcdnet.data.prepare import PreparedData, classes_from_config
+from rcdnet.data.prepare import PreparedData, classes_from_config, preprocessor_from_config
+from rcdnet.data.preprocess import preprocess_variants
 from rcdnet.inference import CHECKPOINT_FORMAT, build_model
 from rcdnet.models.registry import freeze_stages, train_mode
 from rcdnet.training.checkpoint import save_atomic
@@ -60,7 +62,8 @@ def _auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, data: PreparedData, run_dir: Path, progress: bool = True):
+    def __init__(self, cfg: dict, data: PreparedData, run_dir: Path, progress: bool = True,
+                 cache_dir: Path | None = None):
         self.cfg, self.data, self.run_dir, self.progress = cfg, data, Path(run_dir), progress
         self.classes = list(classes_from_config(cfg))
         tr, va = cfg["train"], cfg["augment"]
@@ -76,8 +79,11 @@ class Trainer:
         (tr_s, tr_x), (va_s, va_x) = data.subset("train"), data.subset("val")
         if len(tr_s) < tr["batch_size"]:
             raise ValueError(f"only {len(tr_s)} training images: fewer than one batch of {tr['batch_size']}")
+        variants = (preprocess_variants(tr_s, preprocessor_from_config(cfg), va["ultrasound_variants"], cache_dir,
+                                        progress=progress) if va["ultrasound_variants"] else None)
         self.train_ds = ImageArrayDataset(tr_x, np.array([label_idx[s.label] for s in tr_s]), mean, std,
-                                          train_augmentation(cfg["data"]["image_size"], va))
+                                          train_augmentation(cfg["data"]["image_size"], va), variants,
+                                          va["ultrasound_p"])
         self.val_ds = ImageArrayDataset(va_x, np.array([label_idx[s.label] for s in va_s]), mean, std)
         self.val_keys = [s.key for s in va_s]
         self.generator = torch.Generator()
@@ -92,18 +98,25 @@ class Trainer:
                       if va["mixup_alpha"] > 0 else None)
         self.loss_fn = SoftTargetCrossEntropy() if self.mixup else (
             LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss())
+        self.ema = ModelEmaV3(self.model, decay=tr["ema_decay"]) if tr["ema_decay"] > 0 else None
         self.history: list[dict] = []
         self.best = {"epoch": -1, "metric": -float("inf")}
         self.start_epoch = 0
         self.ckpt_dir = self.run_dir / "checkpoints"
 
     # -- checkpoints ---------------------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are validated and kept: the EMA average when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _state(self, epoch: int, full: bool) -> dict:
         state = {"format": CHECKPOINT_FORMAT, "version": __version__, "config": self.cfg, "classes": self.classes,
-                 "epoch": epoch, "model": self.model.state_dict(), "val_keys": self.val_keys,
+                 "epoch": epoch, "model": self.eval_model.state_dict(), "val_keys": self.val_keys,
                  "history": self.history, "best": self.best}
         if full:
-            state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+            state.update(train_model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                         scheduler=self.scheduler.state_dict())
         return state
 
     def resume(self) -> bool:
@@ -111,7 +124,9 @@ class Trainer:
         if not last.exists():
             return False
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt["train_model"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.history, self.best, self.start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
@@ -134,6 +149,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             hard = target.argmax(1) if target.ndim == 2 else target
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == hard).sum().item()
@@ -153,7 +170,7 @@ class Trainer:
                         desc=f"epoch {epoch + 1}/{epochs}") if self.progress else None)
             train_loss, train_acc = self.train_one_epoch(epoch, bar)
             t_train = time.time() - t0
-            p, y, val_loss = predict_loader(self.model, self.val_loader)
+            p, y, val_loss = predict_loader(self.eval_model, self.val_loader)
             val_acc = float((p.argmax(1) == y).mean())
             val_auc = _auc(y, p, self.classes)
             rec = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,

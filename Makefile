@@ -1,0 +1,28 @@
+# One command for the main job, one for the tests. Each creates .venv and installs pinned versions first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+RUN_DIR ?= runs/main
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup main test clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## main: train RcdNet on BUSI, evaluate on the validation split and UDIAT, write $(RUN_DIR)/report.md
+main: $(STAMP)
+	$(BIN)/rcdnet train --out $(RUN_DIR) $(if $(wildcard $(RUN_DIR)/checkpoints/last.pt),--resume,)
+
+## test: the whole test suite (about 5 minutes on 2 CPU cores)
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

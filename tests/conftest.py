@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests that need the real data skip with a clear reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rcdnet.data.readers import DATA_ENV
+
+DATA = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+BUSI = DATA / "BUSI" / "Dataset_BUSI_with_GT"
+UDIAT = DATA / "UDIAT_DatasetB" / "BUS"
+
+needs_data = pytest.mark.skipif(not BUSI.is_dir() or not UDIAT.is_dir(),
+                                reason=f"real data not found at {DATA} (set {DATA_ENV}=PATH to the shared data folder)")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not BUSI.is_dir() or not UDIAT.is_dir():
+        pytest.skip(f"real data not found at {DATA} (set {DATA_ENV}=PATH to the shared data folder)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the whole session, so tests share preprocessed images and duplicate screening."""
+    return tmp_path_factory.mktemp("rcdnet-cache")
+
+
+@pytest.fixture
+def small_dataset(tmp_path, data_root) -> Path:
+    """A folder-per-class copy of 6 real BUSI images per class, with their masks."""
+    root = tmp_path / "folder"
+    for cls in ("benign", "malignant"):
+        (root / cls).mkdir(parents=True)
+        for i in range(1, 7):
+            src = BUSI / cls / f"{cls} ({i}).png"
+            shutil.copy(src, root / cls / src.name)
+            shutil.copy(BUSI / cls / f"{cls} ({i})_mask.png", root / cls / f"{cls} ({i})_mask.png")
+    return root
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from rcdnet.data.preprocess import Preprocessor, preprocess_samples
+from rcdnet.data.samples import Sample, read_image
+from tests.conftest import BUSI
+
+
+def test_output_is_square_uint8_and_contrast_is_enhanced(data_root):
+    rgb = read_image(BUSI / "benign" / "benign (3).png")
+    plain = Preprocessor(clahe_clip=0, denoise_h=0)(rgb)
+    enhanced = Preprocessor()(rgb)
+    assert plain.shape == enhanced.shape == (224, 224) and enhanced.dtype == np.uint8
+    assert enhanced.std() > plain.std()  # CLAHE spreads the histogram
+
+
+def test_letterbox_keeps_aspect_ratio(data_root):
+    rgb = read_image(BUSI / "benign" / "benign (3).png")
+    h, w = rgb.shape[:2]
+    out = Preprocessor(letterbox=True, clahe_clip=0, denoise_h=0)(rgb)
+    rows = np.nonzero(out.max(axis=1))[0]
+    cols = np.nonzero(out.max(axis=0))[0]
+    got = (cols[-1] - cols[0] + 1) / (rows[-1] - rows[0] + 1)
+    assert got == pytest.approx(w / h, rel=0.05)
+
+
+def test_cache_returns_identical_arrays_and_bad_files_are_reported(tmp_path, data_root):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    samples = [Sample(BUSI / "benign" / "benign (3).png", "benign", "a", "t"), Sample(bad, "benign", "b", "t")]
+    kept, first, problems = preprocess_samples(samples, Preprocessor(), tmp_path / "cache")
+    assert [s.key for s in kept] == ["a"] and first.shape == (1, 224, 224)
+    assert len(problems) == 1 and "broken.png" in problems[0].path
+    _, second, _ = preprocess_samples(samples, Preprocessor(), tmp_path / "cache")
+    assert np.array_equal(first, second)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1

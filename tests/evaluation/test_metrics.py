@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from rcdnet.evaluation.metrics import _vector_metrics, binary_metrics, bootstrap_ci, metrics_with_ci, \
+    threshold_for_sensitivity
+
+
+@pytest.fixture
+def scores(rng):
+    y = rng.integers(0, 2, 150)
+    p = np.clip(0.35 * y + rng.normal(0.35, 0.2, 150), 0, 1).round(2)  # ties on purpose
+    return y, p
+
+
+def test_point_metrics_match_scikit_learn(scores):
+    y, p = scores
+    m = binary_metrics(y, p, 0.5)
+    pred = (p >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(precision_score(y, pred))
+    assert m["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert m["sensitivity"] == pytest.approx(recall_score(y, pred))
+    assert m["specificity"] == pytest.approx(recall_score(1 - y, 1 - pred))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p))
+
+
+def test_vectorised_bootstrap_metrics_equal_the_point_metrics(scores):
+    y, p = scores
+    v = _vector_metrics(y[None], p[None], 0.5)
+    m = binary_metrics(y, p, 0.5)
+    for k, arr in v.items():
+        assert arr[0] == pytest.approx(m[k]), k
+
+
+def test_confidence_intervals_contain_the_estimate_and_shrink_with_n(rng):
+    def make(n):
+        y = rng.integers(0, 2, n)
+        return y, np.clip(0.3 * y + rng.normal(0.35, 0.2, n), 0, 1)
+
+    small, large = metrics_with_ci(*make(60), n_boot=1000), metrics_with_ci(*make(2000), n_boot=1000)
+    for m in ("accuracy", "auc", "sensitivity", "specificity", "f1_macro"):
+        lo, hi = small[m]["ci"]
+        assert lo <= small[m]["value"] <= hi
+        assert (large[m]["ci"][1] - large[m]["ci"][0]) < (hi - lo)
+
+
+def test_bootstrap_is_seeded(scores):
+    assert bootstrap_ci(*scores, n_boot=300, seed=3) == bootstrap_ci(*scores, n_boot=300, seed=3)
+
+
+def test_high_sensitivity_threshold(scores):
+    y, p = scores
+    t = threshold_for_sensitivity(y, p, 0.95)
+    assert binary_metrics(y, p, t)["sensitivity"] >= 0.95
+    higher = np.min(p[p > t]) if (p > t).any() else 1.1
+    assert binary_metrics(y, p, higher)["sensitivity"] < 0.95  # it is the highest such threshold

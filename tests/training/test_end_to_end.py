@@ -1,0 +1,130 @@
+"""Train for real on a small real BUSI subset, then evaluate and predict through the CLI (CPU, ~1-2 min)."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from rcdnet.cli import main
+from rcdnet.config import load_config, parse_set
+from rcdnet.pipeline import RunDirError, run
+from rcdnet.training.trainer import Trainer
+from tests.conftest import BUSI
+
+pytestmark = pytest.mark.slow
+FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root, cache_dir):
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", "--data", str(data_root), "--out", str(out), "--epochs", "1", "--limit", "90",
+                 "--cache", str(cache_dir), *FAST])
+    assert code == 0
+    return out
+
+
+def test_run_directory_holds_everything(trained):
+    for name in ("config.yaml", "split.csv", "duplicates.csv", "history.json", "loss_curve.png", "accuracy_curve.png",
+                 "roc.png", "report.md", "metrics.json", "busi-val_predictions.csv", "udiat_predictions.csv",
+                 "udiat_roc.png", "udiat_confusion.png", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (trained / name).is_file(), name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    udiat = metrics["results"]["udiat"]
+    assert udiat["n"] == 163 and udiat["n_malignant"] == 54
+    ops = udiat["operating_points"]
+    assert set(ops) == {"default", "high_sensitivity"}
+    assert 0 <= ops["default"]["auc"]["value"] <= 1
+    lo, hi = ops["default"]["auc"]["ci"]
+    assert lo <= ops["default"]["auc"]["value"] <= hi
+    report = (trained / "report.md").read_text()
+    assert "0.9866" in report and "commit" in report  # paper's number beside ours
+    assert "udiat without its internal duplicates" in report
+
+
+def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, capsys):
+    assert main(["evaluate", str(trained), "--dataset", "busi-val", "--data", str(data_root), "--out",
+                 str(tmp_path), "--bootstrap", "100", "--cache", str(cache_dir)]) == 0
+    val_keys = [line.split(",")[0] for line in (trained / "split.csv").read_text().splitlines()[1:]
+                if line.endswith(",val")]
+    res = json.loads((tmp_path / "busi-val_metrics.json").read_text())
+    assert res["n"] == len(val_keys)
+    # the same numbers the training run reported for its validation split
+    ours = json.loads((trained / "busi-val_metrics.json").read_text())
+    assert res["operating_points"]["default"]["auc"]["value"] == pytest.approx(
+        ours["operating_points"]["default"]["auc"]["value"], abs=1e-6)
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    capsys.readouterr()
+    assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(BUSI / "benign" / "benign (1).png"),
+                 str(bad), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert len(out["predictions"]) == 1 and 0 <= out["predictions"][0]["p_malignant"] <= 1
+    assert out["errors"][0]["file"].endswith("broken.png")
+    assert "1 predicted, 1 skipped" in captured.err
+
+
+def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):
+    assert main(["train", "--data", str(data_root), "--out", str(trained), "--epochs", "1", "--limit", "90",
+                 "--cache", str(cache_dir), *FAST]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, data_root, cache_dir, monkeypatch):
+    cfg = load_config(None, parse_set(["train.epochs=2", "train.batch_size=16"]))
+    run(cfg, data_root, tmp_path / "a", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
+
+    original = Trainer.train_one_epoch
+
+    def crash_in_second_epoch(self, epoch, bar):
+        if epoch == 1:
+            raise KeyboardInterrupt  # as if killed mid-epoch
+        return original(self, epoch, bar)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, data_root, tmp_path / "b", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    assert last["epoch"] == 0  # the finished epoch survived the crash
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    with pytest.raises(RunDirError):
+        run(cfg, data_root, tmp_path / "b", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
+    run(cfg, data_root, tmp_path / "b", limit=70, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
+    ha = json.loads((tmp_path / "a" / "history.json").read_text())
+    hb = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert len(ha) == len(hb) == 2
+    for ra, rb in zip(ha, hb):
+        for k in ("train_loss", "val_loss", "val_acc", "val_auc"):
+            assert ra[k] == pytest.approx(rb[k], abs=1e-5), k
+    shutil.rmtree(tmp_path / "a")
+
+
+def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_path):
+    assert main(["robustness", str(trained), "--shifts", "blur", "gain", "--levels", "2", "--bootstrap", "50",
+                 "--data", str(data_root), "--out", str(tmp_path / "rob"), "--cache", str(cache_dir), "--quiet"]) == 0
+    res = json.loads((tmp_path / "rob" / "robustness.json").read_text())
+    assert [(r["shift"], r["level"]) for r in res["rows"]] == [("none", 0), ("blur", 2), ("gain", 2)]
+    base = json.loads((trained / "busi-val_metrics.json").read_text())["operating_points"]["default"]["auc"]["value"]
+    assert res["rows"][0]["auc"] == pytest.approx(base, abs=1e-6)  # unshifted = the run's own validation AUC
+    assert set(res["overlays"]) == {"busi-val", "udiat"}
+    assert (tmp_path / "rob" / "robustness.png").is_file()
+    for flag in ("--tta", "--adabn"):
+        out = tmp_path / flag
+        assert main(["evaluate", str(trained), "--dataset", "udiat", flag, "--bootstrap", "50", "--data",
+                     str(data_root), "--out", str(out), "--cache", str(cache_dir), "--quiet"]) == 0
+        assert json.loads((out / "udiat_metrics.json").read_text())["n"] == 163
+
+
+def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cache_dir):
+    cfg = load_config(None, parse_set(["train.epochs=1", "train.batch_size=16", "eval.bootstrap=50",
+                                       "augment.ultrasound_variants=2", "train.ema_decay=0.9",
+                                       "data.inpaint_overlays=true", "data.letterbox=true", "eval.tta=true",
+                                       "eval.adabn=true"]))
+    metrics = run(cfg, data_root, tmp_path, limit=60, cache_dir=cache_dir, progress=False)
+    assert metrics["results"]["udiat"]["n"] == 163
+    assert metrics["results"]["udiat"]["tta"] is True
+    assert metrics["thresholds"]["high_sensitivity"] <= 1
+    assert "AdaBN on external sets True" in (tmp_path / "report.md").read_text()
