@@ -24,5 +24,7 @@ def test_unknown_settings_and_bad_files_are_clear_errors(tmp_path):
     f.write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         load_config(f)
+    with pytest.raises(ConfigError, match="train.lr: expected a number, got 'fast'"):
+        load_config(None, parse_set(["train.lr=fast"]))
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -19,12 +19,27 @@ def default_config() -> dict:
     return yaml.safe_load(text)
 
 
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """Numbers written as '3e-4' (YAML reads those as text) become numbers; a wrong type is an error."""
+    if isinstance(default, bool) or default is None or isinstance(value, bool):
+        return value
+    if isinstance(default, (int, float)) and isinstance(value, str):
+        try:
+            return float(value) if isinstance(default, float) or any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    return value
+
+
 def _merge(base: dict, over: dict, where: str) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in out:
             raise ConfigError(f"{where}: unknown setting {k!r} (known: {', '.join(sorted(base))})")
-        out[k] = _merge(out[k], v, f"{where}.{k}") if isinstance(out[k], dict) and isinstance(v, dict) else v
+        if isinstance(out[k], dict) and isinstance(v, dict):
+            out[k] = _merge(out[k], v, f"{where}.{k}")
+        else:
+            out[k] = _coerce(out[k], v, f"{where}.{k}")
     return out
 
 

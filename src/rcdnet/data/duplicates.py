@@ -172,10 +172,11 @@ def find_duplicates(
         emb = _embed([prints[k].gray for k in keys])
         sim = emb @ emb.T
         np.fill_diagonal(sim, -1)
-        nn = np.argsort(-sim, axis=1)[:, : params.neighbours]
+        nn = np.argsort(-sim, axis=1)[:, : min(params.neighbours, len(keys) - 1)]
         for i in range(len(keys)):
             for j in nn[i]:
-                candidates.add((min(i, j), max(i, j)))
+                if i != j:
+                    candidates.add((min(i, j), max(i, j)))
     pairs: list[DuplicatePair] = []
     cands = sorted(candidates)
     if progress:
