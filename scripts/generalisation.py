@@ -4,7 +4,8 @@
     python scripts/generalisation.py table > docs/generalisation.md
 
 `run` does, for each configuration, with the README's own commands: `rcdnet train` (which ends with the one
-evaluation on UDIAT), `rcdnet robustness` (the shift suite on validation), and the test-time variants on the same
+evaluation on UDIAT), `rcdnet robustness --levels 2` (the shift suite on validation at moderate strength, the level the
+rule below reads), and the test-time variants on the same
 checkpoint (mirror TTA; AdaBN on each target set). Finished steps are skipped, so it resumes after an interruption.
 
 `table` collects every configuration evaluated and picks the default by a rule fixed before any result was seen,
@@ -38,7 +39,7 @@ def run(names: list[str]) -> None:
         for tag, flags in VARIANTS.items():
             sub = out / f"robustness{tag}"
             if not (sub / "robustness.json").exists():
-                sh(RCDNET + ["robustness", out, "--out", sub, "--quiet", *flags])
+                sh(RCDNET + ["robustness", out, "--out", sub, "--levels", "2", "--quiet", *flags])
             if tag:
                 for ds in ("busi-val", "udiat"):
                     ev = out / f"eval{tag}"
