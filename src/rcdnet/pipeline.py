@@ -110,9 +110,10 @@ def dedup_subset(samples: list, pairs: list) -> list:
 def run(cfg: dict, data_root: Path, run_dir: Path, *, limit: int | None = None, resume: bool = False,
         cache_dir: Path | None = None, evaluate: bool = True, progress: bool = True) -> dict:
     run_dir = Path(run_dir)
+    if limit:
+        cfg = {**cfg, "data": {**cfg["data"], "limit": limit}}
     cfg, saved_split = open_run(run_dir, cfg, resume)
-    data = prepare_training_data(cfg, data_root, limit=limit, cache_dir=cache_dir, saved_split=saved_split,
-                                 progress=progress)
+    data = prepare_training_data(cfg, data_root, cache_dir=cache_dir, saved_split=saved_split, progress=progress)
     save_split(run_dir / "split.csv", data.samples, data.split)
     _write_rows(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
     _write_rows(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])

@@ -12,6 +12,10 @@ from rcdnet.data.duplicates import find_duplicates, group_samples, label_conflic
 from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, read_mask
 
 
+def _fmt_counts(c: Counter) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+
+
 def inspect_sample(s: Sample) -> dict:
     """One image's facts (size, mode, masks) or the problem that stops it being used."""
     row = {"dataset": s.source, "key": s.key, "path": str(s.path), "label": s.label, "width": "", "height": "",
@@ -49,8 +53,8 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
         widths, heights = [r["width"] for r in ok], [r["height"] for r in ok]
         summaries[name] = {
             "images": len(mine),
-            "per class": dict(Counter(r["label"] for r in mine)),
-            "modes": dict(Counter(r["mode"] for r in ok)),
+            "per class": _fmt_counts(Counter(r["label"] for r in mine)),
+            "modes": _fmt_counts(Counter(r["mode"] for r in ok)),
             "width min/median/max": f"{min(widths)}/{statistics.median(widths):.0f}/{max(widths)}" if ok else "",
             "height min/median/max": f"{min(heights)}/{statistics.median(heights):.0f}/{max(heights)}" if ok else "",
             "images with 0 / 1 / >1 masks": "/".join(str(sum(1 for r in mine if f(r["masks"])))

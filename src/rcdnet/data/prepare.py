@@ -57,13 +57,13 @@ class PreparedData:
         return [self.samples[i] for i in idx], self.images[idx]
 
 
-def prepare_training_data(cfg: dict, data_root: Path, *, limit: int | None = None, cache_dir: Path | None = None,
+def prepare_training_data(cfg: dict, data_root: Path, *, cache_dir: Path | None = None,
                           saved_split: dict[str, str] | None = None, progress: bool = True) -> PreparedData:
     """Everything before the first epoch. ``saved_split`` (key -> split) reuses a run's split exactly."""
     classes = classes_from_config(cfg)
     samples, problems = load_dataset(cfg["data"]["dataset"], data_root, classes=classes)
-    if limit:
-        samples = stratified_limit(samples, limit, cfg["seed"])
+    if cfg["data"].get("limit"):
+        samples = stratified_limit(samples, cfg["data"]["limit"], cfg["seed"])
     external: list[Sample] = []
     for name in cfg["data"].get("external") or []:
         ext, ext_problems = load_dataset(name, data_root, classes=classes)
