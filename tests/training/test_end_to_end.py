@@ -128,3 +128,18 @@ def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cach
     assert metrics["results"]["udiat"]["tta"] is True
     assert metrics["thresholds"]["high_sensitivity"] <= 1
     assert "AdaBN on external sets True" in (tmp_path / "report.md").read_text()
+
+
+def test_publish_results_copies_the_generated_report(trained, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    page = tmp_path / "docs" / "results.md"
+    page.parent.mkdir()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "publish_results.py"
+    subprocess.run([sys.executable, str(script), str(trained), str(page)], check=True, capture_output=True)
+    text = page.read_text()
+    assert text.startswith((trained / "report.md").read_text().split("\n", 1)[0])
+    assert "figures/results/roc.png" in text and (page.parent / "figures" / "results" / "roc.png").is_file()
+    assert "Resolved configuration" in text
