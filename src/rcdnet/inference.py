@@ -91,9 +91,13 @@ class Predictor:
             out.append(z.numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
+    def probabilities(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """(N, C) logits -> (N, C) softmax probabilities at the checkpoint's temperature (or the one given)."""
+        t = self.temperature if temperature is None else temperature
+        return torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)) / t, dim=1).numpy()
+
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        z = torch.from_numpy(self.logits_arrays(images)) / self.temperature
-        return torch.softmax(z, dim=1).numpy()
+        return self.probabilities(self.logits_arrays(images))
 
     def adapted(self, images: np.ndarray) -> "Predictor":
         """A copy whose batch-norm statistics are re-estimated on ``images`` (AdaBN; no labels used)."""

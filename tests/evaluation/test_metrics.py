@@ -55,3 +55,6 @@ def test_high_sensitivity_threshold(scores):
     assert binary_metrics(y, p, t)["sensitivity"] >= 0.95
     higher = np.min(p[p > t]) if (p > t).any() else 1.1
     assert binary_metrics(y, p, higher)["sensitivity"] < 0.95  # it is the highest such threshold
+    assert t not in set(p)  # never on a score: rounding in a recomputation cannot flip a case
+    # the same probabilities recomputed in float32 (as another code path would) keep the target
+    assert binary_metrics(y, p.astype(np.float32), t)["sensitivity"] >= 0.95

@@ -32,9 +32,9 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     if not samples:
         raise ValueError(f"{name}: no readable images to evaluate")
     logits = predictor.logits_arrays(images)
-    probs = _softmax(logits / predictor.temperature)
+    probs = predictor.probabilities(logits)
     p_mal = probs[:, predictor.malignant_index]
-    p_raw = _softmax(logits)[:, predictor.malignant_index]
+    p_raw = predictor.probabilities(logits, temperature=1.0)[:, predictor.malignant_index]
     y = np.array([int(s.label == "malignant") for s in samples])
     result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.checkpoint_path,
               "temperature": predictor.temperature, "tta": predictor.tta,
@@ -59,8 +59,3 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     (out_dir / f"{name}_metrics.json").write_text(json.dumps(result, indent=1))
     result["_y"], result["_p"], result["_p_raw"] = y, p_mal, p_raw  # for combined figures; not serialised
     return result
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
