@@ -31,6 +31,9 @@ def main() -> None:
         return f"![{m.group(1)}]({figures.relative_to(page.parent) / src.name})"
 
     text = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", relink, text)
+    first, rest = text.split("\n", 1)
+    text = (f"{first}\n\nPublished from the run directory `{run_dir}` by `python scripts/publish_results.py {run_dir} "
+            f"{page}`; every number below was written by `rcdnet train` into that run's report.md.\n{rest}")
     cfg = (run_dir / "config.yaml").read_text()
     text += f"\n## Resolved configuration of this run\n\n```yaml\n{cfg}```\n"
     page.write_text(text)
