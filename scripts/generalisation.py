@@ -106,7 +106,7 @@ def table() -> None:
     name = best["config"].split("+")[0]
     tag = best["config"][len(name):]
     rob = json.loads((ROOT / name / f"robustness{tag}" / "robustness.json").read_text())
-    print(f"## Shift suite of the chosen configuration (moderate strength)\n")
+    print("## Shift suite of the chosen configuration (moderate strength)\n")
     print((ROOT / name / f"robustness{tag}" / "robustness.md").read_text().split("\n", 2)[2].split("## Overlays")[0])
     print("## Overlays (calipers, text, colour marks) and the shortcut check\n")
     for ds, o in rob["overlays"].items():

@@ -96,14 +96,17 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 def cmd_audit(args) -> int:
     from rcdnet.data.audit import audit
-    from rcdnet.data.readers import DatasetError, busi_dir, read_busi, read_csv, read_folder, read_udiat, \
+    from rcdnet.data.readers import busi_dir, read_busi, read_csv, read_folder, read_udiat, \
         resolve_data_root, udiat_dir
     from rcdnet.data.samples import CLASSES_3
 
     target = Path(args.path) if args.path else resolve_data_root(args.data)
+    is_class_folder = (target / "benign").is_dir() and busi_dir(target) == target and udiat_dir(target) == target
     if target.is_file():
         datasets = {"csv": read_csv(target, CLASSES_3)}
-    elif busi_dir(target) != target or udiat_dir(target) != target or (target / "benign").is_dir() is False:
+    elif is_class_folder:
+        datasets = {"folder": read_folder(target, CLASSES_3)}
+    else:  # a data root: whichever known datasets it holds, else a folder per class
         datasets = {}
         if (busi_dir(target) / "benign").is_dir() or (busi_dir(target) / "malignant").is_dir():
             datasets["busi"] = read_busi(target, CLASSES_3)
@@ -111,8 +114,6 @@ def cmd_audit(args) -> int:
             datasets["udiat"] = read_udiat(target, CLASSES_3)
         if not datasets:
             datasets["folder"] = read_folder(target, CLASSES_3)
-    else:
-        datasets = {"folder": read_folder(target, CLASSES_3)}
     for name, (ss, _) in datasets.items():
         for s in ss:
             s.source = name

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from rcdnet.config import save_config
