@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 RUN_DIR ?= runs/main
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup main test clean
+.PHONY: setup browser main test clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,13 @@ setup: $(STAMP)
 main: $(STAMP)
 	$(BIN)/rcdnet train --out $(RUN_DIR) $(if $(wildcard $(RUN_DIR)/checkpoints/last.pt),--resume,)
 
-## test: the whole test suite (about 5 minutes on 2 CPU cores)
-test: $(STAMP)
+## browser: Debian's Chromium for the web-page test (skipped with a message where it cannot be installed)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the web-page test will be skipped"
+
+## test: the whole test suite (about 10 minutes on 2 CPU cores)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -48,3 +48,22 @@ def small_dataset(tmp_path, data_root) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """A real RcdNet checkpoint without training (ImageNet Lite0 backbone, seeded random head): enough to test
+    everything that only needs a model, in seconds. Its 'validation split' is 4 BUSI images per class."""
+    import torch
+
+    from rcdnet.config import load_config, with_defaults
+    from rcdnet.inference import CHECKPOINT_FORMAT, build_model
+
+    torch.manual_seed(0)
+    cfg = with_defaults(load_config(None, {}))
+    model = build_model(cfg, 2, pretrained=True)
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg, "classes": ["benign", "malignant"],
+                "model": model.state_dict(), "thresholds": {"default": 0.5},
+                "val_keys": [f"busi/{c} ({i})" for c in ("benign", "malignant") for i in range(1, 5)]}, path)
+    return path

@@ -1,4 +1,4 @@
-"""Command-line tool: ``rcdnet audit | train | evaluate | predict | robustness``."""
+"""Command-line tool: ``rcdnet audit | train | cv | evaluate | robustness | explain | predict | export | serve``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,20 @@ from pathlib import Path
 
 from rcdnet import __version__
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--data", help="data root holding BUSI/ and UDIAT_DatasetB/ (default: $RCDNET_DATA, else ../shared/data)")
     p.add_argument("--out", help=out_help)
     p.add_argument("--cache", help="cache folder for preprocessed images and duplicate screening "
                                    "(default: $RCDNET_CACHE, else ~/.cache/rcdnet)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _dataset_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dataset", default=default, choices=["busi-val", "udiat"],
+                   help="busi-val: the run's own validation split; udiat: the external test set")
+    g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
+    g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,13 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-eval", action="store_true", help="train only")
     t.add_argument("--list-models", action="store_true", help="print the model names and exit")
 
+    c = sub.add_parser("cv", help="group-aware stratified k-fold cross-validation and the fold ensemble")
+    _common(c, "cross-validation directory (default: runs/cv)")
+    c.add_argument("--folds", type=int, default=5)
+    c.add_argument("--config", help="YAML file overriding the packaged defaults")
+    c.add_argument("--epochs", type=int)
+    c.add_argument("--limit", type=int, help="a small stratified subset of N training-pool images")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
     e = sub.add_parser("evaluate", help="metrics with 95%% CIs, ROC, confusion matrix, predictions on a dataset")
     e.add_argument("checkpoint", help="run directory or checkpoint file")
-    g = e.add_mutually_exclusive_group()
-    g.add_argument("--dataset", default="udiat", choices=["busi-val", "udiat"],
-                   help="busi-val: the run's own validation split; udiat: the external test set")
-    g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
-    g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
+    _dataset_options(e, default="udiat")
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
     e.add_argument("--tta", action="store_true", help="average over each image and its mirror")
     e.add_argument("--adabn", action="store_true", help="re-estimate batch-norm statistics on this dataset's "
@@ -68,11 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--adabn", action="store_true", help="AdaBN: re-estimate batch-norm statistics on each shifted set")
     _common(r, "output folder (default: <run dir>/robustness)")
 
-    p = sub.add_parser("predict", help="label and malignancy probability per image")
-    p.add_argument("checkpoint", help="run directory or checkpoint file")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    x = sub.add_parser("explain", help="heat maps (Grad-CAM and friends) with lesion-mask outlines; "
+                                       "--evaluate: agreement with the masks; --figure: the paper's Figure 4")
+    x.add_argument("checkpoint", help="run directory or checkpoint file")
+    x.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
+                   help="images to explain (a '<name>_mask*.png' beside an image is drawn as its lesion outline)")
+    _dataset_options(x, default=None)
+    x.add_argument("--method", default="gradcam", help="gradcam (default), gradcam++, scorecam, eigencam, layercam")
+    x.add_argument("--layer", help="target layer as a dotted module name (default: the model's conventional one)")
+    x.add_argument("--target", default="malignant", help="class to explain: malignant (default), benign, or "
+                                                         "'predicted' for each image's predicted class")
+    x.add_argument("--evaluate", action="store_true", help="agreement with the lesion masks per method "
+                                                           "(--dataset, else busi-val and udiat)")
+    x.add_argument("--methods", nargs="+", default=["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"],
+                   help="methods for --evaluate")
+    x.add_argument("--limit", type=int, help="--evaluate: only the first N masked images of each dataset")
+    x.add_argument("--road-images", type=int, default=40, help="--evaluate: images scored with ROAD per dataset")
+    x.add_argument("--figure", action="store_true", help="the Figure-4 grid from busi-val and udiat")
+    _common(x, "output folder (default: <run dir>/explain)")
+
+    p = sub.add_parser("predict", help="label and malignancy probability per image, DICOM or video")
+    p.add_argument("checkpoint", help="run directory, checkpoint file or exported .onnx model")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
+                   help="PNG/JPEG/BMP/TIFF, DICOM (single or multi-frame), video (mp4, avi, mov, mkv), or folders")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--out", help="write the result to this file instead of the screen")
+    p.add_argument("--smooth", type=int, default=5, help="frames in the moving average of a clip's probability")
+
+    xp = sub.add_parser("export", help="ONNX export verified against PyTorch, optional INT8 quantisation")
+    xp.add_argument("checkpoint", help="run directory or checkpoint file")
+    xp.add_argument("--onnx", required=True, help="output .onnx file (metadata JSON written beside it)")
+    xp.add_argument("--int8", action="store_true", help="also write <name>.int8.onnx, calibrated on training "
+                                                        "images, with its AUC change on validation and UDIAT")
+    xp.add_argument("--verify-images", type=int, default=64, help="validation images compared with PyTorch")
+    xp.add_argument("--data", help="data root (default: $RCDNET_DATA, else ../shared/data)")
+    xp.add_argument("--cache", help="cache folder for preprocessed images")
+
+    sv = sub.add_parser("serve", help="HTTP service (FastAPI) with a web page for clinicians")
+    sv.add_argument("model", help="run directory, checkpoint file or exported .onnx model")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
     return ap
 
 
@@ -150,6 +195,7 @@ def cmd_train(args) -> int:
     from rcdnet.data.readers import resolve_data_root
     from rcdnet.models.registry import list_models
     from rcdnet.pipeline import run
+    from rcdnet.training.distributed import teardown
 
     if args.list_models:
         print("\n".join(list_models()) + "\n(or timm:<any timm model name>)")
@@ -165,8 +211,11 @@ def cmd_train(args) -> int:
         over.setdefault("model", {})["pretrained"] = False
     cfg = load_config(args.config, over)
     run_dir = Path(args.out or "runs/rcdnet")
-    metrics = run(cfg, resolve_data_root(args.data), run_dir, limit=args.limit, resume=args.resume,
-                  cache_dir=args.cache, evaluate=not args.no_eval, progress=not args.quiet)
+    try:
+        metrics = run(cfg, resolve_data_root(args.data), run_dir, limit=args.limit, resume=args.resume,
+                      cache_dir=args.cache, evaluate=not args.no_eval, progress=not args.quiet)
+    finally:
+        teardown()
     if "results" in metrics:
         for name, r in metrics["results"].items():
             d = r["operating_points"]["default"]
@@ -177,28 +226,62 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from rcdnet.data.readers import load_dataset
-    from rcdnet.evaluation.evaluate import evaluate_samples
-    from rcdnet.inference import Predictor, resolve_checkpoint
+def _run_dir_of(model: str) -> Path:
+    """The folder a model belongs to: a run or cross-validation directory, or the checkpoint's run."""
+    p = Path(model)
+    if p.is_dir():
+        return p
+    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
 
-    ckpt = resolve_checkpoint(args.checkpoint)
-    predictor = Predictor(ckpt, tta=True if args.tta else None)
+
+def _selected_dataset(args, predictor, dataset: str) -> tuple[str, list, list]:
+    """(name, samples, problems) for --csv, --folder or a named dataset (busi-val: the run's validation split)."""
+    from rcdnet.data.readers import load_dataset
+
     classes = tuple(predictor.classes)
-    if args.csv or args.folder:
+    if getattr(args, "csv", None) or getattr(args, "folder", None):
         samples, problems = load_dataset(csv_path=args.csv, folder=args.folder, classes=classes)
-        name = Path(args.csv or args.folder).stem
-    elif args.dataset == "busi-val":
+        return Path(args.csv or args.folder).stem, samples, problems
+    if dataset == "busi-val":
         if not predictor.val_keys:
-            raise ValueError(f"{ckpt}: the checkpoint holds no validation split")
+            raise ValueError(f"{predictor.checkpoint_path}: the checkpoint holds no validation split")
         samples, problems = load_dataset(predictor.config["data"]["dataset"], args.data, classes=classes)
         val = set(predictor.val_keys)
-        samples = [s for s in samples if s.key in val]
-        name = "busi-val"
-    else:
-        samples, problems = load_dataset(args.dataset, args.data, classes=classes)
-        name = args.dataset
-    out = Path(args.out) if args.out else ckpt.parent.parent / "eval"
+        return "busi-val", [s for s in samples if s.key in val], problems
+    samples, problems = load_dataset(dataset, args.data, classes=classes)
+    return dataset, samples, problems
+
+
+def cmd_cv(args) -> int:
+    from rcdnet.config import load_config, parse_set
+    from rcdnet.crossval import cross_validate
+    from rcdnet.data.readers import resolve_data_root
+    from rcdnet.training.distributed import teardown
+
+    over = parse_set(args.set)
+    if args.epochs is not None:
+        over.setdefault("train", {})["epochs"] = args.epochs
+    out = Path(args.out or "runs/cv")
+    try:
+        summary = cross_validate(load_config(args.config, over), resolve_data_root(args.data), out, args.folds,
+                                 limit=args.limit, cache_dir=args.cache, progress=not args.quiet)
+    finally:
+        teardown()
+    if summary is not None:
+        print((out / "cv.md").read_text())
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from rcdnet.evaluation.evaluate import evaluate_samples
+    from rcdnet.inference import load_predictor
+
+    if str(args.checkpoint).endswith(".onnx"):
+        raise ValueError(f"{args.checkpoint}: evaluate a checkpoint or an ensemble (the ONNX export is verified "
+                         "against its checkpoint by `rcdnet export`)")
+    predictor = load_predictor(args.checkpoint, tta=True if args.tta else None)
+    name, samples, problems = _selected_dataset(args, predictor, args.dataset)
+    out = Path(args.out) if args.out else _run_dir_of(args.checkpoint) / "eval"
     images = None
     if args.adabn:
         from rcdnet.data.preprocess import preprocess_samples
@@ -226,11 +309,7 @@ def cmd_robustness(args) -> int:
 
     ckpt = resolve_checkpoint(args.checkpoint)
     predictor = Predictor(ckpt, tta=True if args.tta else None)
-    if not predictor.val_keys:
-        raise ValueError(f"{ckpt}: the checkpoint holds no validation split")
-    samples, _ = load_dataset(predictor.config["data"]["dataset"], args.data, classes=tuple(predictor.classes))
-    val = set(predictor.val_keys)
-    samples = [s for s in samples if s.key in val]
+    _, samples, _ = _selected_dataset(args, predictor, "busi-val")
     rows, problems = shift_suite(predictor, samples, args.shifts, tuple(args.levels), args.seed, args.bootstrap,
                                  adabn=args.adabn, progress=not args.quiet)
     kept, images, _ = preprocess_samples(samples, predictor.preprocessor, args.cache)
@@ -249,25 +328,86 @@ def cmd_robustness(args) -> int:
 
 
 def _expand(inputs: list[str]) -> list[Path]:
+    """Files as given; folders searched recursively for images, DICOM and video (lesion masks left out)."""
+    from rcdnet.data.sources import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    known = IMAGE_SUFFIXES | DICOM_SUFFIXES | VIDEO_SUFFIXES
     files = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and "_mask" not in f.stem)
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in known and "_mask" not in f.stem)
         else:
             files.append(p)
     return files
 
 
-def cmd_predict(args) -> int:
-    from rcdnet.inference import Predictor
+def cmd_explain(args) -> int:
+    from rcdnet.data.readers import masks_beside
+    from rcdnet.data.samples import Sample
+    from rcdnet.explain.cam import METHODS
+    from rcdnet.explain.run import agreement_table, explain_samples, figure4, write_table
+    from rcdnet.inference import Predictor, resolve_checkpoint
 
-    predictor = Predictor(args.checkpoint)
+    ckpt = resolve_checkpoint(args.checkpoint)
+    for m in [args.method] + (args.methods if args.evaluate else []):
+        if m not in METHODS:
+            raise ValueError(f"unknown heat-map method {m!r}; choose one of {', '.join(METHODS)}")
+    predictor = Predictor(ckpt)
+    out = Path(args.out) if args.out else ckpt.parent.parent / "explain"
+    chosen = args.dataset or args.csv or args.folder
+    if not (args.inputs or chosen or args.evaluate or args.figure):
+        raise ValueError("nothing to explain: give images or folders, --dataset/--csv/--folder, --evaluate or --figure")
+    opts = {"layer": args.layer, "target": args.target}
+    written = []
+    if args.inputs or (chosen and not args.evaluate):
+        if args.inputs:
+            files = _expand(args.inputs)
+            samples = [Sample(path=f, label="", key=str(f), source="file", mask_paths=masks_beside(f)) for f in files]
+            problems = []
+        else:
+            _, samples, problems = _selected_dataset(args, predictor, args.dataset)
+        rows, bad = explain_samples(predictor, samples, out, args.method, **opts)
+        _print_table([{k: v for k, v in r.items() if k != "image"} for r in rows])
+        for p in problems + bad:
+            print(f"skipped {p}", file=sys.stderr)
+        _write_csv(out / "explain.csv", rows)
+        written += [f"{len(rows)} heat-map PNGs", "explain.csv"]
+        if not rows:
+            return 1
+    if args.evaluate or args.figure:
+        named = [args.dataset] if chosen else ["busi-val", "udiat"]
+        datasets = {n: s for n, s, _ in (_selected_dataset(args, predictor, d) for d in named)}
+    if args.evaluate:
+        if args.limit:
+            datasets_eval = {n: [s for s in ss if s.mask_paths][:args.limit] for n, ss in datasets.items()}
+        else:
+            datasets_eval = datasets
+        rows, bad = agreement_table(predictor, datasets_eval, args.methods, road_images=args.road_images,
+                                    progress=not args.quiet, **opts)
+        print(write_table(rows, out, f"Heat maps of {ckpt} (target: {args.target})\n"))
+        for p in bad:
+            print(f"skipped {p}", file=sys.stderr)
+        written += ["explain_metrics.md", "explain_metrics.csv", "explain_metrics.json"]
+    if args.figure:
+        chosen_keys = figure4(predictor, datasets, out / "figure4.png", args.method, cache_dir=args.cache, **opts)
+        (out / "figure4.json").write_text(json.dumps(chosen_keys, indent=1))
+        written += ["figure4.png", "figure4.json"]
+    print(f"written to {out}: {', '.join(written)}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from rcdnet.inference import load_predictor
+    from rcdnet.inference import predict_sources
+
+    predictor = load_predictor(args.checkpoint)
     files = _expand(args.inputs)
-    rows, problems = predictor.predict_files(files)
+    rows, frames, problems = predict_sources(predictor, files, window=args.smooth)
     buf = io.StringIO()
     if args.format == "json":
-        json.dump({"predictions": rows, "errors": [{"file": p.path, "problem": p.problem} for p in problems],
+        json.dump({"predictions": rows, "frames": frames,
+                   "errors": [{"file": p.path, "problem": p.problem} for p in problems],
                    "thresholds": predictor.thresholds}, buf, indent=1)
         buf.write("\n")
     elif args.format == "csv" and rows:
@@ -280,16 +420,36 @@ def cmd_predict(args) -> int:
         Path(args.out).write_text(buf.getvalue())
     else:
         sys.stdout.write(buf.getvalue())
+    if frames and args.format != "json":
+        folder = Path(args.out).parent if args.out else Path(".")
+        for name, fr in frames.items():
+            target = folder / f"{Path(name).name}.frames.csv"
+            _write_csv(target, fr)
+            print(f"per-frame results: {target}", file=sys.stderr)
     for p in problems:
         print(f"skipped {p}", file=sys.stderr)
     print(f"{len(rows)} predicted, {len(problems)} skipped", file=sys.stderr)
     return 0 if rows or not files else 1
 
 
+def cmd_export(args) -> int:
+    from rcdnet.deploy.export import export_command
+
+    return export_command(args)
+
+
+def cmd_serve(args) -> int:
+    from rcdnet.serve.app import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-                "robustness": cmd_robustness}
+                "robustness": cmd_robustness, "explain": cmd_explain, "export": cmd_export, "serve": cmd_serve,
+                "cv": cmd_cv}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ as training. Used by ``evaluate``, ``predict`` and anything that serves the mode
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from rcdnet.config import with_defaults
 from rcdnet.data.prepare import preprocessor_from_config
-from rcdnet.data.samples import DataProblem, ImageReadError, read_image
+from rcdnet.data.samples import DataProblem, ImageReadError
 from rcdnet.models.registry import create_model
 
 CHECKPOINT_FORMAT = "rcdnet-checkpoint/1"
@@ -109,22 +110,118 @@ class Predictor:
         other.model = adapt_batchnorm(self.model, self.batches(images))
         return other
 
-    def predict_files(self, paths: list[Path]) -> tuple[list[dict], list[DataProblem]]:
-        """Read, preprocess and classify image files; unreadable ones are reported and skipped."""
-        arrays, kept, problems = [], [], []
-        for p in paths:
-            try:
-                arrays.append(self.preprocessor(read_image(p)))
-                kept.append(p)
-            except ImageReadError as exc:
-                problems.append(DataProblem(str(p), str(exc).replace(f"{p}: ", "")))
-        probs = self.predict_arrays(np.stack(arrays)) if arrays else np.zeros((0, len(self.classes)))
-        rows = [self.describe(str(p), pr) for p, pr in zip(kept, probs)]
-        return rows, problems
+    def describe(self, name: str, probs: np.ndarray) -> dict:
+        return describe_prediction(self, name, probs)
+
+
+def describe_prediction(predictor, name: str, probs: np.ndarray, frames: int = 1) -> dict:
+    """One output row: label (arg-max class), malignancy probability, and the decision at every operating point
+    chosen on validation."""
+    p_mal = float(probs[predictor.malignant_index])
+    row = {"image": name, "label": predictor.classes[int(np.argmax(probs))], "p_malignant": round(p_mal, 4)}
+    for op, t in predictor.thresholds.items():
+        row[f"malignant@{op}"] = p_mal >= t
+    row["frames"] = frames
+    return row
+
+
+def smooth(p: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` frames (shorter at the clip's ends)."""
+    if window <= 1 or len(p) < 2:
+        return p.copy()
+    k = np.ones(window)
+    return np.convolve(p, k, "same") / np.convolve(np.ones_like(p), k, "same")
+
+
+def predict_sources(predictor, paths: list[Path], window: int = 5, chunk: int = 32
+                    ) -> tuple[list[dict], dict[str, list[dict]], list[DataProblem]]:
+    """Classify image, DICOM and video files (any predictor: PyTorch or ONNX Runtime).
+
+    Returns one row per file (for a multi-frame DICOM or a video: the clip's result from the mean per-frame
+    probability), per-frame rows for every multi-frame file (with the probability smoothed over ``window``
+    frames), and the files that could not be read, which are skipped."""
+    from rcdnet.data.sources import read_frames
+
+    rows, frame_rows, problems = [], {}, []
+    for path in paths:
+        probs, meta = [], []
+        try:
+            batch = []
+            for fr in read_frames(path):
+                batch.append(predictor.preprocessor(fr.rgb))
+                meta.append(fr)
+                if len(batch) == chunk:
+                    probs.append(predictor.predict_arrays(np.stack(batch)))
+                    batch = []
+            if batch:
+                probs.append(predictor.predict_arrays(np.stack(batch)))
+        except ImageReadError as exc:
+            problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
+            continue
+        pr = np.concatenate(probs)
+        if len(pr) == 1 and meta[0].time is None:
+            rows.append(describe_prediction(predictor, str(path), pr[0]))
+            continue
+        p_mal = pr[:, predictor.malignant_index]
+        sm = smooth(p_mal, window)
+        frame_rows[str(path)] = [{"frame": fr.index, "time_s": "" if fr.time is None else round(fr.time, 3),
+                                  "p_malignant": round(float(p), 4), "p_malignant_smoothed": round(float(q), 4)}
+                                 for fr, p, q in zip(meta, p_mal, sm)]
+        rows.append(describe_prediction(predictor, str(path), pr.mean(axis=0), frames=len(pr)))
+    return rows, frame_rows, problems
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class EnsemblePredictor:
+    """Several trained models (e.g. the folds of ``rcdnet cv``) used as one: the mean of their calibrated
+    probabilities, with operating points chosen on the pooled out-of-fold predictions. Same interface as
+    :class:`Predictor` for ``predict``, ``evaluate`` and the service."""
+
+    def __init__(self, path: str | Path, batch_size: int = 32):
+        path = Path(path)
+        spec_file = path / ENSEMBLE_FILE if path.is_dir() else path
+        try:
+            spec = json.loads(spec_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{spec_file}: not a readable ensemble description ({exc})") from None
+        if spec.get("format") != "rcdnet-ensemble/1" or not spec.get("members"):
+            raise ValueError(f"{spec_file}: not an rcdnet ensemble (format rcdnet-ensemble/1 with members)")
+        self.members = [Predictor(spec_file.parent / m, batch_size=batch_size) for m in spec["members"]]
+        first = self.members[0]
+        for m in self.members[1:]:
+            if m.classes != first.classes or m.preprocessor != first.preprocessor:
+                raise ValueError(f"{spec_file}: members differ in classes or preprocessing")
+        self.checkpoint_path = str(spec_file)
+        self.config, self.classes, self.preprocessor = first.config, first.classes, first.preprocessor
+        self.malignant_index, self.tta, self.temperature = first.malignant_index, first.tta, 1.0
+        self.thresholds: dict[str, float] = dict(spec.get("thresholds") or {"default": 0.5})
+        self.val_keys: list[str] = []
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, C): the mean of the members' calibrated probabilities."""
+        return np.mean([m.predict_arrays(images) for m in self.members], axis=0)
+
+    def logits_arrays(self, images: np.ndarray) -> np.ndarray:
+        """Log of the mean probabilities (members are already calibrated, so the temperature here is 1)."""
+        return np.log(np.clip(self.predict_arrays(images), 1e-12, 1))
+
+    def probabilities(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)), dim=1).numpy()
 
     def describe(self, name: str, probs: np.ndarray) -> dict:
-        p_mal = float(probs[self.malignant_index])
-        row = {"image": name, "label": self.classes[int(np.argmax(probs))], "p_malignant": round(p_mal, 4)}
-        for op, t in self.thresholds.items():
-            row[f"malignant@{op}"] = p_mal >= t
-        return row
+        return describe_prediction(self, name, probs)
+
+
+def load_predictor(path: str | Path, **kwargs):
+    """Any trained model: a run directory or ``.pt`` checkpoint (PyTorch), an exported ``.onnx`` (ONNX Runtime),
+    or a cross-validation directory / ``ensemble.json`` (fold ensemble)."""
+    p = Path(path)
+    if p.suffix == ".onnx":
+        from rcdnet.deploy.onnx import OnnxPredictor
+
+        return OnnxPredictor(p, **{k: v for k, v in kwargs.items() if k in ("batch_size", "threads")})
+    if p.suffix == ".json" or (p.is_dir() and (p / ENSEMBLE_FILE).is_file()):
+        return EnsemblePredictor(p, **{k: v for k, v in kwargs.items() if k == "batch_size"})
+    return Predictor(p, **{k: v for k, v in kwargs.items() if k in ("batch_size", "tta")})

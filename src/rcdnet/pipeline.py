@@ -21,6 +21,7 @@ from rcdnet.evaluation.metrics import threshold_for_sensitivity
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
 from rcdnet.evaluation.report import environment, write_report
 from rcdnet.inference import Predictor, load_checkpoint
+from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import save_atomic
 from rcdnet.training.trainer import Trainer
 
@@ -39,16 +40,18 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def open_run(run_dir: Path, cfg: dict, resume: bool) -> tuple[dict, dict[str, str] | None]:
+def open_run(run_dir: Path, cfg: dict, resume: bool, write: bool = True) -> tuple[dict, dict[str, str] | None]:
     """Create or reopen a run directory. A resumed run keeps its saved config and split."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
     saved_cfg, split_file = run_dir / "config.yaml", run_dir / "split.csv"
     has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
     if has_ckpt and not resume:
         raise RunDirError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
     if resume and saved_cfg.exists():
         cfg = yaml.safe_load(saved_cfg.read_text())
-    save_config(cfg, saved_cfg)
+    if write:
+        save_config(cfg, saved_cfg)
     saved_split = {r["key"]: r["split"] for r in load_split(split_file)} if split_file.exists() else None
     return cfg, saved_split
 
@@ -107,20 +110,33 @@ def dedup_subset(samples: list, pairs: list) -> list:
 
 
 def run(cfg: dict, data_root: Path, run_dir: Path, *, limit: int | None = None, resume: bool = False,
-        cache_dir: Path | None = None, evaluate: bool = True, progress: bool = True) -> dict:
+        cache_dir: Path | None = None, evaluate: bool = True, progress: bool = True,
+        split: dict[str, str] | None = None) -> dict:
+    """Train and evaluate into ``run_dir``. ``split`` (key -> train / val) replaces the default 7:3 split of a new
+    run (cross-validation folds). Under torchrun, rank 0 prepares the data and caches first, every rank trains,
+    and rank 0 alone writes and evaluates."""
     run_dir = Path(run_dir)
     if limit:
         cfg = {**cfg, "data": {**cfg["data"], "limit": limit}}
-    cfg, saved_split = open_run(run_dir, cfg, resume)
-    data = prepare_training_data(cfg, data_root, cache_dir=cache_dir, saved_split=saved_split, progress=progress)
-    save_split(run_dir / "split.csv", data.samples, data.split)
-    _write_rows(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
-    _write_rows(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])
+    ctx = dist.setup(cfg["train"]["device"])
+    if not ctx.main:
+        dist.barrier(ctx)  # wait for rank 0 to fill the caches and write the run directory
+    cfg, saved_split = open_run(run_dir, cfg, resume, write=ctx.main)
+    data = prepare_training_data(cfg, data_root, cache_dir=cache_dir, saved_split=saved_split or split,
+                                 progress=progress and ctx.main)
+    if ctx.main:
+        save_split(run_dir / "split.csv", data.samples, data.split)
+        _write_rows(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
+        _write_rows(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])
+        dist.barrier(ctx)
     summary = data_summary(data)
-    trainer = Trainer(cfg, data, run_dir, progress=progress, cache_dir=cache_dir)
-    if resume and trainer.resume():
+    trainer = Trainer(cfg, data, run_dir, progress=progress, cache_dir=cache_dir, ctx=ctx)
+    if resume and trainer.resume() and ctx.main:
         print(f"resuming {run_dir} after epoch {trainer.start_epoch}")
     best = trainer.fit()
+    dist.barrier(ctx)
+    if not ctx.main:
+        return {"best": best, "rank": ctx.rank}
     plot_training_curves(trainer.history, run_dir)
     if not evaluate:
         return {"best": best}

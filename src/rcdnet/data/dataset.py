@@ -33,11 +33,23 @@ class ImageArrayDataset(Dataset):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augment = augment
+        self.epoch_seed: int | None = None
+
+    def set_epoch_seed(self, seed: int) -> None:
+        """Make image i's random augmentation a function of (seed, i) alone: the same in one process or many."""
+        self.epoch_seed = seed
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.epoch_seed is None or (self.augment is None and self.variants is None):
+            return self._item(i)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.epoch_seed * 1_000_003 + i)
+            return self._item(i)
+
+    def _item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = self.images[i]
         if self.variants is not None and torch.rand(()) < self.variant_p:
             img = self.variants[i, int(torch.randint(self.variants.shape[1], ()))]

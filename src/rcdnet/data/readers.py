@@ -8,13 +8,14 @@ preprocessing), where unreadable images are reported the same way.
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import re
 from pathlib import Path
 
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
+from rcdnet.data.sources import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DATA_ENV = "RCDNET_DATA"
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
 _LABEL_ALIASES = {"benign": "benign", "0": "benign", "malignant": "malignant", "1": "malignant", "normal": "normal"}
@@ -190,6 +191,18 @@ def read_folder(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[
     if not samples:
         raise DatasetError(f"{root}: no images found in class folders ({', '.join(classes)})")
     return samples, problems
+
+
+def masks_beside(image: Path) -> tuple[Path, ...]:
+    """Lesion masks of a loose image file: BUSI-style ``<stem>_mask*.<ext>`` beside it, or UDIAT-style
+    ``../GT/<name>`` when the image sits in an ``original/`` folder."""
+    image = Path(image)
+    found = sorted(f for f in image.parent.glob(f"{glob.escape(image.stem)}_mask*")
+                   if f.suffix.lower() in IMAGE_SUFFIXES and (m := _MASK_RE.match(f.stem)) and m["stem"] == image.stem)
+    gt = image.parent.parent / "GT" / image.name
+    if not found and image.parent.name == "original" and gt.is_file():
+        found = [gt]
+    return tuple(found)
 
 
 def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:

@@ -12,23 +12,32 @@ from sklearn.model_selection import StratifiedGroupKFold
 from rcdnet.data.samples import Sample
 
 
+def group_folds(labels: list[str], groups: list[str], k: int, seed: int = 0) -> np.ndarray:
+    """Fold index (0..k-1) per sample from scikit-learn's StratifiedGroupKFold: every duplicate group inside one
+    fold, each fold with about the classes' overall proportions."""
+    if len(set(groups)) < k:
+        raise ValueError(f"only {len(set(groups))} groups: too few for {k} group-aware folds")
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold_of = np.empty(len(labels), int)
+    for fold, (_, test_idx) in enumerate(sgkf.split(np.zeros(len(labels)), np.array(labels), np.array(groups))):
+        fold_of[test_idx] = fold
+    return fold_of
+
+
 def split_train_val(samples: list[Sample], groups: dict[str, str], val_fraction: float = 0.3,
                     seed: int = 0) -> dict[str, str]:
     """Assign every sample to ``train`` or ``val`` so that no duplicate group spans both and each class keeps
-    about ``val_fraction`` of its images in validation. Uses scikit-learn's StratifiedGroupKFold with k folds
-    (k from the fraction, e.g. 3 of 10 folds for 0.3). Returns sample key -> split."""
+    about ``val_fraction`` of its images in validation: k group folds (k from the fraction, e.g. 3 of 10 folds
+    for 0.3) of :func:`group_folds`. Returns sample key -> split."""
     frac = Fraction(val_fraction).limit_denominator(20)
     if not 0 < frac < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     k, n_val = frac.denominator, frac.numerator
-    y = np.array([s.label for s in samples])
-    g = np.array([groups[s.key] for s in samples])
-    if len(set(g)) < k:
-        raise ValueError(f"only {len(set(g))} groups: too few for a {val_fraction:.0%} group-aware split")
-    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    fold_of = np.empty(len(samples), int)
-    for fold, (_, test_idx) in enumerate(sgkf.split(np.zeros(len(y)), y, g)):
-        fold_of[test_idx] = fold
+    try:
+        fold_of = group_folds([s.label for s in samples], [groups[s.key] for s in samples], k, seed)
+    except ValueError:
+        raise ValueError(f"only {len(set(groups.values()))} groups: too few for a {val_fraction:.0%} group-aware "
+                         "split") from None
     return {s.key: ("val" if fold_of[i] < n_val else "train") for i, s in enumerate(samples)}
 
 

@@ -1,8 +1,12 @@
 """The fine-tuning loop (paper section 2.4): Adam, cosine annealing, label smoothing, Mixup, best-by-validation.
 
-Every epoch is seeded from (seed, epoch) alone, so a resumed run repeats an uninterrupted one exactly; a
-checkpoint is written atomically after every epoch (``last.pt``) and whenever validation improves
-(``best.pt``), so ``kill -9`` loses at most the epoch in progress.
+Every epoch is seeded from (seed, epoch) alone and every image's augmentation from (seed, epoch, index), so a
+resumed run repeats an uninterrupted one exactly; a checkpoint is written atomically after every epoch
+(``last.pt``) and whenever validation improves (``best.pt``), so ``kill -9`` loses at most the epoch in progress.
+
+Under ``torchrun`` the model is wrapped in DistributedDataParallel: each of W ranks takes batch_size / W images
+of every global batch (DistributedSampler), gradients are averaged, validation is sharded and gathered, and only
+rank 0 writes. On GPUs, mixed precision (``train.precision``: auto = bf16 where supported).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from rcdnet import __version__
@@ -29,6 +34,7 @@ from rcdnet.data.prepare import PreparedData, classes_from_config, preprocessor_
 from rcdnet.data.preprocess import preprocess_variants
 from rcdnet.inference import CHECKPOINT_FORMAT, build_model
 from rcdnet.models.registry import freeze_stages, train_mode
+from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import save_atomic
 
 
@@ -43,17 +49,15 @@ def peak_memory_mb() -> float:
 
 
 @torch.inference_mode()
-def predict_loader(model: torch.nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, float]:
-    """-> (probabilities (N, C), labels (N,), mean cross-entropy)."""
+def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device = torch.device("cpu")
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """-> (float32 logits (N, C), labels (N,)) in the loader's order."""
     model.eval()
-    probs, labels, loss_sum = [], [], 0.0
+    logits, labels = [], []
     for x, y in loader:
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        probs.append(torch.softmax(logits, 1).numpy())
+        logits.append(model(x.to(device)).float().cpu().numpy())
         labels.append(y.numpy())
-    p, y = np.concatenate(probs), np.concatenate(labels)
-    return p, y, loss_sum / len(y)
+    return np.concatenate(logits), np.concatenate(labels)
 
 
 def _auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
@@ -63,16 +67,21 @@ def _auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
 
 class Trainer:
     def __init__(self, cfg: dict, data: PreparedData, run_dir: Path, progress: bool = True,
-                 cache_dir: Path | None = None):
-        self.cfg, self.data, self.run_dir, self.progress = cfg, data, Path(run_dir), progress
+                 cache_dir: Path | None = None, ctx: dist.Context | None = None):
+        self.ctx = ctx or dist.Context()
+        self.cfg, self.data, self.run_dir, self.progress = cfg, data, Path(run_dir), progress and self.ctx.main
         self.classes = list(classes_from_config(cfg))
         tr, va = cfg["train"], cfg["augment"]
         if tr["threads"]:
             torch.set_num_threads(tr["threads"])
+        if tr["batch_size"] % self.ctx.world:
+            raise ValueError(f"train.batch_size {tr['batch_size']} is the global batch: it must divide evenly "
+                             f"over {self.ctx.world} processes")
+        self.precision = dist.resolve_precision(self.ctx, tr["precision"])
         seed_everything(cfg["seed"])
         self.model = build_model(cfg, len(self.classes), pretrained=cfg["model"]["pretrained"])
         self.frozen = freeze_stages(self.model, cfg["model"]["freeze_stages"])
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(self.ctx.device, memory_format=torch.channels_last)
         pcfg = getattr(self.model, "pretrained_cfg", None) or {}
         mean, std = pcfg.get("mean", (0.5,) * 3), pcfg.get("std", (0.5,) * 3)
         label_idx = {c: i for i, c in enumerate(self.classes)}
@@ -86,10 +95,17 @@ class Trainer:
                                           va["ultrasound_p"])
         self.val_ds = ImageArrayDataset(va_x, np.array([label_idx[s.label] for s in va_s]), mean, std)
         self.val_keys = [s.key for s in va_s]
-        self.generator = torch.Generator()
-        self.train_loader = DataLoader(self.train_ds, batch_size=tr["batch_size"], shuffle=True, drop_last=True,
-                                       generator=self.generator)
-        self.val_loader = DataLoader(self.val_ds, batch_size=64)
+        self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world, rank=self.ctx.rank,
+                                          shuffle=True, seed=cfg["seed"], drop_last=True)
+        self.train_loader = DataLoader(self.train_ds, batch_size=tr["batch_size"] // self.ctx.world,
+                                       sampler=self.sampler, drop_last=True)
+        self.val_index = np.arange(self.ctx.rank, len(self.val_ds), self.ctx.world)  # this rank's shard
+        self.val_loader = DataLoader(Subset(self.val_ds, self.val_index.tolist()), batch_size=64)
+        self.net = self.model  # what the loop calls: the DDP wrapper when distributed
+        if self.ctx.distributed:
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tr["epochs"])
@@ -123,7 +139,7 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if not last.exists():
             return False
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        ckpt = torch.load(last, map_location=self.ctx.device, weights_only=False)
         self.model.load_state_dict(ckpt["train_model"])
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["model"])
@@ -135,20 +151,24 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int, bar: tqdm | None) -> tuple[float, float]:
         seed = self.cfg["seed"] * 100_003 + epoch
-        seed_everything(seed)
-        self.generator.manual_seed(seed)
+        seed_everything(seed * 7 + self.ctx.rank)  # Mixup draws differ per rank, as in any DDP run
+        self.sampler.set_epoch(epoch)
+        self.train_ds.set_epoch_seed(seed)
         train_mode(self.model, self.frozen)
         loss_sum, correct, n = 0.0, 0, 0
         for x, y in self.train_loader:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.to(self.ctx.device, memory_format=torch.channels_last)
+            y = y.to(self.ctx.device)
             target = y
             if self.mixup:
                 x, target = self.mixup(x, y)
-            logits = self.model(x)
-            loss = self.loss_fn(logits, target)
+            with dist.autocast(self.ctx, self.precision):
+                logits = self.net(x)
+                loss = self.loss_fn(logits.float(), target)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.ema is not None:
                 self.ema.update(self.model)
             hard = target.argmax(1) if target.ndim == 2 else target
@@ -156,36 +176,51 @@ class Trainer:
             correct += (logits.argmax(1) == hard).sum().item()
             n += len(y)
             if bar is not None:
-                bar.update(len(y))
+                bar.update(len(y) * self.ctx.world)
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", refresh=False)
         self.scheduler.step()
+        loss_sum, correct, n = dist.all_sum(self.ctx, [loss_sum, correct, n])
         return loss_sum / n, correct / n
+
+    def validate(self) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (N, C), labels (N,)) of the whole validation split, gathered from every rank's shard."""
+        logits, labels = predict_loader(self.eval_model, self.val_loader, self.ctx.device)
+        parts = dist.all_gather_objects(self.ctx, (self.val_index, logits, labels))
+        order = np.concatenate([p[0] for p in parts])
+        z, y = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        inv = np.argsort(order)
+        return z[inv], y[inv]
 
     def fit(self) -> dict:
         epochs = self.cfg["train"]["epochs"]
         select = self.cfg["train"]["select_metric"]
         for epoch in range(self.start_epoch, epochs):
             t0 = time.time()
-            bar = (tqdm(total=len(self.train_loader) * self.train_loader.batch_size, unit="img", leave=True,
+            per_epoch = len(self.train_loader) * self.train_loader.batch_size * self.ctx.world
+            bar = (tqdm(total=per_epoch, unit="img", leave=True,
                         desc=f"epoch {epoch + 1}/{epochs}") if self.progress else None)
             train_loss, train_acc = self.train_one_epoch(epoch, bar)
             t_train = time.time() - t0
-            p, y, val_loss = predict_loader(self.eval_model, self.val_loader)
+            z, y = self.validate()
+            val_loss = float(F.cross_entropy(torch.from_numpy(z), torch.from_numpy(y)))
+            p = torch.softmax(torch.from_numpy(z), 1).numpy()
             val_acc = float((p.argmax(1) == y).mean())
             val_auc = _auc(y, p, self.classes)
             rec = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "val_auc": val_auc, "lr": self.optimizer.param_groups[0]["lr"],
                    "train_seconds": round(t_train, 2), "epoch_seconds": round(time.time() - t0, 2),
-                   "train_images_per_s": round(len(self.train_loader) * self.train_loader.batch_size / t_train, 2),
+                   "train_images_per_s": round(per_epoch / t_train, 2), "processes": self.ctx.world,
                    "peak_memory_mb": round(peak_memory_mb(), 1)}
             self.history.append(rec)
             metric = {"auc": val_auc, "accuracy": val_acc, "loss": -val_loss}[select]
             improved = metric > self.best["metric"]
             if improved:
                 self.best = {"epoch": epoch + 1, "metric": metric, "name": select}
-                save_atomic(self._state(epoch, full=False), self.ckpt_dir / "best.pt")
-            save_atomic(self._state(epoch, full=True), self.ckpt_dir / "last.pt")
-            (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+            if self.ctx.main:  # the only writer
+                if improved:
+                    save_atomic(self._state(epoch, full=False), self.ckpt_dir / "best.pt")
+                save_atomic(self._state(epoch, full=True), self.ckpt_dir / "last.pt")
+                (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
             if bar is not None:
                 bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}",
                                 val_auc=f"{val_auc:.3f}", best="*" if improved else "")

@@ -1,0 +1,1 @@
+"""The HTTP service (FastAPI) and the clinician's web page it serves."""

@@ -1,0 +1,128 @@
+"""Frames from DICOM (built with pydicom from real BUSI images) and video (built with PyAV), through
+``read_frames`` and ``rcdnet predict``; no patient data in any output."""
+
+import json
+
+import av
+import numpy as np
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, UltrasoundImageStorage, generate_uid
+
+from rcdnet.cli import main
+from rcdnet.data.samples import ImageReadError, read_image, to_gray
+from rcdnet.data.sources import kind_of, read_frames
+from tests.conftest import BUSI
+
+SECRET_NAME, SECRET_ID = "Doe^Jane", "PID-SECRET-4711"
+
+
+def _real(i=1) -> np.ndarray:
+    return read_image(BUSI / "malignant" / f"malignant ({i}).png")
+
+
+def make_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", compress: bool = False):
+    """An ultrasound DICOM with patient data in the header; ``pixels`` (H, W), (H, W, 3) or (F, H, W[, 3])."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = UltrasoundImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = SECRET_NAME, SECRET_ID, "US"
+    colour = photometric in ("RGB", "YBR_FULL")
+    multi = pixels.ndim == (4 if colour else 3)
+    if multi:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.Rows, ds.Columns = pixels.shape[int(multi)], pixels.shape[int(multi) + 1]
+    ds.SamplesPerPixel = 3 if colour else 1
+    if colour:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = pixels.dtype.itemsize * 8
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    if compress:
+        ds.compress(RLELossless)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def test_dicom_monochrome_rgb_ybr_multiframe_and_rle(tmp_path, data_root):
+    rgb = _real()
+    gray = to_gray(rgb)
+    f = next(read_frames(make_dicom(tmp_path / "mono.dcm", gray)))
+    assert np.array_equal(f.rgb[..., 0], gray)
+    f = next(read_frames(make_dicom(tmp_path / "rgb.dcm", rgb, "RGB")))
+    assert np.array_equal(f.rgb, rgb)
+    from pydicom.pixels import convert_color_space
+
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+    f = next(read_frames(make_dicom(tmp_path / "ybr.dcm", ybr, "YBR_FULL")))
+    assert np.abs(f.rgb.astype(int) - rgb).max() <= 3  # colour-space rounding only
+    clip = np.stack([to_gray(_real(i)[:400, :400]) for i in (1, 2, 3)])
+    frames = list(read_frames(make_dicom(tmp_path / "multi.dcm", clip)))
+    assert len(frames) == 3 and [fr.index for fr in frames] == [0, 1, 2]
+    assert np.array_equal(frames[2].rgb[..., 0], clip[2])
+    f = next(read_frames(make_dicom(tmp_path / "rle.dcm", gray, compress=True)))
+    assert np.array_equal(f.rgb[..., 0], gray)
+    inverted = (65535 - gray.astype(np.uint16) * 257).astype(np.uint16)  # 16-bit, 0 = white
+    f = next(read_frames(make_dicom(tmp_path / "mono1.dcm", inverted, "MONOCHROME1")))
+    assert np.abs(f.rgb[..., 0].astype(int) - gray).max() <= 1
+
+
+def test_dicom_without_suffix_is_recognised_and_garbage_is_named(tmp_path, data_root):
+    p = make_dicom(tmp_path / "IM0001", to_gray(_real()))
+    assert kind_of(p) == "dicom"
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    with pytest.raises(ImageReadError, match="broken.dcm"):
+        list(read_frames(bad))
+
+
+def make_video(path, frames: list[np.ndarray], fps: int = 10):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        h, w = frames[0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_video_frames(tmp_path, data_root):
+    frames = [_real(i)[:320, :400] for i in range(1, 11)]
+    got = list(read_frames(make_video(tmp_path / "clip.mp4", frames)))
+    assert len(got) == 10
+    assert got[3].time == pytest.approx(0.3, abs=0.01)
+    assert np.abs(got[3].rgb.astype(int) - frames[3]).mean() < 6  # lossy codec, same picture
+
+
+def test_predict_command_on_dicom_and_video_writes_no_patient_data(untrained_checkpoint, tmp_path, data_root, capsys):
+    (tmp_path / "in").mkdir()
+    make_dicom(tmp_path / "in" / "study.dcm", to_gray(_real()))
+    make_dicom(tmp_path / "in" / "cine.dcm", np.stack([to_gray(_real(i)[:400, :400]) for i in (1, 2, 3, 4)]))
+    make_video(tmp_path / "in" / "clip.mp4", [_real(i)[:320, :400] for i in range(1, 9)])
+    (tmp_path / "in" / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(untrained_checkpoint), str(tmp_path / "in"), "--format", "csv", "--out",
+                 str(out)]) == 0
+    captured = capsys.readouterr()
+    text = out.read_text()
+    assert "study.dcm" in text and "cine.dcm" in text and "clip.mp4" in text
+    rows = {r.split(",")[0].rsplit("/", 1)[-1]: r.split(",") for r in text.splitlines()[1:]}
+    assert rows["cine.dcm"][-1] == "4" and rows["clip.mp4"][-1] == "8" and rows["study.dcm"][-1] == "1"
+    per_frame = (tmp_path / "clip.mp4.frames.csv").read_text().splitlines()
+    assert per_frame[0] == "frame,time_s,p_malignant,p_malignant_smoothed" and len(per_frame) == 9
+    assert "bad.dcm" in captured.err
+    everything = text + captured.out + captured.err + "".join(f.read_text() for f in tmp_path.glob("*.csv"))
+    assert main(["predict", str(untrained_checkpoint), str(tmp_path / "in" / "study.dcm"), "--format", "json"]) == 0
+    js = capsys.readouterr()
+    assert json.loads(js.out)["predictions"][0]["frames"] == 1
+    everything += js.out + js.err
+    assert SECRET_NAME not in everything and "Doe" not in everything and SECRET_ID not in everything

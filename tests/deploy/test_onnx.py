@@ -1,0 +1,68 @@
+"""ONNX export equals PyTorch on real images; metadata travels with the model; INT8 runs; bad files are named."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rcdnet.cli import main
+from rcdnet.data.preprocess import Preprocessor
+from rcdnet.data.samples import read_image
+from rcdnet.deploy.onnx import OnnxPredictor, export_onnx, quantize_int8, read_metadata
+from rcdnet.inference import Predictor, load_predictor
+from tests.conftest import BUSI
+
+
+@pytest.fixture(scope="module")
+def images(data_root) -> np.ndarray:
+    pre = Preprocessor()
+    return np.stack([pre(read_image(BUSI / c / f"{c} ({i}).png")) for c in ("benign", "malignant") for i in (10, 11, 12)])
+
+
+@pytest.fixture(scope="module")
+def exported(untrained_checkpoint, tmp_path_factory):
+    return export_onnx(Predictor(untrained_checkpoint), tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def test_onnx_matches_pytorch_with_any_batch_size(untrained_checkpoint, exported, images):
+    torch_p = Predictor(untrained_checkpoint)
+    onnx_p = OnnxPredictor(exported, batch_size=4)  # batches of 4 and 2: the batch axis is dynamic
+    diff = np.abs(onnx_p.predict_arrays(images) - torch_p.predict_arrays(images)).max()
+    assert diff < 1e-4
+    assert np.abs(onnx_p.predict_arrays(images[:1]) - torch_p.predict_arrays(images[:1])).max() < 1e-4
+
+
+def test_metadata_travels_with_the_model(untrained_checkpoint, exported):
+    meta = read_metadata(exported)
+    assert meta["classes"] == ["benign", "malignant"] and meta["thresholds"] == {"default": 0.5}
+    assert meta["preprocessing"]["size"] == 224 and meta["tta"] is True and meta["precision"] == "fp32"
+    assert json.loads(exported.with_suffix(".json").read_text())["source_sha256"] == meta["source_sha256"]
+    p = load_predictor(exported)
+    assert isinstance(p, OnnxPredictor) and p.preprocessor == Predictor(untrained_checkpoint).preprocessor
+    assert p.describe("x", np.array([0.3, 0.7]))["malignant@default"] is True
+
+
+@pytest.mark.slow
+def test_int8_quantisation_runs_and_stays_close(exported, images, tmp_path):
+    q = quantize_int8(exported, tmp_path / "model.int8.onnx", images)
+    assert read_metadata(q)["precision"] == "int8" and q.stat().st_size < 0.6 * exported.stat().st_size
+    p8, p32 = OnnxPredictor(q).predict_arrays(images), OnnxPredictor(exported).predict_arrays(images)
+    assert np.allclose(p8.sum(axis=1), 1, atol=1e-3) and np.abs(p8 - p32).max() < 0.15
+
+
+def test_bad_onnx_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        OnnxPredictor(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"definitely not protobuf \xff\xfe")
+    with pytest.raises(ValueError, match="junk.onnx"):
+        OnnxPredictor(junk)
+
+
+def test_export_command_verifies_against_pytorch(untrained_checkpoint, data_root, cache_dir, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(untrained_checkpoint), "--onnx", str(out), "--verify-images", "8",
+                 "--data", str(data_root), "--cache", str(cache_dir)]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["verification"]["passed"] and side["verification"]["images"] == 8
+    assert "max |p_onnx - p_torch|" in capsys.readouterr().out

@@ -1,0 +1,113 @@
+"""The service through its HTTP API on a real uvicorn server on loopback, and the web page in headless Chromium."""
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from rcdnet.data.samples import to_gray
+from rcdnet.serve.app import create_app
+from tests.conftest import BUSI
+from tests.data.test_sources import SECRET_ID, SECRET_NAME, make_dicom
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(untrained_checkpoint, data_root):
+    """A real server on 127.0.0.1 in a background thread (upload limit 2 MB); stopped after the module."""
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(untrained_checkpoint, max_upload_mb=2), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/health", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    yield url
+    srv.should_exit = True
+    thread.join(10)
+
+
+IMAGE = BUSI / "malignant" / "malignant (3).png"
+
+
+def test_health_version_docs(server):
+    assert httpx.get(server + "/health").json() == {"status": "ok"}
+    v = httpx.get(server + "/version").json()
+    assert v["classes"] == ["benign", "malignant"] and v["explain"] is True and v["runtime"] == "pytorch"
+    assert httpx.get(server + "/docs").status_code == 200
+    assert {"/predict", "/explain", "/health", "/version"} <= set(httpx.get(server + "/openapi.json").json()["paths"])
+
+
+def test_predict_image_and_dicom(server, tmp_path):
+    r = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")}, timeout=60)
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["label"] in ("benign", "malignant") and 0 <= p["p_malignant"] <= 1
+    assert p["operating_points"]["default"]["threshold"] == 0.5 and p["frames"] == 1 and p["model_version"]
+    dcm = make_dicom(tmp_path / "x.dcm", to_gray(cv2.cvtColor(cv2.imread(str(IMAGE)), cv2.COLOR_BGR2RGB)))
+    r = httpx.post(server + "/predict", files={"file": ("x.dcm", dcm.read_bytes(), "application/dicom")}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["p_malignant"] == pytest.approx(p["p_malignant"], abs=1e-3)  # same pixels, same answer
+    assert SECRET_NAME not in r.text and SECRET_ID not in r.text
+
+
+def test_bad_input_gets_a_clear_4xx_without_stack_trace(server):
+    r = httpx.post(server + "/predict", files={"file": ("notes.png", b"hello, not an image", "image/png")})
+    assert r.status_code == 415 and "notes.png" in r.json()["detail"] and "Traceback" not in r.text
+    r = httpx.post(server + "/predict", files={"file": ("empty.png", b"", "image/png")})
+    assert r.status_code == 400
+    r = httpx.post(server + "/predict", files={"file": ("big.png", b"\0" * (3 * 2**20), "image/png")})
+    assert r.status_code == 413 and "limit is 2 MB" in r.json()["detail"]
+    assert httpx.post(server + "/predict").status_code == 422  # no file field
+    r = httpx.post(server + "/explain", files={"file": (IMAGE.name, IMAGE.read_bytes())}, data={"method": "magic"})
+    assert r.status_code == 422 and "method must be one of" in r.json()["detail"]
+
+
+def test_explain_returns_a_png_of_the_right_size(server):
+    r = httpx.post(server + "/explain", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")}, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    png = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
+    h, w = cv2.imread(str(IMAGE)).shape[:2]
+    assert png.shape[1] == 2 * w and png.shape[0] > h
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+def test_web_page_in_headless_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.set_input_files("#file", str(IMAGE))
+        page.wait_for_selector("#label:not(:empty)", timeout=60_000)
+        label = page.inner_text("#label")
+        page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        prob = page.inner_text("#prob")
+        browser.close()
+    assert label in ("benign", "malignant") and prob.endswith("%")
+    api = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())}, timeout=60).json()
+    assert prob == f"{100 * api['p_malignant']:.1f} %"
+    assert (tmp_path / "page.png").stat().st_size > 10_000
