@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(--dataset, else busi-val and udiat)")
     x.add_argument("--methods", nargs="+", default=["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"],
                    help="methods for --evaluate")
-    x.add_argument("--limit", type=int, help="--evaluate: only the first N masked images of each dataset")
-    x.add_argument("--road-images", type=int, default=40, help="--evaluate: images scored with ROAD per dataset")
+    x.add_argument("--limit", type=int, help="--evaluate: a stratified subset of N masked images per dataset")
+    x.add_argument("--road-images", type=int, default=40, help="--evaluate: images scored with ROAD per dataset "
+                                                                "(a stratified subset)")
     x.add_argument("--figure", action="store_true", help="the Figure-4 grid from busi-val and udiat")
     _common(x, "output folder (default: <run dir>/explain)")
 
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--int8", action="store_true", help="also write <name>.int8.onnx, calibrated on training "
                                                         "images, with its AUC change on validation and UDIAT")
     xp.add_argument("--verify-images", type=int, default=64, help="validation images compared with PyTorch")
+    xp.add_argument("--no-tta", action="store_true", help="export without mirrored-image averaging (half the "
+                                                          "compute; the AUC change is reported with --int8)")
     xp.add_argument("--data", help="data root (default: $RCDNET_DATA, else ../shared/data)")
     xp.add_argument("--cache", help="cache folder for preprocessed images")
 
@@ -343,6 +346,7 @@ def _expand(inputs: list[str]) -> list[Path]:
 
 
 def cmd_explain(args) -> int:
+    from rcdnet.data.prepare import stratified_limit
     from rcdnet.data.readers import masks_beside
     from rcdnet.data.samples import Sample
     from rcdnet.explain.cam import METHODS
@@ -379,10 +383,10 @@ def cmd_explain(args) -> int:
         named = [args.dataset] if chosen else ["busi-val", "udiat"]
         datasets = {n: s for n, s, _ in (_selected_dataset(args, predictor, d) for d in named)}
     if args.evaluate:
-        if args.limit:
-            datasets_eval = {n: [s for s in ss if s.mask_paths][:args.limit] for n, ss in datasets.items()}
-        else:
-            datasets_eval = datasets
+        datasets_eval = datasets
+        if args.limit:  # a stratified, seeded subset of the masked images
+            datasets_eval = {n: stratified_limit([s for s in ss if s.mask_paths], args.limit, seed=0)
+                             for n, ss in datasets.items()}
         rows, bad = agreement_table(predictor, datasets_eval, args.methods, road_images=args.road_images,
                                     progress=not args.quiet, **opts)
         print(write_table(rows, out, f"Heat maps of {ckpt} (target: {args.target})\n"))

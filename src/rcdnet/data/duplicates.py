@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -194,7 +195,9 @@ def find_duplicates(
             kind = "same-frame" if abs(scale - 1) < 0.02 and a.gray.shape == b.gray.shape else "re-cropped/re-scaled"
             pairs.append(DuplicatePair(keys[i], keys[j], kind, d, n_in, round(ncc, 4), round(scale, 4)))
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    cache_file.write_text(json.dumps({"pairs": [p.to_row() for p in pairs], "unreadable": unreadable}))
+    tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"pairs": [p.to_row() for p in pairs], "unreadable": unreadable}))
+    os.replace(tmp, cache_file)
     return pairs, unreadable
 
 

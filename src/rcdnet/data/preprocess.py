@@ -67,6 +67,14 @@ class Preprocessor:
         return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    """Write ``arr`` so that readers, and other processes writing the same file (torchrun ranks sharing a
+    cache), only ever see a complete file."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
 def _file_token(path: Path) -> str:
     st = Path(path).stat()
     return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
@@ -96,9 +104,7 @@ def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_
         rng = np.random.default_rng(int(token[:12], 16))
         out[i] = np.stack([pre(np.repeat(random_shift(gray, rng, p=1.0, max_level=max_level)[..., None], 3, 2))
                            for _ in range(n)])
-        tmp = f.with_suffix(".tmp.npy")
-        np.save(tmp, out[i])
-        os.replace(tmp, f)
+        save_npy_atomic(f, out[i])
     return out
 
 
@@ -124,9 +130,7 @@ def preprocess_samples(
                 arr = np.load(f)
             else:
                 arr = pre(read_image(s.path))
-                tmp = f.with_suffix(".tmp.npy")
-                np.save(tmp, arr)
-                os.replace(tmp, f)
+                save_npy_atomic(f, arr)
         except (ImageReadError, OSError) as exc:
             problems.append(DataProblem(str(s.path), str(exc).replace(f"{s.path}: ", "")))
             continue

@@ -16,6 +16,7 @@ from rcdnet.deploy.onnx import OnnxPredictor, export_onnx, quantize_int8
 from rcdnet.inference import Predictor, resolve_checkpoint
 
 MAX_ABS_DIFF = 1e-4  # probabilities, ONNX Runtime fp32 vs PyTorch
+CALIBRATION_IMAGES = 64
 
 
 def _split_images(predictor: Predictor, data: str | None, cache: str | None, with_all: bool
@@ -46,7 +47,7 @@ def _update_sidecar(onnx_path: Path, **fields) -> None:
 
 def export_command(args) -> int:
     ckpt = resolve_checkpoint(args.checkpoint)
-    predictor = Predictor(ckpt)
+    predictor = Predictor(ckpt, tta=False if args.no_tta else None)
     if not predictor.val_keys:
         raise ValueError(f"{ckpt}: the checkpoint holds no validation split to verify the export on")
     out = Path(args.onnx)
@@ -67,7 +68,9 @@ def export_command(args) -> int:
         q = out.with_name(out.stem + ".int8.onnx")
         rng = np.random.default_rng(0)
         train = data["train"][0]
-        calib = train[rng.choice(len(train), size=min(256, len(train)), replace=False)]
+        # ONNX Runtime's calibrator keeps every intermediate tensor of every calibration image in memory (256
+        # images exhausted 24 GB here), so a modest, seeded sample of training images
+        calib = train[rng.choice(len(train), size=min(CALIBRATION_IMAGES, len(train)), replace=False)]
         quantize_int8(out, q, calib)
         int8 = OnnxPredictor(q)
         report = {}

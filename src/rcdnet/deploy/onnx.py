@@ -112,11 +112,31 @@ class _TrainingImages:
         self.i = 0
 
 
-def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray) -> Path:
+def sensitive_convs(path: str | Path) -> list[str]:
+    """Names of the convolutions kept in float by default: the depthwise ones (one filter per channel, the
+    layers that lose most to 8-bit activations) and the stem (3 input channels)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    shapes = {t.name: tuple(t.dims) for t in m.graph.initializer}
+    out = []
+    for n in m.graph.node:
+        if n.op_type != "Conv":
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        w = shapes.get(n.input[1], ())
+        if group > 1 or (len(w) == 4 and w[1] == 3):
+            out.append(n.name)
+    return out
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray,
+                  keep_sensitive_float: bool = True) -> Path:
     """Static INT8 quantisation of the convolutions and matrix products (QDQ, per-channel weights, 8-bit
     activations) calibrated on ``calibration`` (M, S, S) uint8 preprocessed training images; the normalisation,
-    attention gates and softmax stay float, so probabilities are not rounded to 1/255 steps. Metadata is carried
-    over with ``precision: int8``."""
+    attention gates and softmax stay float, so probabilities are not rounded to 1/255 steps, and so do the
+    depthwise and stem convolutions unless ``keep_sensitive_float`` is False (docs/deployment.md: the option with
+    the smallest validation AUC change). Metadata is carried over with ``precision: int8``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -127,6 +147,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
         quantize_static(str(prepared), str(int8_path), _TrainingImages(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm", "MatMul"],  # the softmax output stays float
+                        nodes_to_exclude=sensitive_convs(prepared) if keep_sensitive_float else [],
                         calibrate_method=CalibrationMethod.Percentile,
                         extra_options={"CalibPercentile": 99.99})
     finally:

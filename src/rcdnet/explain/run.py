@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet.data.prepare import stratified_limit
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, read_mask
 from rcdnet.explain.agreement import centre_prior, energy_in_mask, pointing_game, road_scores, top_k_iou
@@ -116,8 +117,8 @@ def agreement_table(predictor: Predictor, datasets: dict[str, list[Sample]], met
                     progress: bool = False) -> tuple[list[dict], list[DataProblem]]:
     """One row per (dataset, method) plus a centre-prior reference row per dataset, over the images that have a
     lesion mask: mean energy in mask (95% CI), pointing-game hit rate, IoU of the top 10%, the same energy on
-    malignant images only, ROAD probability change (MoRF / LeRF, 20% of pixels, on the first ``road_images``
-    masked images) and heat maps per second."""
+    malignant images only, ROAD probability change (MoRF / LeRF, 20% of pixels, on ``road_images``
+    masked images, a stratified seeded subset) and heat maps per second."""
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown heat-map method {m!r}; choose from {', '.join(METHODS)}")
@@ -125,6 +126,7 @@ def agreement_table(predictor: Predictor, datasets: dict[str, list[Sample]], met
     target_index = predictor.classes.index(target) if target != "predicted" else None
     for name, samples in datasets.items():
         samples = [s for s in samples if s.mask_paths]
+        road_keys = {s.key for s in stratified_limit(samples, road_images, seed=0)} if road_images > 0 else set()
         for method in methods + ["centre-prior"]:
             per, road_m, road_l, seconds = [], [], [], 0.0
             hm = None if method == "centre-prior" else mapper(predictor, method, layer, target)
@@ -150,12 +152,12 @@ def agreement_table(predictor: Predictor, datasets: dict[str, list[Sample]], met
                     for it, heat in zip(items, heats):
                         full = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor)
                         per.append({**_agreement(full, it["mask"]), "malignant": it["sample"].label == "malignant"})
-                    room = road_images - len(road_m)
-                    if room > 0:
-                        x = predictor.to_tensor(pre[:room])
+                    sel = [j for j, it in enumerate(items) if it["sample"].key in road_keys]
+                    if sel:
+                        x = predictor.to_tensor(pre[sel])
                         classes = ([target_index] * len(x) if target_index is not None  # else: the predicted class
-                                   else np.argmax(predictor.predict_arrays(pre[:room]), axis=1).tolist())
-                        morf, lerf = road_scores(predictor.model, x, heats[:room], classes)
+                                   else np.argmax(predictor.predict_arrays(pre[sel]), axis=1).tolist())
+                        morf, lerf = road_scores(predictor.model, x, heats[sel], classes)
                         road_m += morf.tolist()
                         road_l += lerf.tolist()
                     if progress:

@@ -17,14 +17,18 @@ import logging
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rcdnet import __version__
-from rcdnet.data.samples import ImageReadError
+from rcdnet.data.samples import ImageReadError, Sample
 from rcdnet.data.sources import read_frames
 from rcdnet.deploy.onnx import file_sha256
+from rcdnet.explain.cam import METHODS, to_original
+from rcdnet.explain.render import panel
+from rcdnet.explain.run import caption, mapper
 from rcdnet.inference import ENSEMBLE_FILE, Predictor, describe_prediction, load_predictor, resolve_checkpoint
 
 log = logging.getLogger("rcdnet.serve")
@@ -114,12 +118,8 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
     def explain(file: UploadFile = File(...), method: str = Form("gradcam")):
         if not isinstance(predictor, Predictor):
-            raise HTTPException(501, "heat maps need the PyTorch checkpoint; this service runs an ONNX model")
-        from rcdnet.data.samples import Sample
-        from rcdnet.explain.cam import METHODS
-        from rcdnet.explain.render import panel
-        from rcdnet.explain.run import caption, mapper, to_original
-
+            raise HTTPException(501, f"heat maps need a single PyTorch checkpoint; this service runs "
+                                     f"{version['runtime']}")
         if method not in METHODS or method == "scorecam":
             raise HTTPException(422, f"method must be one of {', '.join(m for m in METHODS if m != 'scorecam')}")
         name, frames = frames_of(file, file.file.read(limit + 1), max_frames=1)
@@ -131,10 +131,8 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
         item = {"sample": Sample(path=Path(name), label="", key=name, source="upload"), "mask": None,
                 "p_malignant": float(probs[predictor.malignant_index]),
                 "predicted": predictor.classes[int(np.argmax(probs))]}
-        import cv2
-
         png = panel(rgb, heat, None, caption(item, method, hm.layer))
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
+        _, buf = cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGB2BGR))
         return Response(buf.tobytes(), media_type="image/png", headers={"Cache-Control": "no-store"})
 
     return app
