@@ -21,7 +21,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import roc_auc_score
 
 from rcdnet.deploy.export import CALIBRATION_IMAGES, _split_images
-from rcdnet.deploy.onnx import _TrainingImages, sensitive_convs, session
+from rcdnet.deploy.onnx import _TrainingImages, depthwise_convs, session
 from rcdnet.evaluation.report import environment
 from rcdnet.inference import Predictor
 
@@ -54,13 +54,11 @@ def main() -> None:
     calib = train[np.random.default_rng(0).choice(len(train), size=CALIBRATION_IMAGES, replace=False)]
     prep = fp32.with_name(fp32.stem + ".prep.onnx")
     quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=True)
-    sensitive = sensitive_convs(prep)
-    depthwise_only = [n for n in sensitive if n not in sensitive_convs_stem(prep)]
     options = {
         "all convolutions, min-max calibration": {"calibrate_method": CalibrationMethod.MinMax},
         "all convolutions, 99.99th percentile": {},
-        "depthwise convolutions float": {"nodes_to_exclude": depthwise_only},
-        "depthwise and stem convolutions float (shipped)": {"nodes_to_exclude": sensitive},
+        "depthwise convolutions float (shipped)": {"nodes_to_exclude": depthwise_convs(prep)},
+        "depthwise and stem convolutions float": {"nodes_to_exclude": depthwise_convs(prep, with_stem=True)},
     }
     base, base_speed = auc_and_speed(fp32, data)
     env = environment()
@@ -82,16 +80,6 @@ def main() -> None:
               f"{speed:.0f} |", flush=True)
         out.unlink()
     prep.unlink()
-
-
-def sensitive_convs_stem(path: Path) -> list[str]:
-    """The stem convolutions among :func:`sensitive_convs` (3 input channels)."""
-    import onnx
-
-    m = onnx.load(str(path))
-    shapes = {t.name: tuple(t.dims) for t in m.graph.initializer}
-    return [n.name for n in m.graph.node if n.op_type == "Conv" and len(shapes.get(n.input[1], ())) == 4
-            and shapes[n.input[1]][1] == 3]
 
 
 if __name__ == "__main__":

@@ -86,9 +86,11 @@ class Predictor:
         """(N, S, S) uint8 -> (N, C) raw logits (no temperature; mirrored-image average if ``tta``)."""
         out = []
         for x in self.batches(images):
-            z = self.model(x)
-            if self.tta:
-                z = (z + self.model(torch.flip(x, dims=[3]))) / 2
+            if self.tta:  # the image and its mirror in one batch
+                z = self.model(torch.cat([x, torch.flip(x, dims=[3])]))
+                z = (z[: len(x)] + z[len(x):]) / 2
+            else:
+                z = self.model(x)
             out.append(z.numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 

@@ -45,9 +45,11 @@ class DecisionFunction(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = (image.expand(-1, 3, -1, -1) / 255.0 - self.mean) / self.std
-        z = self.model(x)
-        if self.tta:
-            z = (z + self.model(torch.flip(x, dims=[3]))) / 2
+        if self.tta:  # the image and its mirror in one batch: one pass of 2N instead of two of N
+            z = self.model(torch.cat([x, torch.flip(x, dims=[3])]))
+            z = (z[: len(x)] + z[len(x):]) / 2
+        else:
+            z = self.model(x)
         return torch.softmax(z / self.temperature, dim=1)
 
 
@@ -112,9 +114,9 @@ class _TrainingImages:
         self.i = 0
 
 
-def sensitive_convs(path: str | Path) -> list[str]:
-    """Names of the convolutions kept in float by default: the depthwise ones (one filter per channel, the
-    layers that lose most to 8-bit activations) and the stem (3 input channels)."""
+def depthwise_convs(path: str | Path, with_stem: bool = False) -> list[str]:
+    """Names of the depthwise convolutions (one filter per channel: the layers that lose most to 8-bit
+    activations), kept in float by default; ``with_stem`` adds the stem (3 input channels)."""
     import onnx
 
     m = onnx.load(str(path))
@@ -125,17 +127,17 @@ def sensitive_convs(path: str | Path) -> list[str]:
             continue
         group = next((a.i for a in n.attribute if a.name == "group"), 1)
         w = shapes.get(n.input[1], ())
-        if group > 1 or (len(w) == 4 and w[1] == 3):
+        if group > 1 or (with_stem and len(w) == 4 and w[1] == 3):
             out.append(n.name)
     return out
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray,
-                  keep_sensitive_float: bool = True) -> Path:
+                  depthwise_float: bool = True) -> Path:
     """Static INT8 quantisation of the convolutions and matrix products (QDQ, per-channel weights, 8-bit
     activations) calibrated on ``calibration`` (M, S, S) uint8 preprocessed training images; the normalisation,
     attention gates and softmax stay float, so probabilities are not rounded to 1/255 steps, and so do the
-    depthwise and stem convolutions unless ``keep_sensitive_float`` is False (docs/deployment.md: the option with
+    depthwise convolutions unless ``depthwise_float`` is False (scripts/quantisation_options.py: the option with
     the smallest validation AUC change). Metadata is carried over with ``precision: int8``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -147,7 +149,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
         quantize_static(str(prepared), str(int8_path), _TrainingImages(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm", "MatMul"],  # the softmax output stays float
-                        nodes_to_exclude=sensitive_convs(prepared) if keep_sensitive_float else [],
+                        nodes_to_exclude=depthwise_convs(prepared) if depthwise_float else [],
                         calibrate_method=CalibrationMethod.Percentile,
                         extra_options={"CalibPercentile": 99.99})
     finally:
