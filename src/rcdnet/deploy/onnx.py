@@ -47,7 +47,7 @@ class DecisionFunction(nn.Module):
         x = (image.expand(-1, 3, -1, -1) / 255.0 - self.mean) / self.std
         if self.tta:  # the image and its mirror in one batch: one pass of 2N instead of two of N
             z = self.model(torch.cat([x, torch.flip(x, dims=[3])]))
-            z = (z[: len(x)] + z[len(x):]) / 2
+            z = z.reshape(2, -1, z.shape[-1]).mean(dim=0)  # keeps the batch axis dynamic in the export
         else:
             z = self.model(x)
         return torch.softmax(z / self.temperature, dim=1)

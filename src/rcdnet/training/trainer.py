@@ -89,7 +89,7 @@ class Trainer:
         if len(tr_s) < tr["batch_size"]:
             raise ValueError(f"only {len(tr_s)} training images: fewer than one batch of {tr['batch_size']}")
         variants = (preprocess_variants(tr_s, preprocessor_from_config(cfg), va["ultrasound_variants"], cache_dir,
-                                        progress=progress) if va["ultrasound_variants"] else None)
+                                        progress=self.progress) if va["ultrasound_variants"] else None)
         self.train_ds = ImageArrayDataset(tr_x, np.array([label_idx[s.label] for s in tr_s]), mean, std,
                                           train_augmentation(cfg["data"]["image_size"], va), variants,
                                           va["ultrasound_p"])
