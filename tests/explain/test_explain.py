@@ -140,6 +140,7 @@ def test_explain_command_pictures_table_figure_and_bad_input(untrained_checkpoin
     (tmp_path / "in" / "odd.png").write_bytes(src.read_bytes())
     cv2.imwrite(str(tmp_path / "in" / "odd_mask.png"), np.zeros((h + 3, w), np.uint8))  # mask of another size
     (tmp_path / "in" / "notes.png").write_text("not an image")
+    (tmp_path / "in" / "plain.png").write_bytes((BUSI / "benign" / "benign (2).png").read_bytes())  # no mask
     out = tmp_path / "out"
     code = main(["explain", str(untrained_checkpoint), str(tmp_path / "in"), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
@@ -149,7 +150,8 @@ def test_explain_command_pictures_table_figure_and_bad_input(untrained_checkpoin
     assert "notes.png: not an image file" in err
     assert "odd_mask.png: mask is" in err
     rows = (out / "explain.csv").read_text().splitlines()
-    assert len(rows) == 2 and "energy_in_mask" in rows[0]  # header + the one good image
+    assert len(rows) == 3 and "energy_in_mask" in rows[0]  # header + the two readable images
+    assert [r.split(",")[-3:] == ["", "", ""] for r in rows[1:]] == [False, True]  # agreement only with a mask
 
     code = main(["explain", str(untrained_checkpoint), "--evaluate", "--methods", "gradcam", "eigencam",
                  "--limit", "3", "--road-images", "2", "--figure", "--data", str(data_root), "--out", str(out),

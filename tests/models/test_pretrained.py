@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from rcdnet.models.pretrained import WeightsUnavailable, convert_lite_state_dict, create_backbone, lite_weight_file
+from rcdnet.models.registry import create_model
 
 
 def test_conversion_maps_every_tensor_in_order():
@@ -48,3 +49,13 @@ def test_local_weight_file_for_another_backbone(tmp_path):
     assert torch.equal(model.conv1.weight, ref.conv1.weight)
     assert model.fc.out_features == 2
     np.testing.assert_equal(model.fc.weight.shape, (2, 512))
+
+
+def test_plain_lite_baseline_gets_imagenet_features_and_a_fresh_head():
+    """The ablation's plain backbone: ImageNet features, a 2-class classifier (not the 1000-class one)."""
+    torch.manual_seed(0)
+    plain = create_model("efficientnet_lite0", num_classes=2, pretrained=True)
+    rcd = create_model("rcdnet", num_classes=2, pretrained=True)
+    assert plain.classifier.out_features == 2
+    assert torch.equal(plain.conv_stem.weight, rcd.backbone.conv_stem.weight)
+    assert torch.equal(plain.blocks[3][0].conv_pw.weight, rcd.backbone.blocks[3][0].conv_pw.weight)

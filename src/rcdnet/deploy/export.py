@@ -77,10 +77,14 @@ def export_command(args) -> int:
         for name, (images, y) in data.items():
             if name == "train":
                 continue
-            a32 = roc_auc_score(y, fp32.predict_arrays(images)[:, fp32.malignant_index])
-            a8 = roc_auc_score(y, int8.predict_arrays(images)[:, int8.malignant_index])
-            report[name] = {"n": len(y), "auc_fp32": a32, "auc_int8": a8, "auc_change": a8 - a32}
-            print(f"{name:9s} n={len(y):4d}  AUC fp32 {a32:.4f}  int8 {a8:.4f}  change {a8 - a32:+.4f}")
+            p32 = fp32.predict_arrays(images)[:, fp32.malignant_index]
+            p8 = int8.predict_arrays(images)[:, int8.malignant_index]
+            a32, a8 = roc_auc_score(y, p32), roc_auc_score(y, p8)
+            d = np.abs(p8 - p32)
+            report[name] = {"n": len(y), "auc_fp32": a32, "auc_int8": a8, "auc_change": a8 - a32,
+                            "p_abs_diff_median": float(np.median(d)), "p_abs_diff_max": float(d.max())}
+            print(f"{name:9s} n={len(y):4d}  AUC fp32 {a32:.4f}  int8 {a8:.4f}  change {a8 - a32:+.4f}  "
+                  f"|p_int8 - p_fp32| median {np.median(d):.3f}, max {d.max():.3f}")
         _update_sidecar(q, quantisation=report)
         print(f"{q}: {q.stat().st_size / 2**20:.1f} MB (calibrated on {len(calib)} training images)")
     print(f"metadata: {out.with_suffix('.json')}")

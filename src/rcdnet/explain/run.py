@@ -14,7 +14,8 @@ import numpy as np
 
 from rcdnet.data.prepare import stratified_limit
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, read_mask
+from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_mask
+from rcdnet.data.sources import read_frames
 from rcdnet.explain.agreement import centre_prior, energy_in_mask, pointing_game, road_scores, top_k_iou
 from rcdnet.explain.cam import METHODS, HeatMapper, to_original
 from rcdnet.explain.render import grid_figure, panel, save_png
@@ -29,8 +30,9 @@ def mapper(predictor: Predictor, method: str = "gradcam", layer: str | None = No
 
 
 def _load(sample: Sample, predictor: Predictor) -> dict:
-    """Read one sample: original RGB, preprocessed array, and its lesion mask (or None). Raises ImageReadError."""
-    rgb = read_image(sample.path)
+    """Read one sample (an image, or the first frame of a DICOM or clip): original RGB, preprocessed array, and
+    its lesion mask (or None). Raises ImageReadError."""
+    rgb = next(read_frames(sample.path, max_frames=1)).rgb
     mask = read_mask(sample.mask_paths, rgb.shape[:2]) if sample.mask_paths else None
     if mask is not None and not mask.any():
         mask = None
@@ -91,8 +93,8 @@ def explain_samples(predictor: Predictor, samples: list[Sample], out_dir: Path, 
             png = out_dir / f"{name}.png"
             save_png(png, panel(it["rgb"], it["heat"], it["mask"], caption(it, method, hm.layer)))
             row = {"image": str(s.path), "predicted": it["predicted"], "p_malignant": round(it["p_malignant"], 4),
-                   "heat_map": str(png)}
-            if it["mask"] is not None:
+                   "heat_map": str(png), "energy_in_mask": "", "pointing_hit": "", "iou_top10": ""}
+            if it["mask"] is not None:  # agreement with the lesion mask; blank without one
                 row.update(_agreement(it["heat"], it["mask"]))
             rows.append(row)
     return rows, problems

