@@ -4,8 +4,8 @@
 
 MODEL.onnx comes from ``rcdnet export``. Every option quantises convolutions and matrix products with per-channel
 weights, calibrated on the same 64 training images; they differ in the calibration method and in which
-convolutions stay float. The rule, fixed before reading the table: ship the option with the smallest change of
-validation AUC. UDIAT is printed for every option (reported, never used to choose).
+convolutions stay float. The rule: ship the option with the smallest absolute change of validation AUC. UDIAT is
+printed for every option (reported, never used to choose).
 """
 
 from __future__ import annotations
