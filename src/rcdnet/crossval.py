@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.data.prepare import prepare_training_data
+from rcdnet.data.readers import load_dataset
 from rcdnet.data.split import group_folds
 from rcdnet.evaluation.evaluate import evaluate_samples
 from rcdnet.evaluation.metrics import metrics_with_ci, threshold_for_sensitivity
@@ -106,8 +107,6 @@ def summarise(cfg: dict, data_root: Path, out: Path, fold_dirs: list[Path], cach
         indent=1))
     ensemble = EnsemblePredictor(out)
     external = {}
-    from rcdnet.data.readers import load_dataset
-
     for name in cfg["data"].get("external") or []:
         samples, _ = load_dataset(name, data_root, classes=tuple(ensemble.classes))
         res = evaluate_samples(ensemble, samples, f"ensemble-{name}", out, n_boot, cache_dir)

@@ -19,7 +19,7 @@ MAX_ABS_DIFF = 1e-4  # probabilities, ONNX Runtime fp32 vs PyTorch
 CALIBRATION_IMAGES = 64
 
 
-def _split_images(predictor: Predictor, data: str | None, cache: str | None, with_all: bool
+def split_images(predictor: Predictor, data: str | None, cache: str | None, with_all: bool
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Preprocessed images and malignant labels of the run's validation split and, ``with_all``, of its training
     pool and external test sets."""
@@ -52,7 +52,7 @@ def export_command(args) -> int:
         raise ValueError(f"{ckpt}: the checkpoint holds no validation split to verify the export on")
     out = Path(args.onnx)
     export_onnx(predictor, out)
-    data = _split_images(predictor, args.data, args.cache, with_all=args.int8)
+    data = split_images(predictor, args.data, args.cache, with_all=args.int8)
     val_images = data["busi-val"][0][: args.verify_images]
     fp32 = OnnxPredictor(out)
     diff = float(np.abs(fp32.predict_arrays(val_images) - predictor.predict_arrays(val_images)).max())

@@ -133,25 +133,33 @@ def depthwise_convs(path: str | Path, with_stem: bool = False) -> list[str]:
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray,
-                  depthwise_float: bool = True) -> Path:
+                  keep_float: str = "depthwise", calibration_method: str = "percentile") -> Path:
     """Static INT8 quantisation of the convolutions and matrix products (QDQ, per-channel weights, 8-bit
     activations) calibrated on ``calibration`` (M, S, S) uint8 preprocessed training images; the normalisation,
-    attention gates and softmax stay float, so probabilities are not rounded to 1/255 steps, and so do the
-    depthwise convolutions unless ``depthwise_float`` is False (scripts/quantisation_options.py: the option with
-    the smallest validation AUC change). Metadata is carried over with ``precision: int8``."""
+    attention gates and softmax stay float, so probabilities are not rounded to 1/255 steps.
+
+    ``keep_float``: convolutions left in float, ``depthwise`` (default: the option with the smallest validation
+    AUC change, scripts/quantisation_options.py), ``depthwise+stem`` or ``none``. ``calibration_method``:
+    ``percentile`` (99.99th) or ``minmax``. Metadata is carried over with ``precision: int8``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if keep_float not in ("depthwise", "depthwise+stem", "none"):
+        raise ValueError(f"keep_float must be depthwise, depthwise+stem or none, got {keep_float!r}")
+    methods = {"percentile": (CalibrationMethod.Percentile, {"CalibPercentile": 99.99}),
+               "minmax": (CalibrationMethod.MinMax, {})}
+    if calibration_method not in methods:
+        raise ValueError(f"calibration_method must be percentile or minmax, got {calibration_method!r}")
+    method, options = methods[calibration_method]
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     prepared = int8_path.with_name(int8_path.stem + ".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
     try:
+        excluded = [] if keep_float == "none" else depthwise_convs(prepared, with_stem=keep_float.endswith("stem"))
         quantize_static(str(prepared), str(int8_path), _TrainingImages(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=["Conv", "Gemm", "MatMul"],  # the softmax output stays float
-                        nodes_to_exclude=depthwise_convs(prepared) if depthwise_float else [],
-                        calibrate_method=CalibrationMethod.Percentile,
-                        extra_options={"CalibPercentile": 99.99})
+                        nodes_to_exclude=excluded, calibrate_method=method, extra_options=options)
     finally:
         prepared.unlink(missing_ok=True)
     meta = read_metadata(fp32_path)

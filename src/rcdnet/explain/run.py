@@ -44,9 +44,9 @@ def _problem(sample: Sample, exc: Exception) -> DataProblem:
     return DataProblem(str(sample.path), str(exc).removeprefix(f"{sample.path}: "))
 
 
-def iter_explained(predictor: Predictor, hm: HeatMapper, samples: list[Sample], problems: list[DataProblem]):
-    """Yield one dict per readable sample: ``rgb``, ``heat`` (H, W) on the original, ``mask``, ``p_malignant``,
-    ``predicted``. Unreadable files (or masks) are appended to ``problems`` and skipped."""
+def loaded_chunks(predictor: Predictor, samples: list[Sample], problems: list[DataProblem]):
+    """Yield lists of up to CHUNK loaded samples (see :func:`_load`); unreadable files (or masks) are appended to
+    ``problems`` and skipped."""
     for i in range(0, len(samples), CHUNK):
         items = []
         for s in samples[i:i + CHUNK]:
@@ -54,8 +54,14 @@ def iter_explained(predictor: Predictor, hm: HeatMapper, samples: list[Sample], 
                 items.append(_load(s, predictor))
             except ImageReadError as exc:
                 problems.append(_problem(s, exc))
-        if not items:
-            continue
+        if items:
+            yield items
+
+
+def iter_explained(predictor: Predictor, hm: HeatMapper, samples: list[Sample], problems: list[DataProblem]):
+    """Yield one dict per readable sample: ``rgb``, ``heat`` (H, W) on the original, ``mask``, ``p_malignant``,
+    ``predicted``. Unreadable files (or masks) are appended to ``problems`` and skipped."""
+    for items in loaded_chunks(predictor, samples, problems):
         pre = np.stack([it["pre"] for it in items])
         probs = predictor.predict_arrays(pre)
         heats = hm(pre)
@@ -133,17 +139,9 @@ def agreement_table(predictor: Predictor, datasets: dict[str, list[Sample]], met
             per, road_m, road_l, seconds = [], [], [], 0.0
             hm = None if method == "centre-prior" else mapper(predictor, method, layer, target)
             with hm or contextlib.nullcontext():
-                for i in range(0, len(samples), CHUNK):
-                    items = []
-                    for s in samples[i:i + CHUNK]:
-                        try:
-                            it = _load(s, predictor)
-                        except ImageReadError as exc:
-                            if method == methods[0]:
-                                problems.append(_problem(s, exc))
-                            continue
-                        if it["mask"] is not None:
-                            items.append(it)
+                seen = problems if method == methods[0] else []  # report unreadable files once
+                for items in loaded_chunks(predictor, samples, seen):
+                    items = [it for it in items if it["mask"] is not None]
                     if not items:
                         continue
                     pre = np.stack([it["pre"] for it in items])
