@@ -26,19 +26,13 @@ from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.readers import load_dataset
 from rcdnet.data.samples import read_image
 from rcdnet.deploy.onnx import DecisionFunction, OnnxPredictor
+from rcdnet.evaluation.complexity import time_calls
 from rcdnet.evaluation.report import environment
 from rcdnet.inference import Predictor, predict_sources
 
 
 def _timeit(fn, x, repeats: int) -> list[float]:
-    fn(x)  # warm-up
-    fn(x)
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(x)
-        out.append(time.perf_counter() - t0)
-    return out
+    return time_calls(lambda: fn(x), repeats)
 
 
 def torch_variants(predictor: Predictor, example: torch.Tensor) -> dict:

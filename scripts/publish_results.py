@@ -1,9 +1,10 @@
 """Copy a finished run's generated report and figures into the docs, unchanged except for image paths.
 
-    python scripts/publish_results.py runs/main docs/results.md
+    python scripts/publish_results.py runs/main docs/results.md                 # report.md of `rcdnet train`
+    python scripts/publish_results.py runs/benchmark-cpu docs/benchmark.md      # benchmark.md of `rcdnet benchmark`
 
-Every number in the page comes from the run (report.md is written by `rcdnet train`); the command that made the
-run, the commit, hardware and date are in its header.
+Every number in the page comes from the run; the commit, hardware and date are in its header, and the run's
+configuration (config.yaml, or the benchmark's profile.yaml) is appended.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ def main() -> None:
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     run_dir, page = Path(sys.argv[1]), Path(sys.argv[2])
-    report = run_dir / "report.md"
-    if not report.is_file():
-        sys.exit(f"{report}: not found (is {run_dir} a finished run?)")
+    report = next((run_dir / n for n in ("report.md", "benchmark.md") if (run_dir / n).is_file()), None)
+    if report is None:
+        sys.exit(f"{run_dir}: holds neither report.md nor benchmark.md (is it a finished run or benchmark?)")
+    command = "rcdnet train" if report.name == "report.md" else "rcdnet benchmark"
+    config = run_dir / ("config.yaml" if report.name == "report.md" else "profile.yaml")
     figures = page.parent / "figures" / page.stem
     figures.mkdir(parents=True, exist_ok=True)
     text = report.read_text()
@@ -33,8 +36,8 @@ def main() -> None:
     text = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", relink, text)
     first, rest = text.split("\n", 1)
     text = (f"{first}\n\nPublished from the run directory `{run_dir}` by `python scripts/publish_results.py {run_dir} "
-            f"{page}`; every number below was written by `rcdnet train` into that run's report.md.\n{rest}")
-    cfg = (run_dir / "config.yaml").read_text()
+            f"{page}`; every number below was written by `{command}` into that run's {report.name}.\n{rest}")
+    cfg = config.read_text()
     text += f"\n## Resolved configuration of this run\n\n```yaml\n{cfg}```\n"
     page.write_text(text)
     print(f"written {page} and {figures}/")

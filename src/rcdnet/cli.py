@@ -1,4 +1,4 @@
-"""Command-line tool: ``rcdnet audit | train | cv | evaluate | robustness | explain | predict | export | serve``."""
+"""Command-line tool: ``rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export | serve``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import argparse
 import csv
 import io
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from rcdnet import __version__
+from rcdnet.files import write_csv
 
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--data", help="data root holding BUSI/ and UDIAT_DatasetB/ (default: $RCDNET_DATA, else ../shared/data)")
@@ -57,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int)
     c.add_argument("--limit", type=int, help="a small stratified subset of N training-pool images")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    b = sub.add_parser("benchmark", help="RcdNet against ResNet, MobileNet, RegNet, ViT, ResNeXt and its ablations: "
+                                         "several seeds each, CIs, DeLong, size and speed (Tables 1 and 2)")
+    _common(b, "benchmark directory (default: runs/benchmark-<profile>)")
+    b.add_argument("--profile", default="cpu", help="cpu (2-core CPU, one working session; default), paper (full "
+                                                    "size, ImageNet weights for every row, for a GPU), or a YAML file")
+    b.add_argument("--jobs", type=int, default=1, help="training runs side by side (CPU threads shared equally)")
+    b.add_argument("--seeds", type=int, nargs="+", help="replace the profile's seeds")
+    b.add_argument("--explain", action="store_true", help="also score Grad-CAM / Grad-CAM++ heat maps against the "
+                                                          "lesion masks for each comparison row (first seed)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every job, e.g. train.epochs=1 or data.limit=60")
 
     e = sub.add_parser("evaluate", help="metrics with 95%% CIs, ROC, confusion matrix, predictions on a dataset")
     e.add_argument("checkpoint", help="run directory or checkpoint file")
@@ -134,14 +148,6 @@ def _print_table(rows: list[dict], file=sys.stdout) -> None:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols), file=file)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        if rows:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-
-
 def cmd_audit(args) -> int:
     from rcdnet.data.audit import audit
     from rcdnet.data.readers import busi_dir, read_busi, read_csv, read_folder, read_udiat, \
@@ -185,10 +191,10 @@ def cmd_audit(args) -> int:
             print(f"  {r['problem'] if r['problem'].startswith(r['path']) else r['path'] + ': ' + r['problem']}")
         if len(bad) > 20:
             print(f"  ... {len(bad) - 20} more in {out / 'audit_problems.csv'}")
-    _write_csv(out / "audit_summary.csv", rows)
-    _write_csv(out / "audit_images.csv", res["rows"])
-    _write_csv(out / "audit_duplicates.csv", [p.to_row() for p in res["pairs"]])
-    _write_csv(out / "audit_problems.csv", [{"path": r["path"], "problem": r["problem"]} for r in bad])
+    write_csv(out / "audit_summary.csv", rows)
+    write_csv(out / "audit_images.csv", res["rows"])
+    write_csv(out / "audit_duplicates.csv", [p.to_row() for p in res["pairs"]])
+    write_csv(out / "audit_problems.csv", [{"path": r["path"], "problem": r["problem"]} for r in bad])
     print(f"\nwritten: {out}/audit_summary.csv, audit_images.csv, audit_duplicates.csv, audit_problems.csv")
     return 0
 
@@ -226,6 +232,31 @@ def cmd_train(args) -> int:
                   f"  accuracy {d['accuracy']['value']:.3f}  sensitivity {d['sensitivity']['value']:.3f}"
                   f"  specificity {d['specificity']['value']:.3f}")
         print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from rcdnet.benchmark import load_profile, run_benchmark
+    from rcdnet.config import parse_set
+    from rcdnet.data.readers import resolve_data_root
+
+    over = parse_set(args.set)
+    profile = load_profile(args.profile, over, args.seeds)
+    out = Path(args.out or f"runs/benchmark-{profile.name}")
+    s = run_benchmark(profile, resolve_data_root(args.data), out, workers=args.jobs, cache_dir=args.cache,
+                      overrides=over, explain=args.explain, progress=not args.quiet,
+                      command=" ".join(["rcdnet", *map(shlex.quote, args.argv)]))
+    for test_set in ("busi-val", "udiat"):
+        print(f"\n{test_set}: AUC, mean ± sd over seeds [95% CI]")
+        for rid, st in s["stats"].items():
+            if test_set in st:
+                a = st[test_set]["auc"]
+                print(f"  {rid:20s} {a['mean']:.3f} ± {a['sd']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]")
+    print(f"\ntables and figure: {out}/benchmark.md, table1_internal.csv, table2_external.csv, ablation.csv, "
+          "delong.csv, efficiency.csv, roc.png")
+    if s["failed_jobs"]:
+        print(f"FAILED jobs (see their train.log; run again to retry): {', '.join(s['failed_jobs'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -375,7 +406,7 @@ def cmd_explain(args) -> int:
         _print_table([{k: v for k, v in r.items() if k != "image"} for r in rows])
         for p in problems + bad:
             print(f"skipped {p}", file=sys.stderr)
-        _write_csv(out / "explain.csv", rows)
+        write_csv(out / "explain.csv", rows)
         written += [f"{len(rows)} heat-map PNGs", "explain.csv"]
         if not rows:
             return 1
@@ -428,7 +459,7 @@ def cmd_predict(args) -> int:
         folder = Path(args.out).parent if args.out else Path(".")
         for name, fr in frames.items():
             target = folder / f"{Path(name).name}.frames.csv"
-            _write_csv(target, fr)
+            write_csv(target, fr)
             print(f"per-frame results: {target}", file=sys.stderr)
     for p in problems:
         print(f"skipped {p}", file=sys.stderr)
@@ -451,9 +482,10 @@ def cmd_serve(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     handlers = {"audit": cmd_audit, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
                 "robustness": cmd_robustness, "explain": cmd_explain, "export": cmd_export, "serve": cmd_serve,
-                "cv": cmd_cv}
+                "cv": cmd_cv, "benchmark": cmd_benchmark}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -31,13 +31,14 @@ def _coerce(default: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _merge(base: dict, over: dict, where: str) -> dict:
+def merge(base: dict, over: dict, where: str) -> dict:
+    """``over`` laid onto a copy of ``base``; a key ``base`` lacks is a :class:`ConfigError` naming ``where``."""
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in out:
             raise ConfigError(f"{where}: unknown setting {k!r} (known: {', '.join(sorted(base))})")
         if isinstance(out[k], dict) and isinstance(v, dict):
-            out[k] = _merge(out[k], v, f"{where}.{k}")
+            out[k] = merge(out[k], v, f"{where}.{k}")
         else:
             out[k] = _coerce(out[k], v, f"{where}.{k}")
     return out
@@ -70,9 +71,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"{p}: not valid YAML ({exc})") from None
         if not isinstance(user, dict):
             raise ConfigError(f"{p}: a config file must be a mapping of settings")
-        cfg = _merge(cfg, user, str(p))
+        cfg = merge(cfg, user, str(p))
     if overrides:
-        cfg = _merge(cfg, overrides, "command line")
+        cfg = merge(cfg, overrides, "command line")
     return cfg
 
 

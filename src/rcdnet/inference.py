@@ -43,6 +43,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def build_model(cfg: dict, num_classes: int, pretrained: bool) -> torch.nn.Module:
     m = cfg["model"]
     return create_model(m["name"], num_classes=num_classes, pretrained=pretrained, weights=m.get("weights"),
+                        image_size=cfg["data"]["image_size"],
                         **({"dsc_channels": m["dsc_channels"], "use_cbam": m["use_cbam"], "drop_rate": m["drop_rate"]}
                            if m["name"].startswith("rcdnet") else {"drop_rate": m["drop_rate"]}))
 

@@ -3,7 +3,6 @@ externally, write the report. Everything lands in one run directory."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rcdnet.evaluation.evaluate import evaluate_samples
 from rcdnet.evaluation.metrics import threshold_for_sensitivity
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
 from rcdnet.evaluation.report import environment, write_report
+from rcdnet.files import write_csv
 from rcdnet.inference import Predictor, load_checkpoint
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import save_atomic
@@ -28,16 +28,6 @@ from rcdnet.training.trainer import Trainer
 
 class RunDirError(ValueError):
     pass
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        if not rows:
-            fh.write("")
-            return
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def open_run(run_dir: Path, cfg: dict, resume: bool, write: bool = True) -> tuple[dict, dict[str, str] | None]:
@@ -126,8 +116,8 @@ def run(cfg: dict, data_root: Path, run_dir: Path, *, limit: int | None = None, 
                                  progress=progress and ctx.main)
     if ctx.main:
         save_split(run_dir / "split.csv", data.samples, data.split)
-        _write_rows(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
-        _write_rows(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])
+        write_csv(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
+        write_csv(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])
         dist.barrier(ctx)
     summary = data_summary(data)
     trainer = Trainer(cfg, data, run_dir, progress=progress, cache_dir=cache_dir, ctx=ctx)

@@ -58,3 +58,17 @@ def test_high_sensitivity_threshold(scores):
     assert t not in set(p)  # never on a score: rounding in a recomputation cannot flip a case
     # the same probabilities recomputed in float32 (as another code path would) keep the target
     assert binary_metrics(y, p.astype(np.float32), t)["sensitivity"] >= 0.95
+
+
+def test_bootstrap_of_a_seed_mean():
+    from rcdnet.evaluation.metrics import bootstrap_ci, bootstrap_mean_ci
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 80)
+    p = np.clip(y * 0.3 + rng.random(80) * 0.7, 0, 1)
+    same, single = bootstrap_mean_ci(y, np.stack([p, p, p]), n_boot=300), bootstrap_ci(y, p, n_boot=300)
+    assert {k: pytest.approx(v, abs=1e-12) for k, v in single.items()} == same
+    q = np.clip(p + rng.normal(0, 0.2, 80), 0, 1)
+    lo, hi = bootstrap_mean_ci(y, np.stack([p, q]), n_boot=500)["auc"]
+    mean_auc = (binary_metrics(y, p)["auc"] + binary_metrics(y, q)["auc"]) / 2
+    assert lo < mean_auc < hi

@@ -59,3 +59,10 @@ def test_plain_lite_baseline_gets_imagenet_features_and_a_fresh_head():
     assert plain.classifier.out_features == 2
     assert torch.equal(plain.conv_stem.weight, rcd.backbone.conv_stem.weight)
     assert torch.equal(plain.blocks[3][0].conv_pw.weight, rcd.backbone.blocks[3][0].conv_pw.weight)
+
+
+def test_vit_takes_the_configured_image_size():
+    model = create_model("timm:vit_tiny_patch16_224", pretrained=False, image_size=64).eval()
+    assert model.patch_embed.grid_size == (4, 4)
+    with torch.inference_mode():
+        assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 2)

@@ -42,6 +42,12 @@ def stratified_limit(samples: list[Sample], n: int, seed: int) -> list[Sample]:
     return out
 
 
+def split_seed_of(cfg: dict) -> int:
+    """The seed of the train / validation split: ``data.split_seed``, else the run's ``seed``."""
+    s = cfg["data"].get("split_seed")
+    return cfg["seed"] if s is None else int(s)
+
+
 @dataclasses.dataclass
 class PreparedData:
     samples: list[Sample]                 # usable training-pool samples, with .group set
@@ -62,8 +68,9 @@ def prepare_training_data(cfg: dict, data_root: Path, *, cache_dir: Path | None 
     """Everything before the first epoch. ``saved_split`` (key -> split) reuses a run's split exactly."""
     classes = classes_from_config(cfg)
     samples, problems = load_dataset(cfg["data"]["dataset"], data_root, classes=classes)
+    split_seed = split_seed_of(cfg)
     if cfg["data"].get("limit"):
-        samples = stratified_limit(samples, cfg["data"]["limit"], cfg["seed"])
+        samples = stratified_limit(samples, cfg["data"]["limit"], split_seed)
     external: list[Sample] = []
     for name in cfg["data"].get("external") or []:
         ext, ext_problems = load_dataset(name, data_root, classes=classes)
@@ -89,5 +96,5 @@ def prepare_training_data(cfg: dict, data_root: Path, *, cache_dir: Path | None 
                              "the data changed since the run started")
         split = {s.key: saved_split[s.key] for s in samples}
     else:
-        split = split_train_val(samples, {s.key: s.group for s in samples}, cfg["data"]["val_fraction"], cfg["seed"])
+        split = split_train_val(samples, {s.key: s.group for s in samples}, cfg["data"]["val_fraction"], split_seed)
     return PreparedData(samples, images, split, pairs, conflicts, overlap, problems)

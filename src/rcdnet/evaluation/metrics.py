@@ -66,15 +66,23 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot: i
     """Percentile bootstrap (resampling images with replacement): metric -> (low, high).
 
     Resamples holding a single class are redrawn-free skipped for AUC and class-wise rates (NaN-aware)."""
+    return bootstrap_mean_ci(y, np.asarray(p, float)[None], threshold, n_boot, seed, level)
+
+
+def bootstrap_mean_ci(y: np.ndarray, P: np.ndarray, threshold: float = 0.5, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """CIs of metrics averaged over K models scored on the same N images (``P`` (K, N), e.g. one training seed
+    per row): each resample draws the images once, scores every model on it and averages the K metrics."""
     y = np.asarray(y, int)
-    p = np.asarray(p, float)
+    P = np.asarray(P, float)
     rng = np.random.default_rng(seed)
     out: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, n_boot, 500):
         b = min(500, n_boot - start)
         idx = rng.integers(0, len(y), size=(b, len(y)))
-        for k, v in _vector_metrics(y[idx], p[idx], threshold).items():
-            out[k].append(v)
+        per_model = [_vector_metrics(y[idx], pk[idx], threshold) for pk in P]
+        for k in METRICS:
+            out[k].append(np.mean([m[k] for m in per_model], axis=0))
     alpha = (1 - level) / 2
     return {k: (float(np.nanquantile(np.concatenate(v), alpha)), float(np.nanquantile(np.concatenate(v), 1 - alpha)))
             for k, v in out.items()}

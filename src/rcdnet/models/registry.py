@@ -28,24 +28,36 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def resolve(name: str) -> tuple[str, bool]:
+    """Registered name or ``timm:<name>`` -> (timm model name, RcdNet head?); an unknown name is a ValueError."""
+    if name.startswith("timm:"):
+        if name[5:] not in timm.list_models():
+            raise ValueError(f"unknown timm model {name[5:]!r}")
+        return name[5:], False
+    if name in _MODELS:
+        return _MODELS[name]
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or timm:<name>")
+
+
+def is_vit(timm_name: str) -> bool:
+    return timm_name.startswith(("vit_", "deit_", "deit3_"))
+
+
 def create_model(name: str, num_classes: int = 2, pretrained: bool = True, weights: str | None = None,
-                 **head: Any) -> nn.Module:
+                 image_size: int | None = None, **head: Any) -> nn.Module:
     """Build a registered model. ``head`` (RcdNet only): ``dsc_channels``, ``use_cbam``, ``drop_rate``.
 
-    Any timm model name also works as a plain baseline (``timm:<name>``)."""
-    if name.startswith("timm:"):
-        backbone_name, is_rcdnet = name[5:], False
-        if backbone_name not in timm.list_models():
-            raise ValueError(f"unknown timm model {backbone_name!r}")
-    elif name in _MODELS:
-        backbone_name, is_rcdnet = _MODELS[name]
-    else:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(list_models())} or timm:<name>")
+    Any timm model name also works as a plain baseline (``timm:<name>``). ``image_size`` sizes a ViT's position
+    embedding (convolutional models take any size)."""
+    backbone_name, is_rcdnet = resolve(name)
+    if image_size and is_vit(backbone_name):
+        head = {**head, "img_size": image_size}
     if is_rcdnet:
         backbone = create_backbone(backbone_name, pretrained, weights, num_classes=0, global_pool="")
         return RcdNet(backbone, num_classes=num_classes, **head)
-    drop = head.get("drop_rate", 0.3)
-    return create_backbone(backbone_name, pretrained, weights, num_classes=num_classes, drop_rate=drop)
+    extra = {k: v for k, v in head.items() if k == "img_size"}
+    return create_backbone(backbone_name, pretrained, weights, num_classes=num_classes,
+                           drop_rate=head.get("drop_rate", 0.3), **extra)
 
 
 def freeze_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:

@@ -1,0 +1,185 @@
+"""Run a benchmark profile: every (row, seed) is its own training run, cached and resumable.
+
+    OUT/profile.yaml              the profile as read, and the command-line overrides
+    OUT/jobs/<row>/seed<s>/       a complete ``rcdnet train`` run directory (+ job.json: threads, wall time)
+    OUT/efficiency.json           per row: parameters, GFLOPs, CPU latency and throughput
+    OUT/jobs/<row>/seed<s>/explain/   with ``explain=True``: heat maps against the lesion masks, each comparison
+                                  row's first seed (``rcdnet explain --evaluate`` tables)
+    OUT/failures.csv              jobs that failed, with the error (the others go on)
+    OUT/benchmark.md, *.csv, roc.png   the tables and figure (see :mod:`rcdnet.benchmark.tables`)
+
+A finished job (``metrics.json`` present) is never trained again; an interrupted one resumes from its last
+checkpoint. ``jobs > 1`` trains that many jobs side by side, each with an equal share of the CPU threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import multiprocessing
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import torch
+import yaml
+
+from rcdnet.benchmark.profile import Job, Profile, preflight
+from rcdnet.data.prepare import preprocessor_from_config, prepare_training_data
+from rcdnet.data.preprocess import preprocess_samples, preprocess_variants
+from rcdnet.data.readers import load_dataset
+from rcdnet.evaluation.complexity import count_parameters, cpu_speed, gflops
+from rcdnet.inference import build_model
+
+EXPLAIN_METHODS = ("gradcam", "gradcam++")
+
+
+def train_job(cfg: dict, directory: Path, data_root: Path, cache_dir: Path | None, threads: int) -> dict:
+    """One job, its output in ``directory/train.log``. Returns {"job": dir, "error": text or None, ...}."""
+    from rcdnet.pipeline import run  # imported here: a spawned worker loads what it needs itself
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {**cfg, "train": {**cfg["train"], "threads": threads}}
+    t0 = time.time()
+    with open(directory / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            resume = (directory / "checkpoints" / "last.pt").is_file()
+            metrics = run(cfg, data_root, directory, resume=resume, cache_dir=cache_dir, progress=False)
+        except Exception as exc:  # a failed job is reported; the others go on
+            traceback.print_exc()
+            return {"job": str(directory), "error": f"{type(exc).__name__}: {exc}"}
+    info = {"threads": threads or torch.get_num_threads(), "wall_seconds": round(time.time() - t0, 1),
+            "resumed": resume}
+    (directory / "job.json").write_text(json.dumps(info, indent=1))
+    aucs = {k: r["operating_points"]["default"]["auc"]["value"] for k, r in metrics["results"].items()}
+    return {"job": str(directory), "error": None, "aucs": aucs, **info}
+
+
+def prefill_caches(profile: Profile, data_root: Path, cache_dir: Path | None, progress: bool) -> None:
+    """Preprocess every image (and the shifted training variants) once, before jobs run side by side."""
+    seen = set()
+    for row in profile.rows.values():
+        cfg = {**row.config, "seed": profile.seeds[0]}
+        key = json.dumps([cfg["data"], cfg["augment"]["ultrasound_variants"]], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        data = prepare_training_data(cfg, data_root, cache_dir=cache_dir, progress=progress)
+        pre = preprocessor_from_config(cfg)
+        if cfg["augment"]["ultrasound_variants"]:
+            preprocess_variants(data.subset("train")[0], pre, cfg["augment"]["ultrasound_variants"], cache_dir,
+                                progress=progress)
+        for name in cfg["data"].get("external") or []:
+            preprocess_samples(load_dataset(name, data_root)[0], pre, cache_dir, progress)
+
+
+def run_jobs(pending: list[Job], data_root: Path, cache_dir: Path | None, workers: int,
+             report=print) -> list[dict]:
+    """Train ``pending`` jobs, ``workers`` at a time. Returns one result per job (failures included)."""
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+    results = []
+
+    def note(i: int, job: Job, res: dict) -> None:
+        if res["error"]:
+            report(f"[{i}/{len(pending)}] {job.name}: FAILED: {res['error']} (log: {job.directory / 'train.log'})")
+        else:
+            aucs = ", ".join(f"{k} AUC {v:.3f}" for k, v in res["aucs"].items())
+            report(f"[{i}/{len(pending)}] {job.name}: done in {res['wall_seconds'] / 60:.1f} min ({aucs})")
+        results.append({"name": job.name, **res})
+
+    if workers <= 1:
+        for i, job in enumerate(pending, 1):
+            report(f"[{i}/{len(pending)}] {job.name}: training ({job.row.label})")
+            note(i, job, train_job(job.config, job.directory, data_root, cache_dir, threads))
+        return results
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_job, job.config, job.directory, data_root, cache_dir, threads): job
+                   for job in pending}
+        report(f"{len(pending)} jobs, {workers} side by side with {threads} thread(s) each")
+        for i, fut in enumerate(as_completed(futures), 1):
+            note(i, futures[fut], fut.result())
+    return results
+
+
+def measure_efficiency(profile: Profile, out: Path, report=print) -> dict[str, dict]:
+    """Parameters, GFLOPs (at 224 and at the profile's size) and CPU speed per row; cached in efficiency.json.
+    Measured one model at a time after training, on untrained weights (speed does not depend on their values)."""
+    path = out / "efficiency.json"
+    eff = json.loads(path.read_text()) if path.is_file() else {}
+    for row in profile.rows.values():
+        if row.id in eff:
+            continue
+        size = row.config["data"]["image_size"]
+        model = build_model(row.config, 2, pretrained=False)
+        at224 = build_model({**row.config, "data": {**row.config["data"], "image_size": 224}}, 2, pretrained=False)
+        eff[row.id] = {"params_m": count_parameters(model) / 1e6, "gflops_224": gflops(at224, 224),
+                       "image_size": size, "gflops": gflops(model, size), **cpu_speed(model, size)}
+        report(f"{row.id}: {eff[row.id]['params_m']:.2f} M parameters, {eff[row.id]['gflops_224']:.2f} GFLOPs @224, "
+               f"{eff[row.id]['latency_ms']:.1f} ms / image, {eff[row.id]['throughput_img_s']:.0f} img/s @{size}")
+        path.write_text(json.dumps(eff, indent=1))
+    return eff
+
+
+def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[str, ...] = EXPLAIN_METHODS,
+                 limit: int | None = None, report=print) -> dict[str, list[dict]]:
+    """Heat-map agreement with the lesion masks (energy in mask, pointing game, ROAD) on BUSI validation and UDIAT
+    for the first finished seed of every comparison row; cached in that job's ``explain/explain_metrics.json``.
+    ``limit``: a stratified, seeded subset of that many masked images per set (smoke runs)."""
+    from rcdnet.data.prepare import stratified_limit
+    from rcdnet.explain.run import agreement_table, write_table
+    from rcdnet.inference import Predictor
+
+    tables = {}
+    for rid in profile.comparison:
+        job = next((j for j in profile.jobs(out) if j.row.id == rid and j.done), None)
+        if job is None:
+            continue
+        cached = job.directory / "explain" / "explain_metrics.json"
+        if not cached.is_file():
+            report(f"{job.name}: heat maps ({', '.join(methods)}) against the lesion masks")
+            predictor = Predictor(job.directory / "checkpoints" / "best.pt")
+            samples, _ = load_dataset(predictor.config["data"]["dataset"], data_root, classes=tuple(predictor.classes))
+            val = set(predictor.val_keys)
+            datasets = {"busi-val": [s for s in samples if s.key in val],
+                        "udiat": load_dataset("udiat", data_root, classes=tuple(predictor.classes))[0]}
+            if limit:
+                datasets = {n: stratified_limit([s for s in ss if s.mask_paths], limit, seed=0)
+                            for n, ss in datasets.items()}
+            rows, _ = agreement_table(predictor, datasets, list(methods), road_images=min(40, limit or 40))
+            write_table(rows, job.directory / "explain", f"Heat maps of {job.name} (target: malignant)\n")
+        tables[rid] = json.loads(cached.read_text())
+    return tables
+
+
+def run_benchmark(profile: Profile, data_root: Path, out: Path, *, workers: int = 1, cache_dir: Path | None = None,
+                  overrides: dict | None = None, explain: bool = False, progress: bool = True,
+                  command: str = "", report=print) -> dict:
+    """Preflight, train what is not finished, measure, and write the tables. Returns the summary."""
+    from rcdnet.benchmark.tables import write_tables
+
+    for line in preflight(profile):
+        report(f"preflight: {line}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.yaml").write_text(yaml.safe_dump({**profile.source, "overrides": overrides or {}},
+                                                     sort_keys=False))
+    jobs = profile.jobs(out)
+    pending = [j for j in jobs if not j.done]
+    report(f"profile {profile.name}: {len(profile.rows)} rows x {len(profile.seeds)} seeds = {len(jobs)} jobs, "
+           f"{len(jobs) - len(pending)} finished earlier")
+    if pending:
+        prefill_caches(profile, data_root, cache_dir, progress)
+    results = run_jobs(pending, data_root, cache_dir, workers, report)
+    failed = [r for r in results if r["error"]]
+    with open(out / "failures.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["job", "error"])
+        w.writerows([r["name"], r["error"]] for r in failed)
+    efficiency = measure_efficiency(profile, out, report)
+    heat = explain_rows(profile, out, data_root, report=report) if explain else {}
+    summary = write_tables(profile, out, efficiency, heat, command=command)
+    summary["failed_jobs"] = [r["name"] for r in failed]
+    return summary
