@@ -80,7 +80,9 @@ def run_jobs(pending: list[Job], data_root: Path, cache_dir: Path | None, worker
              report=print) -> list[dict]:
     """Train ``pending`` jobs, ``workers`` at a time. Returns one result per job (failures included)."""
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
-    results = []
+    results: list[dict] = []
+    if not pending:
+        return results
 
     def note(i: int, job: Job, res: dict) -> None:
         if res["error"]:

@@ -142,8 +142,8 @@ def write_tables(profile: Profile, out: Path, efficiency: dict[str, dict], heat:
                  "train_minutes_mean": times.get(r, {}).get("mean"), "train_threads": times.get(r, {}).get("threads")}
                 for r in profile.rows]
     write_csv(out / "efficiency.csv", eff_rows)
-    curves = {t: {profile.rows[r].label: mean_p[r][t] for r in profile.comparison if t in mean_p.get(r, {})}
-              for t in TEST_SETS}
+    curves = {t: {f"{profile.rows[r].label} [{profile.rows[r].weights}]": mean_p[r][t]
+                  for r in profile.comparison if t in mean_p.get(r, {})} for t in TEST_SETS}
     plot_rocs({t: c for t, c in curves.items() if c}, out / "roc.png")
     summary = {"env": environment(), "profile": profile.name, "seeds": profile.seeds, "stats": stats,
                "seeds_found": seeds_of, "delong": delong, "efficiency": efficiency, "training_minutes": times,
@@ -189,6 +189,32 @@ def _training_minutes(profile: Profile, out: Path) -> dict[str, dict]:
     return times
 
 
+def findings(profile: Profile, s: dict, alpha: float = 0.05) -> list[str]:
+    """Bullet points read off the tables: who leads on AUC, which DeLong differences survive Holm."""
+    ref, lines = profile.reference, []
+    label = {rid: profile.rows[rid].label.split(" (")[0] for rid in profile.rows}  # short names
+    for test_set, name in TEST_SETS.items():
+        aucs = {r: s["stats"][r][test_set]["auc"]["mean"] for r in profile.comparison if test_set in s["stats"].get(r, {})}
+        if not aucs:
+            continue
+        best = max(aucs, key=aucs.get)
+        tests = [d for d in s["delong"] if d["test_set"] == test_set and d["other"] in profile.comparison]
+        better = [d for d in tests if d["p_holm"] < alpha and d["difference"] > 0]
+        worse = [d for d in tests if d["p_holm"] < alpha and d["difference"] < 0]
+        lead = (f"{label[ref]} has the highest mean AUC ({aucs[best]:.3f})" if best == ref else
+                f"{label[best]} has the highest mean AUC ({aucs[best]:.3f}), {label[ref]} {aucs.get(ref, float('nan')):.3f}")
+        lines.append(f"- {name}: {lead}. DeLong, Holm-adjusted at {alpha}: {label[ref]} higher than "
+                     f"{len(better)} of the {len(tests)} other models, lower than {len(worse)}.")
+        for rid, _ in profile.ablation:
+            d = next((d for d in s["delong"] if d["test_set"] == test_set and d["other"] == rid), None)
+            if d is None:
+                continue
+            verdict = "significant" if d["p_holm"] < alpha else "not significant"
+            lines.append(f"  - ablation, {label[ref]} vs {label[rid]}: seed-ensemble AUC {d['auc_reference']:.3f} vs "
+                         f"{d['auc_other']:.3f}, difference {d['difference']:+.3f} ({verdict}, Holm p {_p(d['p_holm'])})")
+    return lines
+
+
 def heat_map_lines(profile: Profile, heat: dict[str, list[dict]]) -> list[str]:
     """The heat-map agreement table: each comparison row's first seed, malignant-class maps, every masked image."""
     if not heat:
@@ -227,6 +253,7 @@ def markdown(profile: Profile, s: dict) -> str:
              "recall and F1-score macro-averaged over the two classes (the paper's tables); sensitivity and "
              "specificity for malignant. \"scratch\" rows had no ImageNet weights (none can be had offline here "
              "except EfficientNet-Lite's).", ""]
+    lines += ["## Findings (generated)", "", *findings(profile, s), ""]
     for test_set, title in (("busi-val", "Table 1: internal validation (BUSI)"),
                             ("udiat", "Table 2: external test (UDIAT)")):
         lines += [f"## {title}", "", "| Model | Weights | seeds | " + " | ".join(c for _, c in COLUMNS) + " |",
