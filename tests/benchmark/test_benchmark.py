@@ -71,6 +71,10 @@ def test_benchmark_writes_tables_and_resumes(tmp_path, data_root, cache_dir, cap
     for part in ("Table 1: internal validation", "Table 2: external test", "DeLong", "Ablation", "ResNeXt"):
         assert part in md
 
+    # finished jobs are never reused for other settings
+    assert main(args + ["--set", "train.lr=0.01"]) == 2
+    assert "rcdnet/seed0: train.lr 0.001 -> 0.01" in capsys.readouterr().err
+
     # an interrupted job: its checkpoint is there, its results are not; finished jobs are left alone
     job = out / "jobs" / "small" / "seed1"
     (job / "metrics.json").unlink()

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from rcdnet.benchmark.profile import Job, Profile, preflight
+from rcdnet.benchmark.profile import BenchmarkError, Job, Profile, preflight
 from rcdnet.data.prepare import preprocessor_from_config, prepare_training_data
 from rcdnet.data.preprocess import preprocess_samples, preprocess_variants
 from rcdnet.data.readers import load_dataset
@@ -56,6 +56,28 @@ def train_job(cfg: dict, directory: Path, data_root: Path, cache_dir: Path | Non
     (directory / "job.json").write_text(json.dumps(info, indent=1))
     aucs = {k: r["operating_points"]["default"]["auc"]["value"] for k, r in metrics["results"].items()}
     return {"job": str(directory), "error": None, "aucs": aucs, **info}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    return {k2: v2 for k, v in d.items()
+            for k2, v2 in (_flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+
+
+def check_finished(jobs: list[Job]) -> None:
+    """A job found finished must have been trained with the settings the profile asks for now (a changed profile
+    or changed packaged defaults must not silently reuse old runs)."""
+    problems = []
+    for job in jobs:
+        saved = job.directory / "config.yaml"
+        if job.done and saved.is_file():
+            have, want = _flat(yaml.safe_load(saved.read_text())), _flat(job.config)
+            diff = sorted(k for k in want.keys() | have.keys()
+                          if k != "train.threads" and have.get(k) != want.get(k))
+            if diff:
+                problems.append(f"{job.name}: " + ", ".join(f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in diff))
+    if problems:
+        raise BenchmarkError("finished jobs were trained with other settings than the profile now asks for:\n  "
+                             + "\n  ".join(problems) + "\n(use another --out, or delete those job directories)")
 
 
 def prefill_caches(profile: Profile, data_root: Path, cache_dir: Path | None, progress: bool) -> None:
@@ -102,7 +124,11 @@ def run_jobs(pending: list[Job], data_root: Path, cache_dir: Path | None, worker
                    for job in pending}
         report(f"{len(pending)} jobs, {workers} side by side with {threads} thread(s) each")
         for i, fut in enumerate(as_completed(futures), 1):
-            note(i, futures[fut], fut.result())
+            try:
+                res = fut.result()
+            except Exception as exc:  # a worker that died (e.g. killed for memory) fails its job, not the benchmark
+                res = {"job": str(futures[fut].directory), "error": f"worker process failed: {exc!r}"}
+            note(i, futures[fut], res)
     return results
 
 
@@ -169,6 +195,7 @@ def run_benchmark(profile: Profile, data_root: Path, out: Path, *, workers: int 
     (out / "profile.yaml").write_text(yaml.safe_dump({**profile.source, "overrides": overrides or {}},
                                                      sort_keys=False))
     jobs = profile.jobs(out)
+    check_finished(jobs)
     pending = [j for j in jobs if not j.done]
     report(f"profile {profile.name}: {len(profile.rows)} rows x {len(profile.seeds)} seeds = {len(jobs)} jobs, "
            f"{len(jobs) - len(pending)} finished earlier")
