@@ -272,18 +272,12 @@ def _selected_dataset(args, predictor, dataset: str) -> tuple[str, list, list]:
     """(name, samples, problems) for --csv, --folder or a named dataset (busi-val: the run's validation split)."""
     from rcdnet.data.readers import load_dataset
 
-    classes = tuple(predictor.classes)
+    from rcdnet.inference import named_dataset
+
     if getattr(args, "csv", None) or getattr(args, "folder", None):
-        samples, problems = load_dataset(csv_path=args.csv, folder=args.folder, classes=classes)
+        samples, problems = load_dataset(csv_path=args.csv, folder=args.folder, classes=tuple(predictor.classes))
         return Path(args.csv or args.folder).stem, samples, problems
-    if dataset == "busi-val":
-        if not predictor.val_keys:
-            raise ValueError(f"{predictor.checkpoint_path}: the checkpoint holds no validation split")
-        samples, problems = load_dataset(predictor.config["data"]["dataset"], args.data, classes=classes)
-        val = set(predictor.val_keys)
-        return "busi-val", [s for s in samples if s.key in val], problems
-    samples, problems = load_dataset(dataset, args.data, classes=classes)
-    return dataset, samples, problems
+    return (dataset, *named_dataset(predictor, dataset, args.data))
 
 
 def cmd_cv(args) -> int:
@@ -377,7 +371,6 @@ def _expand(inputs: list[str]) -> list[Path]:
 
 
 def cmd_explain(args) -> int:
-    from rcdnet.data.prepare import stratified_limit
     from rcdnet.data.readers import masks_beside
     from rcdnet.data.samples import Sample
     from rcdnet.explain.cam import METHODS
@@ -414,12 +407,8 @@ def cmd_explain(args) -> int:
         named = [args.dataset] if chosen else ["busi-val", "udiat"]
         datasets = {n: s for n, s, _ in (_selected_dataset(args, predictor, d) for d in named)}
     if args.evaluate:
-        datasets_eval = datasets
-        if args.limit:  # a stratified, seeded subset of the masked images
-            datasets_eval = {n: stratified_limit([s for s in ss if s.mask_paths], args.limit, seed=0)
-                             for n, ss in datasets.items()}
-        rows, bad = agreement_table(predictor, datasets_eval, args.methods, road_images=args.road_images,
-                                    progress=not args.quiet, **opts)
+        rows, bad = agreement_table(predictor, datasets, args.methods, road_images=args.road_images,
+                                    limit=args.limit, progress=not args.quiet, **opts)
         print(write_table(rows, out, f"Heat maps of {ckpt} (target: {args.target})\n"))
         for p in bad:
             print(f"skipped {p}", file=sys.stderr)

@@ -117,6 +117,21 @@ class Predictor:
         return describe_prediction(self, name, probs)
 
 
+def named_dataset(predictor, name: str, data_root: str | Path | None) -> tuple[list, list[DataProblem]]:
+    """(samples, problems) of a named dataset for ``predictor``: ``busi-val`` is the run's own validation split
+    (the checkpoint's validation keys), any other name a dataset read by ``load_dataset``."""
+    from rcdnet.data.readers import load_dataset
+
+    classes = tuple(predictor.classes)
+    if name != "busi-val":
+        return load_dataset(name, data_root, classes=classes)
+    if not predictor.val_keys:
+        raise ValueError(f"{predictor.checkpoint_path}: the checkpoint holds no validation split")
+    samples, problems = load_dataset(predictor.config["data"]["dataset"], data_root, classes=classes)
+    val = set(predictor.val_keys)
+    return [s for s in samples if s.key in val], problems
+
+
 def describe_prediction(predictor, name: str, probs: np.ndarray, frames: int = 1) -> dict:
     """One output row: label (arg-max class), malignancy probability, and the decision at every operating point
     chosen on validation."""

@@ -156,9 +156,8 @@ def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[st
     """Heat-map agreement with the lesion masks (energy in mask, pointing game, ROAD) on BUSI validation and UDIAT
     for the first finished seed of every comparison row; cached in that job's ``explain/explain_metrics.json``.
     ``limit``: a stratified, seeded subset of that many masked images per set (smoke runs)."""
-    from rcdnet.data.prepare import stratified_limit
     from rcdnet.explain.run import agreement_table, write_table
-    from rcdnet.inference import Predictor
+    from rcdnet.inference import Predictor, named_dataset
 
     tables = {}
     for rid in profile.comparison:
@@ -169,14 +168,9 @@ def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[st
         if not cached.is_file():
             report(f"{job.name}: heat maps ({', '.join(methods)}) against the lesion masks")
             predictor = Predictor(job.directory / "checkpoints" / "best.pt")
-            samples, _ = load_dataset(predictor.config["data"]["dataset"], data_root, classes=tuple(predictor.classes))
-            val = set(predictor.val_keys)
-            datasets = {"busi-val": [s for s in samples if s.key in val],
-                        "udiat": load_dataset("udiat", data_root, classes=tuple(predictor.classes))[0]}
-            if limit:
-                datasets = {n: stratified_limit([s for s in ss if s.mask_paths], limit, seed=0)
-                            for n, ss in datasets.items()}
-            rows, _ = agreement_table(predictor, datasets, list(methods), road_images=min(40, limit or 40))
+            datasets = {n: named_dataset(predictor, n, data_root)[0] for n in ("busi-val", "udiat")}
+            rows, _ = agreement_table(predictor, datasets, list(methods), road_images=min(40, limit or 40),
+                                      limit=limit)
             write_table(rows, job.directory / "explain", f"Heat maps of {job.name} (target: malignant)\n")
         tables[rid] = json.loads(cached.read_text())
     return tables

@@ -122,11 +122,12 @@ def _mean_ci(v: list[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, 
 
 def agreement_table(predictor: Predictor, datasets: dict[str, list[Sample]], methods: list[str],
                     layer: str | None = None, target: str = "malignant", road_images: int = 40,
-                    progress: bool = False) -> tuple[list[dict], list[DataProblem]]:
+                    limit: int | None = None, progress: bool = False) -> tuple[list[dict], list[DataProblem]]:
     """One row per (dataset, method) plus a centre-prior reference row per dataset, over the images that have a
     lesion mask: mean energy in mask (95% CI), pointing-game hit rate, IoU of the top 10%, the same energy on
     malignant images only, ROAD probability change (MoRF / LeRF, 20% of pixels, on ``road_images``
-    masked images, a stratified seeded subset) and heat maps per second."""
+    masked images, a stratified seeded subset) and heat maps per second. ``limit``: only a stratified, seeded subset
+    of that many masked images per dataset."""
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown heat-map method {m!r}; choose from {', '.join(METHODS)}")
@@ -134,6 +135,8 @@ def agreement_table(predictor: Predictor, datasets: dict[str, list[Sample]], met
     target_index = predictor.classes.index(target) if target != "predicted" else None
     for name, samples in datasets.items():
         samples = [s for s in samples if s.mask_paths]
+        if limit:
+            samples = stratified_limit(samples, limit, seed=0)
         road_keys = {s.key for s in stratified_limit(samples, road_images, seed=0)} if road_images > 0 else set()
         for method in methods + ["centre-prior"]:
             per, road_m, road_l, seconds = [], [], [], 0.0
