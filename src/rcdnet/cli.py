@@ -307,13 +307,25 @@ def cmd_evaluate(args) -> int:
     if str(args.checkpoint).endswith(".onnx"):
         raise ValueError(f"{args.checkpoint}: evaluate a checkpoint or an ensemble (the ONNX export is verified "
                          "against its checkpoint by `rcdnet export`)")
+    from rcdnet.data.preprocess import preprocess_samples
+    from rcdnet.inference import Predictor, named_dataset
+    from rcdnet.pipeline import choose_thresholds
+
     predictor = load_predictor(args.checkpoint, tta=True if args.tta else None)
     name, samples, problems = _selected_dataset(args, predictor, args.dataset)
     out = Path(args.out) if args.out else _run_dir_of(args.checkpoint) / "eval"
+    if isinstance(predictor, Predictor) and ((args.tta and not predictor.config["eval"]["tta"]) or args.adabn):
+        # a test-time variant the operating points were not chosen for: choose them again, for that variant, on the
+        # checkpoint's own validation split (AdaBN: adapted to the validation images) -- never on the target set
+        val, _ = named_dataset(predictor, "busi-val", args.data)
+        val, val_images, _ = preprocess_samples(val, predictor.preprocessor, args.cache)
+        chooser = predictor.adapted(val_images) if args.adabn else predictor
+        predictor.thresholds = choose_thresholds(chooser, val_images, [s.label for s in val],
+                                                 predictor.config["eval"]["target_sensitivity"])
+        print(f"operating points chosen again on busi-val for this test-time variant: {predictor.thresholds}",
+              file=sys.stderr)
     images = None
     if args.adabn:
-        from rcdnet.data.preprocess import preprocess_samples
-
         samples, images, bad = preprocess_samples(samples, predictor.preprocessor, args.cache)
         problems += bad
         predictor = predictor.adapted(images)
@@ -339,7 +351,7 @@ def cmd_robustness(args) -> int:
     predictor = Predictor(ckpt, tta=True if args.tta else None)
     _, samples, _ = _selected_dataset(args, predictor, "busi-val")
     rows, problems = shift_suite(predictor, samples, args.shifts, tuple(args.levels), args.seed, args.bootstrap,
-                                 adabn=args.adabn, progress=not args.quiet)
+                                 adabn=args.adabn, progress=not args.quiet, cache_dir=args.cache)
     kept, images, _ = preprocess_samples(samples, predictor.preprocessor, args.cache)
     p_mal = predictor.predict_arrays(images)[:, predictor.malignant_index]
     overlays = {"busi-val": overlay_analysis(predictor, kept, p_mal)}
@@ -450,9 +462,11 @@ def cmd_predict(args) -> int:
             target = folder / f"{Path(name).name}.frames.csv"
             write_csv(target, fr)
             print(f"per-frame results: {target}", file=sys.stderr)
+    predicted = {r["image"] for r in rows}
     for p in problems:
-        print(f"skipped {p}", file=sys.stderr)
-    print(f"{len(rows)} predicted, {len(problems)} skipped", file=sys.stderr)
+        print(f"{'incomplete' if p.path in predicted else 'skipped'} {p}", file=sys.stderr)
+    skipped = sum(p.path not in predicted for p in problems)
+    print(f"{len(rows)} predicted, {skipped} skipped", file=sys.stderr)
     return 0 if rows or not files else 1
 
 

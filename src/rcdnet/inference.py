@@ -157,25 +157,27 @@ def predict_sources(predictor, paths: list[Path], window: int = 5, chunk: int = 
 
     Returns one row per file (for a multi-frame DICOM or a video: the clip's result from the mean per-frame
     probability), per-frame rows for every multi-frame file (with the probability smoothed over ``window``
-    frames), and the files that could not be read, which are skipped."""
-    from rcdnet.data.sources import read_frames
+    frames), and the files that could not be read, which are skipped. A clip that ended early (a truncated video)
+    is predicted from the frames that were decoded and is also listed among the problems, with what happened."""
+    from rcdnet.data.sources import IncompleteVideo, read_frames
 
     rows, frame_rows, problems = [], {}, []
     for path in paths:
-        probs, meta = [], []
+        probs, meta, batch = [], [], []
         try:
-            batch = []
             for fr in read_frames(path):
                 batch.append(predictor.preprocessor(fr.rgb))
                 meta.append(fr)
                 if len(batch) == chunk:
                     probs.append(predictor.predict_arrays(np.stack(batch)))
                     batch = []
-            if batch:
-                probs.append(predictor.predict_arrays(np.stack(batch)))
+        except IncompleteVideo as exc:
+            problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
         except ImageReadError as exc:
             problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
             continue
+        if batch:
+            probs.append(predictor.predict_arrays(np.stack(batch)))
         pr = np.concatenate(probs)
         if len(pr) == 1 and meta[0].time is None:
             rows.append(describe_prediction(predictor, str(path), pr[0]))

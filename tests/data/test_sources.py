@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, UltrasoundImageStor
 
 from rcdnet.cli import main
 from rcdnet.data.samples import ImageReadError, read_image, to_gray
-from rcdnet.data.sources import kind_of, read_frames
+from rcdnet.data.sources import IncompleteVideo, kind_of, read_frames
 from tests.conftest import BUSI
 
 SECRET_NAME, SECRET_ID = "Doe^Jane", "PID-SECRET-4711"
@@ -81,8 +81,9 @@ def test_dicom_without_suffix_is_recognised_and_garbage_is_named(tmp_path, data_
         list(read_frames(bad))
 
 
-def make_video(path, frames: list[np.ndarray], fps: int = 10):
-    with av.open(str(path), "w") as out:
+def make_video(path, frames: list[np.ndarray], fps: int = 10, faststart: bool = False):
+    """An mp4 of real pictures; ``faststart`` puts the frame index first, so a cut-off copy still opens."""
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         stream = out.add_stream("mpeg4", rate=fps)
         h, w = frames[0].shape[:2]
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -101,6 +102,28 @@ def test_video_frames(tmp_path, data_root):
     assert len(got) == 10
     assert got[3].time == pytest.approx(0.3, abs=0.01)
     assert np.abs(got[3].rgb.astype(int) - frames[3]).mean() < 6  # lossy codec, same picture
+
+
+def truncated_video(path, n: int = 10) -> bytes:
+    """The first 60 % of the bytes of an n-frame clip whose container declares n frames."""
+    data = make_video(path, [_real(i)[:320, :400] for i in range(1, n + 1)], faststart=True).read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    return path.read_bytes()
+
+
+def test_truncated_video_keeps_its_frames_and_says_it_ended_early(tmp_path, untrained_checkpoint, data_root, capsys):
+    clip = tmp_path / "cut.mp4"
+    truncated_video(clip)
+    got = []
+    with pytest.raises(IncompleteVideo, match=r"cut\.mp4: video ended after \d+ frames of the 10"):
+        for fr in read_frames(clip):
+            got.append(fr)
+    assert 0 < len(got) < 10
+    assert len(list(read_frames(clip, max_frames=1))) == 1  # asking for fewer frames than decoded is no problem
+    assert main(["predict", str(untrained_checkpoint), str(clip), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["predictions"][0]["frames"] == len(got)
+    assert f"incomplete {clip}" in captured.err and "1 predicted, 0 skipped" in captured.err
 
 
 def test_predict_command_on_dicom_and_video_writes_no_patient_data(untrained_checkpoint, tmp_path, data_root, capsys):

@@ -15,7 +15,7 @@ import uvicorn
 from rcdnet.data.samples import to_gray
 from rcdnet.serve.app import create_app
 from tests.conftest import BUSI
-from tests.data.test_sources import SECRET_ID, SECRET_NAME, make_dicom
+from tests.data.test_sources import SECRET_ID, SECRET_NAME, make_dicom, truncated_video
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -68,6 +68,11 @@ def test_predict_image_and_dicom(server, tmp_path):
     assert r.status_code == 200, r.text
     assert r.json()["p_malignant"] == pytest.approx(p["p_malignant"], abs=1e-3)  # same pixels, same answer
     assert SECRET_NAME not in r.text and SECRET_ID not in r.text
+    assert p["warning"] is None
+    clip = truncated_video(tmp_path / "cut.mp4")
+    r = httpx.post(server + "/predict", files={"file": ("cut.mp4", clip, "video/mp4")}, timeout=60)
+    assert r.status_code == 200, r.text  # the decoded frames are used, and the answer says the clip ended early
+    assert 0 < r.json()["frames"] < 10 and "cut.mp4: video ended after" in r.json()["warning"]
 
 
 def test_bad_input_gets_a_clear_4xx_without_stack_trace(server):

@@ -109,6 +109,16 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
     assert [(r["shift"], r["level"]) for r in res["rows"]] == [("none", 0), ("blur", 2), ("gain", 2)]
     base = json.loads((trained / "busi-val_metrics.json").read_text())["operating_points"]["default"]["auc"]["value"]
     assert res["rows"][0]["auc"] == pytest.approx(base, abs=1e-6)  # unshifted = the run's own validation AUC
+    # threshold transfer: one threshold, chosen on the unshifted images for the sensitivity target, kept under shifts
+    assert len({r["threshold_hs"] for r in res["rows"]}) == 1
+    assert res["rows"][0]["sensitivity_hs"] >= 0.95
+    assert res["summary"]["worst_moderate_sensitivity_hs"] == min(r["sensitivity_hs"] for r in res["rows"][1:])
+    assert "Threshold transfer" in (tmp_path / "rob" / "robustness.md").read_text()
+    # the shifted, preprocessed images are cached: a second run reads them back and gets the same rows
+    assert list((cache_dir / "shifted").rglob("blur2/*.npy"))
+    assert main(["robustness", str(trained), "--shifts", "blur", "gain", "--levels", "2", "--bootstrap", "50",
+                 "--data", str(data_root), "--out", str(tmp_path / "rob2"), "--cache", str(cache_dir), "--quiet"]) == 0
+    assert json.loads((tmp_path / "rob2" / "robustness.json").read_text())["rows"] == res["rows"]
     assert set(res["overlays"]) == {"busi-val", "udiat"}
     assert (tmp_path / "rob" / "robustness.png").is_file()
     for flag in ("--tta", "--adabn"):
@@ -116,6 +126,14 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
         assert main(["evaluate", str(trained), "--dataset", "udiat", flag, "--bootstrap", "50", "--data",
                      str(data_root), "--out", str(out), "--cache", str(cache_dir), "--quiet"]) == 0
         assert json.loads((out / "udiat_metrics.json").read_text())["n"] == 163
+    # AdaBN changes the predictor, so its operating points are chosen again on validation (adapted to it): the
+    # sensitivity target then holds on validation, as it does for the unadapted model
+    assert main(["evaluate", str(trained), "--dataset", "busi-val", "--adabn", "--bootstrap", "50", "--data",
+                 str(data_root), "--out", str(tmp_path / "--adabn"), "--cache", str(cache_dir), "--quiet"]) == 0
+    hs = json.loads((tmp_path / "--adabn" / "busi-val_metrics.json").read_text())["operating_points"]["high_sensitivity"]
+    assert hs["sensitivity"]["value"] >= 0.95
+    assert hs["threshold"] != json.loads((trained / "busi-val_metrics.json").read_text())[
+        "operating_points"]["high_sensitivity"]["threshold"]
 
 
 def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cache_dir):
@@ -143,3 +161,33 @@ def test_publish_results_copies_the_generated_report(trained, tmp_path):
     assert text.startswith((trained / "report.md").read_text().split("\n", 1)[0])
     assert "figures/results/roc.png" in text and (page.parent / "figures" / "results" / "roc.png").is_file()
     assert "Resolved configuration" in text
+
+
+def test_swa_keeps_the_equal_average_of_the_end_of_epoch_weights(tmp_path, data_root, cache_dir, monkeypatch):
+    cfg = load_config(None, parse_set(["train.epochs=3", "train.batch_size=16", "train.swa_start=2",
+                                       "train.swa_lr=1e-4", "augment.mixup_alpha=0"]))
+    snapshots, original = [], Trainer.train_one_epoch
+
+    def record(self, epoch, bar):
+        if epoch == 2 and len(snapshots) == 2:
+            raise KeyboardInterrupt  # killed in the last epoch, after averaging has begun
+        out = original(self, epoch, bar)
+        snapshots.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", record)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, data_root, tmp_path, limit=60, cache_dir=cache_dir, evaluate=False, progress=False)
+    snapshots.append(None)  # the resumed run carries on from the checkpoint, with the average so far
+    run(cfg, data_root, tmp_path, limit=60, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
+    del snapshots[2]
+    kept = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["best"]["epoch"] >= 2  # an average
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history[2]["lr"] == pytest.approx(1e-4)  # annealed to swa_lr over 2 epochs
+    for key in ("classifier.weight", "cbam.spatial.conv.weight", "backbone.bn2.running_mean"):
+        mean = (snapshots[1][key] + snapshots[2][key]) / 2  # epochs 2 and 3 averaged (weights and BN statistics)
+        assert torch.allclose(kept[key], mean, atol=1e-6), key
+        assert not torch.allclose(snapshots[1][key], snapshots[2][key]), key  # so the average differs from each
+    frozen = "backbone.bn1.running_mean"  # stem: frozen, keeps its ImageNet statistics
+    assert torch.equal(kept[frozen], snapshots[0][frozen])

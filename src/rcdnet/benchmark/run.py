@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from rcdnet.benchmark.profile import BenchmarkError, Job, Profile, preflight
+from rcdnet.config import default_config
 from rcdnet.data.prepare import preprocessor_from_config, prepare_training_data
 from rcdnet.data.preprocess import preprocess_samples, preprocess_variants
 from rcdnet.data.readers import load_dataset
@@ -65,14 +66,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_finished(jobs: list[Job]) -> None:
     """A job found finished must have been trained with the settings the profile asks for now (a changed profile
-    or changed packaged defaults must not silently reuse old runs)."""
+    or changed packaged defaults must not silently reuse old runs). A setting the saved config lacks counts as
+    unchanged when the profile leaves it at its packaged default: settings added later default to the old behaviour."""
+    defaults = _flat(default_config())
     problems = []
     for job in jobs:
         saved = job.directory / "config.yaml"
         if job.done and saved.is_file():
             have, want = _flat(yaml.safe_load(saved.read_text())), _flat(job.config)
             diff = sorted(k for k in want.keys() | have.keys()
-                          if k != "train.threads" and have.get(k) != want.get(k))
+                          if k != "train.threads" and have.get(k) != want.get(k)
+                          and not (k not in have and k in defaults and want.get(k) == defaults[k]))
             if diff:
                 problems.append(f"{job.name}: " + ", ".join(f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in diff))
     if problems:

@@ -75,7 +75,8 @@ def save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _file_token(path: Path) -> str:
+def file_token(path: Path) -> str:
+    """A cache key for a file: its resolved path, size and modification time."""
     st = Path(path).stat()
     return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
 
@@ -95,7 +96,7 @@ def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_
 
         it = tqdm(samples, desc="shifted variants", unit="img", leave=False)
     for i, s in enumerate(it):
-        token = _file_token(s.path)
+        token = file_token(s.path)
         f = cache / f"{token}.npy"
         if f.exists():
             out[i] = np.load(f)
@@ -125,7 +126,7 @@ def preprocess_samples(
         it = tqdm(samples, desc="preprocess", unit="img", leave=False)
     for s in it:
         try:
-            f = cache / f"{_file_token(s.path)}.npy"
+            f = cache / f"{file_token(s.path)}.npy"
             if f.exists():
                 arr = np.load(f)
             else:

@@ -20,6 +20,11 @@ DICOM_SUFFIXES = {".dcm", ".dicom"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg"}
 
 
+class IncompleteVideo(ImageReadError):
+    """Raised by :func:`read_frames` after the frames it could decode were yielded: the clip ended before its
+    container said it would (a truncated file) or decoding failed midway. Callers keep what they got and say so."""
+
+
 @dataclasses.dataclass
 class Frame:
     """One picture to classify: ``index`` within its file (0 for a still image), ``time`` in seconds for video."""
@@ -146,16 +151,22 @@ def _video_frames(path: Path, data: bytes | None, max_frames: int | None) -> Ite
         if not container.streams.video:
             raise ImageReadError(f"{path}: file holds no video stream")
         stream = container.streams.video[0]
-        n = 0
+        declared = stream.frames or 0  # 0 where the container does not say
+        n, stopped = 0, None
         try:
             for frame in container.decode(stream):
                 if max_frames is not None and n >= max_frames:
-                    break
+                    return
                 t = float(frame.pts * stream.time_base) if frame.pts is not None else None
                 yield Frame(frame.to_ndarray(format="rgb24"), index=n, time=t)
                 n += 1
         except av.FFmpegError as exc:
             if n == 0:
                 raise ImageReadError(f"{path}: video could not be decoded ({exc})") from None
+            stopped = f"decoding failed: {exc}"
         if n == 0:
             raise ImageReadError(f"{path}: video holds no frames")
+        if (stopped or declared > n) and (max_frames is None or n < max_frames):
+            of = f" of the {declared} its container declares" if declared > n else ""
+            raise IncompleteVideo(f"{path}: video ended after {n} frames{of} "
+                                  f"({stopped or 'file truncated?'}); only those {n} frames were used")

@@ -79,7 +79,8 @@ def write_report(path: Path, *, cfg: dict, env: dict, data_summary: dict, histor
         f"label smoothing {cfg['augment']['label_smoothing']}, Mixup alpha {cfg['augment']['mixup_alpha']}, seed {cfg['seed']}",
         f"- generalisation options: ultrasound-shift variants {cfg['augment'].get('ultrasound_variants', 0)}, "
         f"overlay inpainting {cfg['data'].get('inpaint_overlays', False)}, letterbox {cfg['data']['letterbox']}, "
-        f"EMA {cfg['train'].get('ema_decay', 0)}, test-time mirror TTA {cfg['eval'].get('tta', False)}, "
+        f"EMA {cfg['train'].get('ema_decay', 0)}, SWA from epoch {cfg['train'].get('swa_start', 0) or 'off'}, "
+        f"test-time mirror TTA {cfg['eval'].get('tta', False)}, "
         f"AdaBN on external sets {cfg['eval'].get('adabn', False)}",
         f"- training time: {tot / 60:.1f} min in all, {per_epoch:.1f} s per epoch (train + validation); "
         f"peak memory {max((h['peak_memory_mb'] for h in history), default=0):.0f} MB",

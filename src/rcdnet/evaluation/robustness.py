@@ -14,9 +14,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from rcdnet.data.overlays import detect_overlays
+from rcdnet.data.preprocess import default_cache_dir, file_token, save_npy_atomic
 from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
 from rcdnet.data.shifts import LEVELS, SHIFTS, apply_shift
-from rcdnet.evaluation.metrics import bootstrap_ci
+from rcdnet.evaluation.metrics import bootstrap_ci, threshold_for_sensitivity
 from rcdnet.inference import Predictor
 
 
@@ -24,15 +25,38 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan")
 
 
+def _shifted_images(predictor: Predictor, grays: list[np.ndarray], tokens: list[str], name: str, level: int,
+                    seed: int, cache_dir: Path | None) -> np.ndarray:
+    """(N, S, S) uint8: each image shifted (seeded by its position) and preprocessed; cached on disk per image, so
+    the suite's other test-time variants and every configuration with the same preprocessing reuse the work."""
+    pre = predictor.preprocessor
+    cache = Path(cache_dir or default_cache_dir()) / "shifted" / pre.signature() / f"{name}{level}"
+    cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (g, token) in enumerate(zip(grays, tokens)):
+        shift_seed = seed * 1_000_003 + i
+        f = cache / f"{token}-{shift_seed}.npy"
+        if f.exists():
+            out.append(np.load(f))
+            continue
+        img = g if name == "none" else apply_shift(g, name, level, shift_seed)
+        out.append(pre(np.repeat(img[..., None], 3, axis=2)))
+        save_npy_atomic(f, out[-1])
+    return np.stack(out)
+
+
 def shift_suite(predictor: Predictor, samples: list[Sample], shifts: list[str] | None = None,
                 levels: tuple[int, ...] = LEVELS, seed: int = 0, n_boot: int = 500, adabn: bool = False,
-                progress: bool = True) -> tuple[list[dict], list[DataProblem]]:
+                progress: bool = True, cache_dir: Path | None = None) -> tuple[list[dict], list[DataProblem]]:
     """One row per (shift, level) with AUC and its 95 % CI; the first row is the unshifted baseline.
+    Threshold transfer: the high-sensitivity threshold is chosen on the unshifted images (as in training, for the
+    predictor as it is, TTA included) and each row gives the sensitivity and specificity it keeps under the shift.
     ``adabn``: re-estimate batch-norm statistics on each shifted set's images before predicting it."""
-    grays, ys, problems = [], [], []
+    grays, tokens, ys, problems = [], [], [], []
     for s in samples:
         try:
             grays.append(to_gray(read_image(s.path)))
+            tokens.append(file_token(s.path))
             ys.append(int(s.label == "malignant"))
         except ImageReadError as exc:
             problems.append(DataProblem(str(s.path), str(exc)))
@@ -43,15 +67,18 @@ def shift_suite(predictor: Predictor, samples: list[Sample], shifts: list[str] |
         from tqdm import tqdm
 
         jobs = tqdm(jobs, desc="shift suite", unit="shift")
-    rows = []
+    rows, threshold = [], None
     for name, level in jobs:
-        imgs = [g if name == "none" else apply_shift(g, name, level, seed * 1_000_003 + i) for i, g in enumerate(grays)]
-        arr = np.stack([predictor.preprocessor(np.repeat(g[..., None], 3, axis=2)) for g in imgs])
+        arr = _shifted_images(predictor, grays, tokens, name, level, seed, cache_dir)
         model = predictor.adapted(arr) if adabn else predictor
         p = model.predict_arrays(arr)[:, predictor.malignant_index]
         lo, hi = bootstrap_ci(y, p, 0.5, n_boot, seed)["auc"] if n_boot else (float("nan"),) * 2
+        if threshold is None:  # the unshifted row comes first
+            threshold = threshold_for_sensitivity(y, p, predictor.config["eval"]["target_sensitivity"])
         rows.append({"shift": name, "level": level, "auc": _auc(y, p), "auc_low": lo, "auc_high": hi,
-                     "accuracy": float(((p >= predictor.thresholds["default"]).astype(int) == y).mean())})
+                     "accuracy": float(((p >= predictor.thresholds["default"]).astype(int) == y).mean()),
+                     "threshold_hs": threshold, "sensitivity_hs": float((p[y == 1] >= threshold).mean()),
+                     "specificity_hs": float((p[y == 0] < threshold).mean())})
     base = rows[0]["auc"]
     for r in rows:
         r["auc_drop"] = base - r["auc"]
@@ -89,9 +116,15 @@ def summarise(rows: list[dict]) -> dict:
     moderate = [r for r in shifted if r["level"] == 2]
     worst = min(shifted, key=lambda r: r["auc"])
     worst_mod = min(moderate, key=lambda r: r["auc"]) if moderate else worst
-    return {"baseline_auc": rows[0]["auc"], "worst_auc": worst["auc"], "worst_shift": f"{worst['shift']}@{worst['level']}",
-            "worst_moderate_auc": worst_mod["auc"], "worst_moderate_shift": worst_mod["shift"],
-            "max_moderate_drop": max((r["auc_drop"] for r in moderate), default=float("nan"))}
+    out = {"baseline_auc": rows[0]["auc"], "worst_auc": worst["auc"], "worst_shift": f"{worst['shift']}@{worst['level']}",
+           "worst_moderate_auc": worst_mod["auc"], "worst_moderate_shift": worst_mod["shift"],
+           "max_moderate_drop": max((r["auc_drop"] for r in moderate), default=float("nan"))}
+    if "sensitivity_hs" in rows[0]:
+        low = min(moderate or shifted, key=lambda r: r["sensitivity_hs"])
+        out.update(sensitivity_hs=rows[0]["sensitivity_hs"], worst_moderate_sensitivity_hs=low["sensitivity_hs"],
+                   worst_moderate_sensitivity_hs_shift=low["shift"],
+                   mean_moderate_sensitivity_hs=float(np.mean([r["sensitivity_hs"] for r in moderate or shifted])))
+    return out
 
 
 def write_outputs(out_dir: Path, rows: list[dict], overlays: dict | None) -> dict:
@@ -127,6 +160,16 @@ def write_outputs(out_dir: Path, rows: list[dict], overlays: dict | None) -> dic
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     md = ["# Shift suite: validation AUC under acquisition shifts", "",
           "AUC (change from the unshifted baseline). " + json.dumps(summary), "", *lines, ""]
+    if "sensitivity_hs" in rows[0]:
+        md += [f"## Threshold transfer: sensitivity / specificity at p >= {rows[0]['threshold_hs']:.4f}, the "
+               "high-sensitivity threshold chosen on the unshifted images", "",
+               "| shift | mild | moderate | strong |", "|---|---|---|---|",
+               f"| none | {rows[0]['sensitivity_hs']:.3f} / {rows[0]['specificity_hs']:.3f} | | |"]
+        for n in names:
+            cells = [next((f"{r['sensitivity_hs']:.3f} / {r['specificity_hs']:.3f}" for r in rows
+                           if r["shift"] == n and r["level"] == lv), "") for lv in LEVELS]
+            md.append(f"| {n} | " + " | ".join(cells) + " |")
+        md.append("")
     if overlays:
         md += ["## Overlays (calipers, text, colour)", "", "```", json.dumps(overlays, indent=1), "```"]
     (out_dir / "robustness.md").write_text("\n".join(md) + "\n")

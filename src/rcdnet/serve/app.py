@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rcdnet import __version__
 from rcdnet.data.samples import ImageReadError, Sample
-from rcdnet.data.sources import read_frames
+from rcdnet.data.sources import IncompleteVideo, read_frames
 from rcdnet.deploy.onnx import file_sha256
 from rcdnet.explain.cam import METHODS, to_original
 from rcdnet.explain.render import panel
@@ -74,17 +74,23 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
         log.exception("internal error on %s", request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    def frames_of(file: UploadFile, data: bytes, max_frames: int = MAX_FRAMES) -> tuple[str, list[np.ndarray]]:
+    def frames_of(file: UploadFile, data: bytes, max_frames: int = MAX_FRAMES
+                  ) -> tuple[str, list[np.ndarray], str | None]:
+        """(file name, RGB frames, a warning when a clip ended early and only its decoded frames are used)."""
         name = Path(file.filename or "upload").name
         if len(data) > limit:
             raise HTTPException(413, f"upload too large: the limit is {max_upload_mb:g} MB")
         if not data:
             raise HTTPException(400, f"{name}: empty file")
+        frames, warning = [], None
         try:
-            frames = [f.rgb for f in read_frames(Path(name), data=data, max_frames=max_frames)]
+            for f in read_frames(Path(name), data=data, max_frames=max_frames):
+                frames.append(f.rgb)
+        except IncompleteVideo as exc:
+            warning = str(exc)
         except ImageReadError as exc:
             raise HTTPException(415, str(exc)) from None
-        return name, frames
+        return name, frames, warning
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -100,7 +106,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
 
     @app.post("/predict")
     def predict(file: UploadFile = File(...)):
-        name, frames = frames_of(file, file.file.read(limit + 1))
+        name, frames, warning = frames_of(file, file.file.read(limit + 1))
         try:
             arrays = np.stack([predictor.preprocessor(f) for f in frames])
         except ValueError as exc:
@@ -113,7 +119,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
                                      for op, t in predictor.thresholds.items()},
                 "frames": len(frames), "p_malignant_per_frame": [round(float(p), 4) for p in
                                                                  probs[:, predictor.malignant_index]],
-                "model_version": model_version}
+                "warning": warning, "model_version": model_version}
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
     def explain(file: UploadFile = File(...), method: str = Form("gradcam")):
@@ -122,7 +128,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
                                      f"{version['runtime']}")
         if method not in METHODS or method == "scorecam":
             raise HTTPException(422, f"method must be one of {', '.join(m for m in METHODS if m != 'scorecam')}")
-        name, frames = frames_of(file, file.file.read(limit + 1), max_frames=1)
+        name, frames, _ = frames_of(file, file.file.read(limit + 1), max_frames=1)
         rgb = frames[0]
         pre = predictor.preprocessor(rgb)[None]
         with lock, mapper(predictor, method) as hm:

@@ -25,6 +25,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import SWALR, AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
@@ -115,6 +116,16 @@ class Trainer:
         self.loss_fn = SoftTargetCrossEntropy() if self.mixup else (
             LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss())
         self.ema = ModelEmaV3(self.model, decay=tr["ema_decay"]) if tr["ema_decay"] > 0 else None
+        self.swa_start = tr["swa_start"]
+        if self.swa_start and (self.ema is not None or not 1 <= self.swa_start <= tr["epochs"]):
+            raise ValueError(f"train.swa_start {self.swa_start}: must be an epoch in 1..{tr['epochs']}, "
+                             "and SWA does not combine with train.ema_decay > 0")
+        # SWA: from epoch swa_start on, the learning rate anneals to swa_lr and stays there, and the weights at the end
+        # of every epoch are averaged with equal weight; batch-norm statistics are averaged the same way
+        # (use_buffers), so the frozen stages keep their ImageNet statistics and no extra pass is needed.
+        self.swa = AveragedModel(self.model, use_buffers=True) if self.swa_start else None
+        self.swa_scheduler = (SWALR(self.optimizer, swa_lr=tr["swa_lr"], anneal_epochs=2)
+                              if self.swa_start else None)
         self.history: list[dict] = []
         self.best = {"epoch": -1, "metric": -float("inf")}
         self.start_epoch = 0
@@ -123,8 +134,12 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------
     @property
     def eval_model(self) -> torch.nn.Module:
-        """The weights that are validated and kept: the EMA average when enabled."""
-        return self.ema.module if self.ema is not None else self.model
+        """The weights that are validated and kept: the EMA or SWA average when enabled (SWA once it has begun)."""
+        if self.ema is not None:
+            return self.ema.module
+        if self.swa is not None and int(self.swa.n_averaged) > 0:
+            return self.swa.module
+        return self.model
 
     def _state(self, epoch: int, full: bool) -> dict:
         state = {"format": CHECKPOINT_FORMAT, "version": __version__, "config": self.cfg, "classes": self.classes,
@@ -133,6 +148,8 @@ class Trainer:
         if full:
             state.update(train_model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                          scheduler=self.scheduler.state_dict())
+            if self.swa is not None:
+                state.update(swa=self.swa.state_dict(), swa_scheduler=self.swa_scheduler.state_dict())
         return state
 
     def resume(self) -> bool:
@@ -145,6 +162,9 @@ class Trainer:
             self.ema.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.swa is not None:
+            self.swa.load_state_dict(ckpt["swa"])
+            self.swa_scheduler.load_state_dict(ckpt["swa_scheduler"])
         self.history, self.best, self.start_epoch = ckpt["history"], ckpt["best"], ckpt["epoch"] + 1
         return True
 
@@ -178,7 +198,11 @@ class Trainer:
             if bar is not None:
                 bar.update(len(y) * self.ctx.world)
                 bar.set_postfix(loss=f"{loss_sum / n:.3f}", refresh=False)
-        self.scheduler.step()
+        if self.swa is not None and epoch + 1 >= self.swa_start:
+            self.swa.update_parameters(self.model)
+            self.swa_scheduler.step()
+        else:
+            self.scheduler.step()
         loss_sum, correct, n = dist.all_sum(self.ctx, [loss_sum, correct, n])
         return loss_sum / n, correct / n
 
@@ -214,6 +238,8 @@ class Trainer:
             self.history.append(rec)
             metric = {"auc": val_auc, "accuracy": val_acc, "loss": -val_loss}[select]
             improved = metric > self.best["metric"]
+            if self.swa is not None:  # only the average is kept: the first averaged epoch replaces any earlier best
+                improved = epoch + 1 >= self.swa_start and (improved or self.best["epoch"] < self.swa_start)
             if improved:
                 self.best = {"epoch": epoch + 1, "metric": metric, "name": select}
             if self.ctx.main:  # the only writer
