@@ -171,11 +171,10 @@ def predict_sources(predictor, paths: list[Path], window: int = 5, chunk: int = 
                 if len(batch) == chunk:
                     probs.append(predictor.predict_arrays(np.stack(batch)))
                     batch = []
-        except IncompleteVideo as exc:
-            problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
         except ImageReadError as exc:
             problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
-            continue
+            if not isinstance(exc, IncompleteVideo):  # a clip that ended early keeps the frames it gave
+                continue
         if batch:
             probs.append(predictor.predict_arrays(np.stack(batch)))
         pr = np.concatenate(probs)
