@@ -18,6 +18,7 @@ UDIAT numbers are reported for every row, never used to choose.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def _row(name: str, tag: str) -> dict | None:
                       (v["auc"]["value"] + s["worst_moderate_auc"] + s["mean_moderate_sensitivity_hs"]) / 3),
             "udiat_auc": u["auc"]["value"], "udiat_auc_ci": u["auc"]["ci"], "udiat_acc": u["accuracy"]["value"],
             "udiat_sens": u["sensitivity"]["value"], "udiat_spec": u["specificity"]["value"],
+            "udiat_p": {r["key"]: (r["label"] == "malignant", float(r["p_malignant"]))
+                        for r in csv.DictReader((mdir / "udiat_predictions.csv").open())},
             "ece_val": val.get("ece"), "ece_udiat": ext.get("ece"), "ece_udiat_t1": ext.get("ece_before_temperature"),
             "hs": {"val": val["operating_points"]["high_sensitivity"], "udiat": ext["operating_points"]["high_sensitivity"],
                    "shift_worst": s.get("worst_moderate_sensitivity_hs"),
@@ -87,6 +90,10 @@ def _pick(rows: list[dict], key: str) -> dict:
 
 
 def table() -> None:
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from rcdnet.evaluation.delong import delong_test
     from rcdnet.evaluation.report import environment
 
     rows = [r for name in sorted(p.name for p in ROOT.iterdir() if p.is_dir()) for tag in VARIANTS
@@ -136,6 +143,27 @@ def table() -> None:
         print(f"The proposed rule would pick **{proposed['config']}** ({f(proposed['score'])})"
               + (f"; not settled, since {', '.join(open_rows)} could still reach that score" if open_rows else "")
               + ". It does not choose the default (see the reading).\n")
+    print("## UDIAT: every configuration against the chosen one (paired DeLong)\n")
+    print("Reported, never read by the rule: the difference in UDIAT AUC from the chosen configuration on the same 163 "
+          "images, with its 95% CI and the two-sided DeLong p-value (not adjusted for the number of rows).\n")
+    rho = spearmanr([r["score_auc"] for r in rows], [r["udiat_auc"] for r in rows])
+    rho_val = spearmanr([r["val_auc"] for r in rows], [r["udiat_auc"] for r in rows])
+    print(f"Across the {len(rows)} rows, the rule's score and UDIAT AUC have Spearman rank correlation "
+          f"{rho.statistic:+.2f} (p = {rho.pvalue:.2f}); validation AUC alone and UDIAT AUC {rho_val.statistic:+.2f} "
+          f"(p = {rho_val.pvalue:.2f}). Rows share a checkpoint across test-time variants, so they are not independent.\n")
+    print("| configuration | UDIAT AUC | difference from the chosen [95% CI] | p |")
+    print("|---|---|---|---|")
+    keys = sorted(best["udiat_p"])
+    y = np.array([best["udiat_p"][k][0] for k in keys], int)
+    for r in rows:
+        if r is best:
+            continue
+        if sorted(r["udiat_p"]) != keys:
+            print(f"| {r['config']} | {f(r['udiat_auc'])} | – (scored on other images) | – |")
+            continue
+        d = delong_test(y, np.array([r["udiat_p"][k][1] for k in keys]), np.array([best["udiat_p"][k][1] for k in keys]))
+        print(f"| {r['config']} | {f(d.auc_a)} | {d.difference:+.3f} [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}] | {d.p_value:.3f} |")
+    print()
     print("## Threshold transfer at the high-sensitivity operating point\n")
     print("The threshold is chosen on the unshifted validation images for sensitivity >= 0.95 (per row and test-time "
           "variant); the shift-suite columns give the sensitivity that same threshold keeps under each moderate shift "

@@ -1,13 +1,21 @@
+from pathlib import Path
+
 import pytest
 
 from rcdnet.config import ConfigError, load_config, parse_set
 
 
-def test_defaults_are_the_papers_recipe():
+def test_defaults_are_the_papers_recipe_plus_the_chosen_generalisation_options():
     cfg = load_config()
     assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["weight_decay"] == 1e-4
     assert cfg["train"]["batch_size"] == 32 and cfg["train"]["epochs"] == 30
-    assert cfg["data"]["image_size"] == 224 and cfg["data"]["val_fraction"] == 0.3
+    assert cfg["data"]["val_fraction"] == 0.3
+    # docs/generalisation.md: the rule picked usaug_320 + TTA; the ablation config and the default must agree
+    row = load_config(Path(__file__).parents[1] / "configs" / "ablations" / "usaug_320.yaml")
+    for section, key in [("data", "image_size"), ("data", "letterbox"), ("data", "inpaint_overlays"),
+                         ("augment", "ultrasound_variants"), ("augment", "ultrasound_p"), ("train", "ema_decay")]:
+        assert cfg[section][key] == row[section][key], (section, key)
+    assert cfg["eval"]["tta"] is True and cfg["eval"]["adabn"] is False
 
 
 def test_file_then_command_line_override(tmp_path):
