@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from rcdnet.cli import main
-from rcdnet.data.preprocess import Preprocessor
 from rcdnet.data.samples import read_image
 from rcdnet.deploy.onnx import OnnxPredictor, export_onnx, quantize_int8, read_metadata
 from rcdnet.inference import Predictor, load_predictor
@@ -14,8 +13,8 @@ from tests.conftest import BUSI
 
 
 @pytest.fixture(scope="module")
-def images(data_root) -> np.ndarray:
-    pre = Preprocessor()
+def images(data_root, untrained_checkpoint) -> np.ndarray:
+    pre = Predictor(untrained_checkpoint).preprocessor  # the checkpoint's own input size and preprocessing
     return np.stack([pre(read_image(BUSI / c / f"{c} ({i}).png")) for c in ("benign", "malignant") for i in (10, 11, 12)])
 
 
@@ -35,7 +34,8 @@ def test_onnx_matches_pytorch_with_any_batch_size(untrained_checkpoint, exported
 def test_metadata_travels_with_the_model(untrained_checkpoint, exported):
     meta = read_metadata(exported)
     assert meta["classes"] == ["benign", "malignant"] and meta["thresholds"] == {"default": 0.5}
-    assert meta["preprocessing"]["size"] == 224 and meta["tta"] is True and meta["precision"] == "fp32"
+    assert meta["preprocessing"]["size"] == Predictor(untrained_checkpoint).preprocessor.size == 320
+    assert meta["tta"] is True and meta["precision"] == "fp32"
     assert json.loads(exported.with_suffix(".json").read_text())["source_sha256"] == meta["source_sha256"]
     p = load_predictor(exported)
     assert isinstance(p, OnnxPredictor) and p.preprocessor == Predictor(untrained_checkpoint).preprocessor

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 # 1 process x 16 images compute the same gradients, and the runs must agree to float rounding.
 SETTINGS = ["--model", "timm:vit_tiny_patch16_224", "--from-scratch", "--epochs", "1", "--limit", "64", "--quiet",
             "--no-eval", "--set", "train.batch_size=16", "--set", "model.freeze_stages=0", "--set",
-            "model.drop_rate=0", "--set", "augment.mixup_alpha=0", "--set", "augment.ultrasound_variants=0"]
+            "model.drop_rate=0", "--set", "augment.mixup_alpha=0", "--set", "augment.ultrasound_variants=0",
+            "--set", "data.image_size=224"]
 
 
 def _train(cmd: list[str], out, data_root, cache_dir) -> subprocess.CompletedProcess:
