@@ -143,9 +143,10 @@ def table() -> None:
         print(f"The proposed rule would pick **{proposed['config']}** ({f(proposed['score'])})"
               + (f"; not settled, since {', '.join(open_rows)} could still reach that score" if open_rows else "")
               + ". It does not choose the default (see the reading).\n")
+    keys = sorted(best["udiat_p"])
     print("## UDIAT: every configuration against the chosen one (paired DeLong)\n")
-    print("Reported, never read by the rule: the difference in UDIAT AUC from the chosen configuration on the same 163 "
-          "images, with its 95% CI and the two-sided DeLong p-value (not adjusted for the number of rows).\n")
+    print(f"Reported, never read by the rule: the difference in UDIAT AUC from the chosen configuration on the same "
+          f"{len(keys)} images, with its 95% CI and the two-sided DeLong p-value (not adjusted for the number of rows).\n")
     rho = spearmanr([r["score_auc"] for r in rows], [r["udiat_auc"] for r in rows])
     rho_val = spearmanr([r["val_auc"] for r in rows], [r["udiat_auc"] for r in rows])
     print(f"Across the {len(rows)} rows, the rule's score and UDIAT AUC have Spearman rank correlation "
@@ -153,7 +154,6 @@ def table() -> None:
           f"(p = {rho_val.pvalue:.2f}). Rows share a checkpoint across test-time variants, so they are not independent.\n")
     print("| configuration | UDIAT AUC | difference from the chosen [95% CI] | p |")
     print("|---|---|---|---|")
-    keys = sorted(best["udiat_p"])
     y = np.array([best["udiat_p"][k][0] for k in keys], int)
     for r in rows:
         if r is best:

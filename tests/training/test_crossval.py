@@ -11,6 +11,8 @@ from rcdnet.config import load_config
 from rcdnet.crossval import fold_splits
 from rcdnet.data.prepare import prepare_training_data
 
+from tests.conftest import TEST_SIZE
+
 
 def test_folds_are_disjoint_stratified_and_keep_groups(data_root, cache_dir):
     cfg = load_config(None, {"data": {"external": [], "limit": 200}})
@@ -37,7 +39,7 @@ def test_cv_command_trains_folds_pools_and_ensembles(tmp_path, data_root, cache_
     out = tmp_path / "cv"
     args = ["cv", "--folds", "2", "--limit", "48", "--epochs", "1", "--data", str(data_root), "--out", str(out),
             "--cache", str(cache_dir), "--quiet", "--set", "train.batch_size=16", "--set", "eval.bootstrap=100",
-            "--set", "augment.ultrasound_variants=0", "--set", "data.image_size=224"]
+            "--set", "augment.ultrasound_variants=0", "--set", TEST_SIZE]
     assert main(args) == 0
     summary = json.loads((out / "cv_metrics.json").read_text())
     assert len(summary["folds"]) == 2 and summary["n_oof"] == sum(r["n"] for r in summary["folds"])

@@ -8,6 +8,8 @@ import sys
 import pytest
 import torch
 
+from tests.conftest import TEST_SIZE
+
 pytestmark = pytest.mark.slow
 
 # A model without batch norm (LayerNorm is per image), no dropout, no Mixup: then 2 processes x 8 images and
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.slow
 SETTINGS = ["--model", "timm:vit_tiny_patch16_224", "--from-scratch", "--epochs", "1", "--limit", "64", "--quiet",
             "--no-eval", "--set", "train.batch_size=16", "--set", "model.freeze_stages=0", "--set",
             "model.drop_rate=0", "--set", "augment.mixup_alpha=0", "--set", "augment.ultrasound_variants=0",
-            "--set", "data.image_size=224"]
+            "--set", TEST_SIZE]
 
 
 def _train(cmd: list[str], out, data_root, cache_dir) -> subprocess.CompletedProcess:

@@ -10,12 +10,10 @@ from rcdnet.cli import main
 from rcdnet.config import load_config, parse_set
 from rcdnet.pipeline import RunDirError, run
 from rcdnet.training.trainer import Trainer
-from tests.conftest import BUSI
+from tests.conftest import BUSI, TEST_SIZE
 
 pytestmark = pytest.mark.slow
-# the tests check mechanics at the paper's 224 px: the default 320 px would double their time and check nothing more
-SIZE = "data.image_size=224"
-FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--set", SIZE, "--quiet"]
+FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--set", TEST_SIZE, "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +74,7 @@ def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):
 
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, data_root, cache_dir, monkeypatch):
-    cfg = load_config(None, parse_set([SIZE, "train.epochs=2", "train.batch_size=16"]))
+    cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=2", "train.batch_size=16"]))
     run(cfg, data_root, tmp_path / "a", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
 
     original = Trainer.train_one_epoch
@@ -139,7 +137,7 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
 
 
 def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cache_dir):
-    cfg = load_config(None, parse_set([SIZE, "train.epochs=1", "train.batch_size=16", "eval.bootstrap=50",
+    cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=1", "train.batch_size=16", "eval.bootstrap=50",
                                        "augment.ultrasound_variants=2", "train.ema_decay=0.9",
                                        "data.inpaint_overlays=true", "data.letterbox=true", "eval.tta=true",
                                        "eval.adabn=true"]))
@@ -166,7 +164,7 @@ def test_publish_results_copies_the_generated_report(trained, tmp_path):
 
 
 def test_swa_keeps_the_equal_average_of_the_end_of_epoch_weights(tmp_path, data_root, cache_dir, monkeypatch):
-    cfg = load_config(None, parse_set([SIZE, "train.epochs=3", "train.batch_size=16", "train.swa_start=2",
+    cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=3", "train.batch_size=16", "train.swa_start=2",
                                        "train.swa_lr=1e-4", "augment.mixup_alpha=0"]))
     snapshots, original = [], Trainer.train_one_epoch
 
