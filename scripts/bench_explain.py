@@ -22,8 +22,8 @@ from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.readers import load_dataset
 from rcdnet.evaluation.report import environment
 from rcdnet.explain.cam import METHODS
-from rcdnet.explain.run import mapper
-from rcdnet.inference import Predictor
+from rcdnet.explain.images import mapper
+from rcdnet.predict.pytorch import TorchPredictor as Predictor
 
 
 def rss_mb() -> float:

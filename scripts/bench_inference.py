@@ -13,6 +13,7 @@ from real images. The ONNX files come from ``rcdnet export``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -25,10 +26,10 @@ import torch
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.readers import load_dataset
 from rcdnet.data.samples import read_image
-from rcdnet.deploy.onnx import DecisionFunction, OnnxPredictor
 from rcdnet.evaluation.complexity import time_calls
 from rcdnet.evaluation.report import environment
-from rcdnet.inference import Predictor, predict_sources
+from rcdnet.predict import OnnxPredictor, predict_sources
+from rcdnet.predict import TorchPredictor as Predictor
 
 
 def _timeit(fn, x, repeats: int) -> list[float]:
@@ -36,8 +37,8 @@ def _timeit(fn, x, repeats: int) -> list[float]:
 
 
 def torch_variants(predictor: Predictor, example: torch.Tensor) -> dict:
-    fn = DecisionFunction(predictor).eval()
-    cl = DecisionFunction(predictor).eval().to(memory_format=torch.channels_last)
+    fn = predictor.decision.eval()
+    cl = copy.deepcopy(predictor.decision).eval().to(memory_format=torch.channels_last)
     with torch.inference_mode():
         traced = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(cl, example[:1])))
 

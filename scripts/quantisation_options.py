@@ -2,7 +2,7 @@
 
     python scripts/quantisation_options.py RUN_DIR MODEL.onnx
 
-MODEL.onnx comes from ``rcdnet export``. Every option is ``rcdnet.deploy.onnx.quantize_int8`` (convolutions and
+MODEL.onnx comes from ``rcdnet export``. Every option is ``rcdnet.deploy.quantise.quantize_int8`` (convolutions and
 matrix products, per-channel weights) calibrated on the same 64 training images; they differ in the calibration
 method and in which convolutions stay float. The rule: ship the option with the smallest absolute change of
 validation AUC. UDIAT is printed for every option (reported, never used to choose).
@@ -19,9 +19,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from rcdnet.deploy.export import CALIBRATION_IMAGES, split_images
-from rcdnet.deploy.onnx import quantize_int8, session
+from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.evaluation.report import environment
-from rcdnet.inference import Predictor
+from rcdnet.predict.onnx import session
+from rcdnet.predict.pytorch import TorchPredictor as Predictor
 
 OPTIONS = {  # name -> quantize_int8 keyword arguments
     "all convolutions, min-max calibration": {"keep_float": "none", "calibration_method": "minmax"},

@@ -58,14 +58,15 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     everything that only needs a model, in seconds. Its 'validation split' is 4 BUSI images per class."""
     import torch
 
-    from rcdnet.config import load_config, with_defaults
-    from rcdnet.inference import CHECKPOINT_FORMAT, build_model
+    from rcdnet.config import load_config
+    from rcdnet.models.registry import build_model
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
-    cfg = with_defaults(load_config(None, {}))
+    cfg = load_config()
     model = build_model(cfg, 2, pretrained=True)
     path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg, "classes": ["benign", "malignant"],
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
                 "model": model.state_dict(), "thresholds": {"default": 0.5},
                 "val_keys": [f"busi/{c} ({i})" for c in ("benign", "malignant") for i in range(1, 5)]}, path)
     return path

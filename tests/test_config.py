@@ -7,22 +7,22 @@ from rcdnet.config import ConfigError, load_config, parse_set
 
 def test_defaults_are_the_papers_recipe_plus_the_chosen_generalisation_options():
     cfg = load_config()
-    assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["weight_decay"] == 1e-4
-    assert cfg["train"]["batch_size"] == 32 and cfg["train"]["epochs"] == 30
-    assert cfg["data"]["val_fraction"] == 0.3
+    assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 1e-4
+    assert cfg.train.batch_size == 32 and cfg.train.epochs == 30
+    assert cfg.data.val_fraction == 0.3
     # docs/generalisation.md: the rule picked usaug_320 + TTA; the ablation config and the default must agree
     row = load_config(Path(__file__).parents[1] / "configs" / "ablations" / "usaug_320.yaml")
     for section, key in [("data", "image_size"), ("data", "letterbox"), ("data", "inpaint_overlays"),
                          ("augment", "ultrasound_variants"), ("augment", "ultrasound_p"), ("train", "ema_decay")]:
-        assert cfg[section][key] == row[section][key], (section, key)
-    assert cfg["eval"]["tta"] is True and cfg["eval"]["adabn"] is False
+        assert getattr(getattr(cfg, section), key) == getattr(getattr(row, section), key), (section, key)
+    assert cfg.eval.tta is True and cfg.eval.adabn is False
 
 
 def test_file_then_command_line_override(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  epochs: 5\n  lr: 0.01\n")
     cfg = load_config(f, parse_set(["train.lr=3e-4", "model.use_cbam=false"]))
-    assert cfg["train"]["epochs"] == 5 and cfg["train"]["lr"] == 3e-4 and cfg["model"]["use_cbam"] is False
+    assert cfg.train.epochs == 5 and cfg.train.lr == 3e-4 and cfg.model.use_cbam is False
 
 
 def test_unknown_settings_and_bad_files_are_clear_errors(tmp_path):
@@ -36,3 +36,54 @@ def test_unknown_settings_and_bad_files_are_clear_errors(tmp_path):
         load_config(None, parse_set(["train.lr=fast"]))
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_every_setting_is_typed_and_checked(tmp_path):
+    from rcdnet.config import RunConfig, default_dict
+
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig) and cfg.data.external == ("udiat",) and isinstance(cfg.augment.rotation, float)
+    assert set(default_dict()) == {"seed", "data", "augment", "model", "train", "eval"}
+    assert cfg.to_dict() == load_config(None, cfg.to_dict()).to_dict()  # round trip through plain values
+    with pytest.raises(ConfigError, match=r"command line.train.epochs: expected a whole number, got 2.5"):
+        load_config(None, {"train": {"epochs": 2.5}})
+    with pytest.raises(ConfigError, match=r"command line.model.use_cbam: expected true or false, got 3"):
+        load_config(None, parse_set(["model.use_cbam=3"]))
+    with pytest.raises(ConfigError, match=r"command line.data.external: expected a list"):
+        load_config(None, parse_set(["data.external=udiat"]))
+    f = tmp_path / "typo.yaml"
+    f.write_text("data:\n  imagesize: 224\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml.data: unknown setting 'imagesize'"):
+        load_config(f)
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    import yaml
+
+    from rcdnet.config import read_saved_config, save_config
+    from rcdnet.pipeline import open_run
+
+    run_dir = tmp_path / "old-run"
+    run_dir.mkdir()
+    old = load_config(None, {"train": {"epochs": 7}}).to_dict()
+    del old["train"]["swa_start"], old["train"]["swa_lr"], old["data"]["split_seed"]  # added after this run
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    cfg, split = open_run(run_dir, load_config(), resume=True)
+    assert cfg.train.epochs == 7 and cfg.train.swa_start == 0 and cfg.data.split_seed is None and split is None
+    assert read_saved_config(run_dir / "config.yaml") == cfg  # open_run wrote it back complete
+    save_config(cfg, tmp_path / "again.yaml")
+    assert read_saved_config(tmp_path / "again.yaml") == cfg
+
+
+def test_one_table_maps_train_and_cv_flags_to_settings():
+    from rcdnet.cli.parser import build_parser
+    from rcdnet.config import flag_overrides
+
+    for command in ("train", "cv"):
+        args = build_parser().parse_args([command, "--epochs", "3", "--seed", "4", "--limit", "60", "--model",
+                                          "resnet50", "--from-scratch", "--set", "train.lr=0.01"])
+        cfg = load_config(None, flag_overrides(args, args.set))
+        assert (cfg.train.epochs, cfg.seed, cfg.data.limit, cfg.model.name, cfg.model.pretrained, cfg.train.lr) == \
+            (3, 4, 60, "resnet50", False, 0.01), command
+    args = build_parser().parse_args(["train"])
+    assert flag_overrides(args, []) == {}

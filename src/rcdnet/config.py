@@ -1,8 +1,17 @@
-"""Configuration: packaged YAML defaults, overridden by a user's YAML file, overridden by CLI flags."""
+"""The run configuration: packaged YAML defaults < a user's YAML file < CLI flags, as frozen dataclasses.
+
+``configs/default.yaml`` holds every default (with comments); the dataclasses below hold the types. One loader,
+:func:`config_from_dict`, lays any mapping onto the defaults (so a run saved before a setting existed still
+resumes and its checkpoints still load), rejects unknown settings with the file and the dotted path, and checks
+every value's type. ``train``, ``cv``, ``benchmark``, ``--resume`` and the checkpoint readers all use it.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,34 +23,184 @@ class ConfigError(ValueError):
     pass
 
 
-def default_config() -> dict:
-    text = resources.files("rcdnet").joinpath("configs/default.yaml").read_text()
-    return yaml.safe_load(text)
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    classes: int
+    val_fraction: float
+    split_seed: int | None
+    limit: int | None
+    drop_label_conflicts: bool
+    external: tuple[str, ...]
+    image_size: int
+    clahe_clip: float
+    clahe_tiles: int
+    denoise_h: float
+    letterbox: bool
+    inpaint_overlays: bool
 
 
-def _coerce(default: Any, value: Any, where: str) -> Any:
-    """Numbers written as '3e-4' (YAML reads those as text) become numbers; a wrong type is an error."""
-    if isinstance(default, bool) or default is None or isinstance(value, bool):
-        return value
-    if isinstance(default, (int, float)) and isinstance(value, str):
-        try:
-            return float(value) if isinstance(default, float) or any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    return value
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale_min: float
+    rotation: float
+    mixup_alpha: float
+    label_smoothing: float
+    ultrasound_variants: int
+    ultrasound_p: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    pretrained: bool
+    weights: str | None
+    dsc_channels: int
+    use_cbam: bool
+    drop_rate: float
+    freeze_stages: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    select_metric: str
+    ema_decay: float
+    swa_start: int
+    swa_lr: float
+    threads: int
+    device: str
+    precision: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    bootstrap: int
+    target_sensitivity: float
+    temperature_scaling: bool
+    tta: bool
+    adabn: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    seed: int
+    data: DataConfig
+    augment: AugmentConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the train / validation split: ``data.split_seed``, else the run's ``seed``."""
+        return self.seed if self.data.split_seed is None else self.data.split_seed
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (lists, not tuples): what config.yaml and checkpoints hold."""
+        return _plain(dataclasses.asdict(self))
+
+    def updated(self, overrides: dict, where: str = "command line") -> "RunConfig":
+        """A copy with ``overrides`` (a nested dict such as ``{"data": {"limit": 60}}``) laid on top."""
+        return _build(RunConfig, merge(self.to_dict(), overrides, where), where)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def default_dict() -> dict:
+    """The packaged defaults as a nested dict."""
+    return yaml.safe_load(resources.files("rcdnet").joinpath("configs/default.yaml").read_text())
 
 
 def merge(base: dict, over: dict, where: str) -> dict:
     """``over`` laid onto a copy of ``base``; a key ``base`` lacks is a :class:`ConfigError` naming ``where``."""
+    if not isinstance(over, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {over!r}")
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in out:
             raise ConfigError(f"{where}: unknown setting {k!r} (known: {', '.join(sorted(base))})")
-        if isinstance(out[k], dict) and isinstance(v, dict):
-            out[k] = merge(out[k], v, f"{where}.{k}")
-        else:
-            out[k] = _coerce(out[k], v, f"{where}.{k}")
+        out[k] = merge(out[k], v, f"{where}.{k}") if isinstance(out[k], dict) else v
     return out
+
+
+def _value(tp: Any, v: Any, where: str) -> Any:
+    """``v`` checked against the annotation ``tp``; numbers written as text ('3e-4': YAML reads it as a string)
+    become numbers."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if v is None else _value(args[0], v, where)
+    if typing.get_origin(tp) is tuple:
+        if isinstance(v, str) or not isinstance(v, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {v!r}")
+        return tuple(_value(typing.get_args(tp)[0], x, where) for x in v)
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{where}: expected true or false, got {v!r}")
+        return v
+    if tp in (int, float):
+        if isinstance(v, str):
+            try:
+                v = float(v) if tp is float or any(c in v for c in ".eE") else int(v)
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, got {v!r}") from None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (tp is int and v != int(v)):
+            raise ConfigError(f"{where}: expected {'a whole number' if tp is int else 'a number'}, got {v!r}")
+        return tp(v)
+    if tp is str and not isinstance(v, str):
+        raise ConfigError(f"{where}: expected text, got {v!r}")
+    return v
+
+
+def _build(cls: type, d: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kw = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        kw[f.name] = (_build(tp, d[f.name], f"{where}.{f.name}") if dataclasses.is_dataclass(tp)
+                      else _value(tp, d[f.name], f"{where}.{f.name}"))
+    return cls(**kw)
+
+
+def config_from_dict(d: dict | None, where: str) -> RunConfig:
+    """Any (partial) settings mapping -> a complete, checked :class:`RunConfig` (defaults for what is missing)."""
+    return _build(RunConfig, merge(default_dict(), d or {}, where), where)
+
+
+def _read_yaml(p: Path) -> dict:
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config file must be a mapping of settings")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Packaged defaults, then the YAML file ``path`` (if any), then ``overrides`` (CLI flags)."""
+    cfg = config_from_dict(_read_yaml(Path(path)) if path is not None else {}, str(path or "defaults"))
+    return cfg.updated(overrides) if overrides else cfg
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def read_saved_config(path: Path) -> RunConfig:
+    """A run's ``config.yaml``, completed with today's defaults for settings added since."""
+    return config_from_dict(_read_yaml(Path(path)), str(path))
 
 
 def parse_set(items: list[str]) -> dict:
@@ -59,44 +218,26 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    cfg = default_config()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            user = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
-        if not isinstance(user, dict):
-            raise ConfigError(f"{p}: a config file must be a mapping of settings")
-        cfg = merge(cfg, user, str(p))
-    if overrides:
-        cfg = merge(cfg, overrides, "command line")
-    return cfg
+# CLI flags of `rcdnet train` and `rcdnet cv` -> (config key, value when given; None = the flag's own value)
+FLAGS: dict[str, tuple[str, Any]] = {
+    "epochs": ("train.epochs", None),
+    "seed": ("seed", None),
+    "limit": ("data.limit", None),
+    "model": ("model.name", None),
+    "from_scratch": ("model.pretrained", False),
+}
 
 
-def with_defaults(saved: dict) -> dict:
-    """A saved run's config completed with today's defaults for settings added since (old runs stay loadable)."""
-
-    def fill(base: dict, over: dict) -> dict:
-        out = copy.deepcopy(base)
-        for k, v in over.items():
-            out[k] = fill(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
-        return out
-
-    return fill(default_config(), saved)
-
-
-def save_config(cfg: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
-def get(cfg: dict, dotted: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for p in dotted.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return default
-        node = node[p]
-    return node
+def flag_overrides(args: Any, sets: list[str]) -> dict:
+    """``--set`` items, then every flag of :data:`FLAGS` the user gave, as one nested overrides dict."""
+    over = parse_set(sets)
+    for flag, (key, fixed) in FLAGS.items():
+        given = getattr(args, flag, None)
+        if given is None or given is False:
+            continue
+        node = over
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = given if fixed is None else fixed
+    return over

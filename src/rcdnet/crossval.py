@@ -17,14 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet.config import RunConfig
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.readers import load_dataset
 from rcdnet.data.split import group_folds
-from rcdnet.evaluation.evaluate import evaluate_samples
+from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.metrics import metrics_with_ci, threshold_for_sensitivity
 from rcdnet.evaluation.report import environment
-from rcdnet.inference import ENSEMBLE_FILE, EnsemblePredictor
+from rcdnet.files import markdown_table, write_csv
 from rcdnet.pipeline import run
+from rcdnet.predict.ensemble import ENSEMBLE_FILE, ENSEMBLE_FORMAT, EnsemblePredictor
 from rcdnet.training import distributed as dist
 
 FOLD_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1_macro")
@@ -37,27 +39,23 @@ def fold_splits(keys_labels_groups: list[tuple[str, str, str]], k: int, seed: in
             for i in range(k)]
 
 
-def cross_validate(cfg: dict, data_root: Path, out: Path, folds: int = 5, *, limit: int | None = None,
-                   cache_dir: Path | None = None, progress: bool = True) -> dict | None:
+def cross_validate(cfg: RunConfig, data_root: Path, out: Path, folds: int = 5, *, cache_dir: Path | None = None,
+                   progress: bool = True) -> dict | None:
     """Train ``folds`` runs (finished folds are kept, interrupted ones resume), then pool and ensemble.
     Returns the summary on rank 0 (None on other ranks)."""
     out = Path(out)
-    if limit:
-        cfg = {**cfg, "data": {**cfg["data"], "limit": limit}}
-    base = {**cfg, "data": {**cfg["data"], "external": []}}  # folds are judged on their own validation fold only
-    ctx = dist.setup(cfg["train"]["device"])
+    base = cfg.updated({"data": {"external": []}})  # folds are judged on their own validation fold only
+    ctx = dist.setup(cfg.train.device)
     if not ctx.main:
         dist.barrier(ctx)  # rank 0 fills the caches first
     data = prepare_training_data(base, data_root, cache_dir=cache_dir, progress=progress and ctx.main)
     klg = [(s.key, s.label, s.group) for s in data.samples]
-    splits = fold_splits(klg, folds, cfg["seed"])
+    splits = fold_splits(klg, folds, cfg.seed)
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "folds.csv", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["key", "label", "group", "fold"])
-            for key, label, group in klg:
-                w.writerow([key, label, group, next(i for i, sp in enumerate(splits) if sp[key] == "val")])
+        write_csv(out / "folds.csv", [{"key": key, "label": label, "group": group,
+                                       "fold": next(i for i, sp in enumerate(splits) if sp[key] == "val")}
+                                      for key, label, group in klg])
         dist.barrier(ctx)
     per_fold = []
     for i, split in enumerate(splits):
@@ -84,33 +82,31 @@ def _read_oof(fold_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def summarise(cfg: dict, data_root: Path, out: Path, fold_dirs: list[Path], cache_dir: Path | None) -> dict:
+def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path], cache_dir: Path | None) -> dict:
     """Pooled out-of-fold metrics, the ensemble file, and the ensemble on the external sets."""
-    n_boot = cfg["eval"]["bootstrap"]
+    n_boot = cfg.eval.bootstrap
     oof = _read_oof(fold_dirs)
-    with open(out / "oof_predictions.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["key", "label", "fold", "p_malignant"])
-        w.writeheader()
-        w.writerows({k: r[k] for k in ("key", "label", "fold", "p_malignant")} for r in oof)
+    fields = ["key", "label", "fold", "p_malignant"]
+    write_csv(out / "oof_predictions.csv", [{k: r[k] for k in fields} for r in oof], fields)
     y = np.array([r["label"] == "malignant" for r in oof], int)
     p = np.array([float(r["p_malignant"]) for r in oof])
-    thresholds = {"default": 0.5, "high_sensitivity": threshold_for_sensitivity(y, p, cfg["eval"]["target_sensitivity"])}
+    thresholds = {"default": 0.5, "high_sensitivity": threshold_for_sensitivity(y, p, cfg.eval.target_sensitivity)}
     pooled = {op: metrics_with_ci(y, p, t, n_boot) for op, t in thresholds.items()}
     fold_rows = []
     for i, d in enumerate(fold_dirs):
         res = json.loads((d / "metrics.json").read_text())["results"]["busi-val"]["operating_points"]["default"]
         fold_rows.append({"fold": i, "n": res["counts"]["n"], **{m: res[m]["value"] for m in FOLD_METRICS}})
     (out / ENSEMBLE_FILE).write_text(json.dumps({
-        "format": "rcdnet-ensemble/1", "members": [str(d.relative_to(out) / "checkpoints" / "best.pt")
+        "format": ENSEMBLE_FORMAT, "members": [str(d.relative_to(out) / "checkpoints" / "best.pt")
                                                    for d in fold_dirs],
         "thresholds": thresholds, "thresholds_chosen_on": "pooled out-of-fold predictions (training pool only)"},
         indent=1))
     ensemble = EnsemblePredictor(out)
     external = {}
-    for name in cfg["data"].get("external") or []:
+    for name in cfg.data.external:
         samples, _ = load_dataset(name, data_root, classes=tuple(ensemble.classes))
         res = evaluate_samples(ensemble, samples, f"ensemble-{name}", out, n_boot, cache_dir)
-        external[name] = {k: v for k, v in res.items() if not k.startswith("_")}
+        external[name] = public(res)
     summary = {"env": environment(), "folds": fold_rows, "pooled_oof": pooled, "n_oof": len(oof),
                "fold_mean": {m: float(np.mean([r[m] for r in fold_rows])) for m in FOLD_METRICS},
                "fold_std": {m: float(np.std([r[m] for r in fold_rows], ddof=1)) if len(fold_rows) > 1 else 0.0
@@ -127,13 +123,11 @@ def _ci(m: dict) -> str:
 
 def markdown(s: dict) -> str:
     env = s["env"]
+    rows = [[r["fold"], r["n"]] + [f"{r[m]:.3f}" for m in FOLD_METRICS] for r in s["folds"]]
+    rows.append(["mean ± sd", ""] + [f"{s['fold_mean'][m]:.3f} ± {s['fold_std'][m]:.3f}" for m in FOLD_METRICS])
     lines = [f"# {len(s['folds'])}-fold cross-validation", "",
              f"commit `{env['commit']}`, {env['date']}, {env['hardware']}", "",
-             "| fold | n | " + " | ".join(FOLD_METRICS) + " |", "|---" * (len(FOLD_METRICS) + 2) + "|"]
-    for r in s["folds"]:
-        lines.append(f"| {r['fold']} | {r['n']} | " + " | ".join(f"{r[m]:.3f}" for m in FOLD_METRICS) + " |")
-    lines.append("| mean ± sd | | " + " | ".join(f"{s['fold_mean'][m]:.3f} ± {s['fold_std'][m]:.3f}"
-                                                  for m in FOLD_METRICS) + " |")
+             *markdown_table(["fold", "n", *FOLD_METRICS], rows)]
     d = s["pooled_oof"]["default"]
     lines += ["", f"Pooled out-of-fold ({s['n_oof']} images, each predicted by the fold model that never saw it), "
               "p >= 0.5, 95% bootstrap CIs:", "",

@@ -74,13 +74,14 @@ def test_benchmark_writes_tables_and_resumes(tmp_path, data_root, cache_dir, cap
     # finished jobs are never reused for other settings
     assert main(args + ["--set", "train.lr=0.01"]) == 2
     assert "rcdnet/seed0: train.lr 0.001 -> 0.01" in capsys.readouterr().err
-    # a job trained before a setting existed: unchanged while the profile leaves the setting at its default
+    # a job trained before a setting existed: read with that setting's default (the old behaviour), so unchanged
+    # while the profile leaves the setting at its default
     saved = out / "jobs" / "rcdnet" / "seed0" / "config.yaml"
     old_cfg = yaml.safe_load(saved.read_text())
     del old_cfg["train"]["swa_start"]
     saved.write_text(yaml.safe_dump(old_cfg))
     assert main(args + ["--set", "train.swa_start=1"]) == 2
-    assert "rcdnet/seed0: train.swa_start None -> 1" in capsys.readouterr().err
+    assert "rcdnet/seed0: train.swa_start 0 -> 1" in capsys.readouterr().err
 
     # an interrupted job: its checkpoint is there, its results are not; finished jobs are left alone
     job = out / "jobs" / "small" / "seed1"

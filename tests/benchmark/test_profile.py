@@ -16,8 +16,8 @@ def test_packaged_profiles_resolve():
     assert cpu.comparison == ["rcdnet", "resnet", "mobilenet", "regnet", "vit", "resnext"]
     assert [r for r, _ in cpu.ablation] == ["lite0", "lite0_dsc", "rcdnet", "rcdnet_no_mixup_ls", "rcdnet_scratch"]
     assert cpu.rows["rcdnet"].weights == "ImageNet" and cpu.rows["resnet"].weights == "scratch"
-    assert {r.config["data"]["split_seed"] for r in cpu.rows.values()} == {0}  # one split for every seed
-    assert cpu.rows["rcdnet_no_mixup_ls"].config["augment"]["mixup_alpha"] == 0
+    assert {r.config.data.split_seed for r in cpu.rows.values()} == {0}  # one split for every seed
+    assert cpu.rows["rcdnet_no_mixup_ls"].config.augment.mixup_alpha == 0
     assert len(cpu.jobs(".")) == len(cpu.rows) * 3
     paper = load_profile("paper", seeds=[7])
     assert paper.seeds == [7]

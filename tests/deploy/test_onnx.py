@@ -7,8 +7,11 @@ import pytest
 
 from rcdnet.cli import main
 from rcdnet.data.samples import read_image
-from rcdnet.deploy.onnx import OnnxPredictor, export_onnx, quantize_int8, read_metadata
-from rcdnet.inference import Predictor, load_predictor
+from rcdnet.deploy.onnx import export_onnx
+from rcdnet.deploy.quantise import quantize_int8
+from rcdnet.predict import OnnxPredictor, load_predictor, prediction_row
+from rcdnet.predict import TorchPredictor as Predictor
+from rcdnet.predict.onnx import read_metadata
 from tests.conftest import BUSI
 
 
@@ -39,7 +42,7 @@ def test_metadata_travels_with_the_model(untrained_checkpoint, exported):
     assert json.loads(exported.with_suffix(".json").read_text())["source_sha256"] == meta["source_sha256"]
     p = load_predictor(exported)
     assert isinstance(p, OnnxPredictor) and p.preprocessor == Predictor(untrained_checkpoint).preprocessor
-    assert p.describe("x", np.array([0.3, 0.7]))["malignant@default"] is True
+    assert prediction_row(p, "x", np.array([0.3, 0.7]))["malignant@default"] is True
 
 
 @pytest.mark.slow

@@ -10,9 +10,16 @@ import torch
 
 from rcdnet.cli import main
 from rcdnet.data.preprocess import Preprocessor
-from rcdnet.explain.agreement import centre_prior, energy_in_mask, pointing_game, top_k_iou
+from rcdnet.data.samples import read_image
+from rcdnet.explain.agreement import (
+    centre_prior,
+    energy_in_mask,
+    pointing_game,
+    top_k_iou,
+)
 from rcdnet.explain.cam import HeatMapper, default_layer, to_original
 from rcdnet.explain.render import CAPTION_PX
+from rcdnet.models.input import Normalise, to_grey, to_unit
 from rcdnet.models.registry import create_model
 from tests.conftest import BUSI
 
@@ -81,8 +88,8 @@ def rcdnet_model():
 
 
 def _normalise(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(images).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1)
-    return (x - 0.5) / 0.5
+    """The model input of an EfficientNet-Lite model (mean = std = 0.5), through the one shared definition."""
+    return Normalise((0.5,) * 3, (0.5,) * 3)(to_unit(to_grey(images)))
 
 
 def _real_images(n=2) -> np.ndarray:
@@ -102,6 +109,17 @@ def test_heat_maps_on_real_images_and_hooks_released(rcdnet_model, method, data_
     assert maps.shape == (2, 224, 224) and maps.dtype == np.float32
     assert 0 <= maps.min() and maps.max() <= 1 + 1e-6 and maps.std() > 0
     assert len(rcdnet_model.cbam._forward_hooks) == 0  # released on leaving the block
+
+
+def test_centre_prior_is_a_method_of_its_own(rcdnet_model, data_root):
+    pre = Preprocessor(size=224)
+    images = np.stack([pre(read_image(BUSI / "benign" / f"benign ({i}).png")) for i in (1, 2)])
+    with HeatMapper(rcdnet_model, ["benign", "malignant"], _normalise, "centre-prior") as hm:
+        maps = hm(images)
+        assert hm.layer == "-"  # it ignores the model
+    assert maps.shape == (2, 224, 224) and np.array_equal(maps[0], maps[1])
+    assert np.allclose(maps[0], centre_prior((224, 224)).astype(np.float32))
+    assert not any(m._forward_hooks for m in rcdnet_model.modules())
 
 
 def test_bad_method_layer_or_target(rcdnet_model):

@@ -1,6 +1,6 @@
 import torch
 
-from rcdnet.models import create_model
+from rcdnet.models.registry import create_model
 from rcdnet.models.adabn import adapt_batchnorm
 
 

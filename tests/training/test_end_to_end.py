@@ -75,7 +75,7 @@ def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):
 
 def test_interrupted_training_resumes_to_the_same_result(tmp_path, data_root, cache_dir, monkeypatch):
     cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=2", "train.batch_size=16"]))
-    run(cfg, data_root, tmp_path / "a", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
+    run(cfg.updated({'data': {'limit': 70}}), data_root, tmp_path / "a", cache_dir=cache_dir, evaluate=False, progress=False)
 
     original = Trainer.train_one_epoch
 
@@ -86,13 +86,13 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, data_root, ca
 
     monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, data_root, tmp_path / "b", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
+        run(cfg.updated({'data': {'limit': 70}}), data_root, tmp_path / "b", cache_dir=cache_dir, evaluate=False, progress=False)
     last = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
     assert last["epoch"] == 0  # the finished epoch survived the crash
     monkeypatch.setattr(Trainer, "train_one_epoch", original)
     with pytest.raises(RunDirError):
-        run(cfg, data_root, tmp_path / "b", limit=70, cache_dir=cache_dir, evaluate=False, progress=False)
-    run(cfg, data_root, tmp_path / "b", limit=70, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
+        run(cfg.updated({'data': {'limit': 70}}), data_root, tmp_path / "b", cache_dir=cache_dir, evaluate=False, progress=False)
+    run(cfg.updated({'data': {'limit': 70}}), data_root, tmp_path / "b", cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
     ha = json.loads((tmp_path / "a" / "history.json").read_text())
     hb = json.loads((tmp_path / "b" / "history.json").read_text())
     assert len(ha) == len(hb) == 2
@@ -141,7 +141,7 @@ def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cach
                                        "augment.ultrasound_variants=2", "train.ema_decay=0.9",
                                        "data.inpaint_overlays=true", "data.letterbox=true", "eval.tta=true",
                                        "eval.adabn=true"]))
-    metrics = run(cfg, data_root, tmp_path, limit=60, cache_dir=cache_dir, progress=False)
+    metrics = run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, progress=False)
     assert metrics["results"]["udiat"]["n"] == 163
     assert metrics["results"]["udiat"]["tta"] is True
     assert metrics["thresholds"]["high_sensitivity"] <= 1
@@ -177,9 +177,9 @@ def test_swa_keeps_the_equal_average_of_the_end_of_epoch_weights(tmp_path, data_
 
     monkeypatch.setattr(Trainer, "train_one_epoch", record)
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, data_root, tmp_path, limit=60, cache_dir=cache_dir, evaluate=False, progress=False)
+        run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, evaluate=False, progress=False)
     snapshots.append(None)  # the resumed run carries on from the checkpoint, with the average so far
-    run(cfg, data_root, tmp_path, limit=60, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
+    run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
     del snapshots[2]
     kept = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["best"]["epoch"] >= 2  # an average

@@ -1,8 +1,8 @@
 """``rcdnet benchmark``: RcdNet against other architectures and its own ablations, every row under the same split,
 preprocessing and recipe, several seeds each, with bootstrap CIs, DeLong tests, size and speed.
 
-profile.py (rows, seeds, preflight) -> run.py (one cached, resumable training run per row and seed) -> tables.py
-(Tables 1 and 2, ablation, DeLong, efficiency, ROC figure, benchmark.md).
+profile.py (rows, seeds, preflight) -> run.py (one cached, resumable training run per row and seed) -> stats.py
+(the numbers: seed means, CIs, DeLong) -> tables.py (CSVs, ROC figure) and markdown.py (benchmark.md).
 """
 
 from rcdnet.benchmark.profile import BenchmarkError, load_profile, preflight

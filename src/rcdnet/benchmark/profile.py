@@ -8,14 +8,13 @@ with every other), and the rows of the ``comparison`` (Tables 1 and 2) and ``abl
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from rcdnet.config import ConfigError, merge, default_config
+from rcdnet.config import ConfigError, RunConfig, config_from_dict, default_dict, merge
 from rcdnet.models.pretrained import WeightsUnavailable, check_weights
 from rcdnet.models.registry import resolve
 
@@ -26,15 +25,15 @@ PROFILES = ("cpu", "paper")
 class Row:
     id: str
     label: str
-    config: dict              # resolved job config without the seed
+    config: RunConfig         # resolved job config (its seed is replaced by each job's)
 
     @property
     def weights(self) -> str:
-        return "ImageNet" if self.config["model"]["pretrained"] else "scratch"
+        return "ImageNet" if self.config.model.pretrained else "scratch"
 
     @property
     def timm_name(self) -> str:
-        return resolve(self.config["model"]["name"])[0]
+        return resolve(self.config.model.name)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +43,8 @@ class Job:
     directory: Path
 
     @property
-    def config(self) -> dict:
-        return {**copy.deepcopy(self.row.config), "seed": self.seed}
+    def config(self) -> RunConfig:
+        return dataclasses.replace(self.row.config, seed=self.seed)
 
     @property
     def done(self) -> bool:
@@ -94,7 +93,7 @@ def load_profile(name_or_path: str, overrides: dict | None = None, seeds: list[i
     missing = [k for k in ("seeds", "comparison") if not src.get(k)]
     if missing:
         raise ConfigError(f"{name_or_path}: missing {', '.join(missing)}")
-    base = merge(default_config(), src.get("config") or {}, f"{name_or_path}: config")
+    base = merge(default_dict(), src.get("config") or {}, f"{name_or_path}: config")
     if src.get("split_seed") is not None:
         base["data"]["split_seed"] = int(src["split_seed"])
     if overrides:
@@ -106,7 +105,8 @@ def load_profile(name_or_path: str, overrides: dict | None = None, seeds: list[i
             raise ConfigError(f"{name_or_path}: every {table} row needs an id ({entry!r})")
         rid = str(entry["id"])
         if "set" in entry or rid not in rows:
-            cfg = merge(base, entry.get("set") or {}, f"{name_or_path}: {table} row {rid}")
+            where = f"{name_or_path}: {table} row {rid}"
+            cfg = config_from_dict(merge(base, entry.get("set") or {}, where), where)
             if rid in rows and rows[rid].config != cfg:
                 raise ConfigError(f"{name_or_path}: row {rid} is defined twice with different settings")
             rows[rid] = Row(rid, str(entry.get("label", rid)), cfg)
@@ -127,19 +127,19 @@ def preflight(profile: Profile) -> list[str]:
     problems, lines = [], []
     checked: dict[tuple, str | Exception] = {}
     for row in profile.rows.values():
-        m = row.config["model"]
+        m = row.config.model
         try:
-            timm_name = resolve(m["name"])[0]
+            timm_name = resolve(m.name)[0]
         except ValueError as exc:
             problems.append(f"row {row.id}: {exc}")
             continue
-        if not m["pretrained"]:
+        if not m.pretrained:
             lines.append(f"{row.id}: {timm_name}, from scratch")
             continue
-        key = (timm_name, m.get("weights"))
+        key = (timm_name, m.weights)
         if key not in checked:
             try:
-                checked[key] = check_weights(timm_name, m.get("weights"))
+                checked[key] = check_weights(timm_name, m.weights)
             except WeightsUnavailable as exc:
                 checked[key] = exc
         if isinstance(checked[key], Exception):

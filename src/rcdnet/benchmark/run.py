@@ -15,7 +15,7 @@ checkpoint. ``jobs > 1`` trains that many jobs side by side, each with an equal 
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -28,22 +28,25 @@ import torch
 import yaml
 
 from rcdnet.benchmark.profile import BenchmarkError, Job, Profile, preflight
-from rcdnet.config import default_config
-from rcdnet.data.prepare import preprocessor_from_config, prepare_training_data
-from rcdnet.data.preprocess import preprocess_samples, preprocess_variants
+from rcdnet.config import RunConfig, read_saved_config
+from rcdnet.data.prepare import prepare_training_data
+from rcdnet.data.preprocess import Preprocessor, preprocess_samples, preprocess_variants
 from rcdnet.data.readers import load_dataset
 from rcdnet.evaluation.complexity import count_parameters, cpu_speed, gflops
-from rcdnet.inference import build_model
+from rcdnet.files import write_csv
+from rcdnet.models.registry import build_model
 
 EXPLAIN_METHODS = ("gradcam", "gradcam++")
 
 
-def train_job(cfg: dict, directory: Path, data_root: Path, cache_dir: Path | None, threads: int) -> dict:
+def train_job(cfg: RunConfig, directory: Path, data_root: Path, cache_dir: Path | None, threads: int) -> dict:
     """One job, its output in ``directory/train.log``. Returns {"job": dir, "error": text or None, ...}."""
-    from rcdnet.pipeline import run  # imported here: a spawned worker loads what it needs itself
+    from rcdnet.pipeline import (
+        run,  # imported here: a spawned worker loads what it needs itself
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
-    cfg = {**cfg, "train": {**cfg["train"], "threads": threads}}
+    cfg = cfg.updated({"train": {"threads": threads}})
     t0 = time.time()
     with open(directory / "train.log", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
@@ -66,19 +69,16 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def check_finished(jobs: list[Job]) -> None:
     """A job found finished must have been trained with the settings the profile asks for now (a changed profile
-    or changed packaged defaults must not silently reuse old runs). A setting the saved config lacks counts as
-    unchanged when the profile leaves it at its packaged default: settings added later default to the old behaviour."""
-    defaults = _flat(default_config())
+    or changed packaged defaults must not silently reuse old runs). The saved config is read like any run's, so a
+    setting added since takes its packaged default (the old behaviour)."""
     problems = []
     for job in jobs:
         saved = job.directory / "config.yaml"
         if job.done and saved.is_file():
-            have, want = _flat(yaml.safe_load(saved.read_text())), _flat(job.config)
-            diff = sorted(k for k in want.keys() | have.keys()
-                          if k != "train.threads" and have.get(k) != want.get(k)
-                          and not (k not in have and k in defaults and want.get(k) == defaults[k]))
+            have, want = _flat(read_saved_config(saved).to_dict()), _flat(job.config.to_dict())
+            diff = sorted(k for k in want if k != "train.threads" and have[k] != want[k])
             if diff:
-                problems.append(f"{job.name}: " + ", ".join(f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in diff))
+                problems.append(f"{job.name}: " + ", ".join(f"{k} {have[k]!r} -> {want[k]!r}" for k in diff))
     if problems:
         raise BenchmarkError("finished jobs were trained with other settings than the profile now asks for:\n  "
                              + "\n  ".join(problems) + "\n(use another --out, or delete those job directories)")
@@ -88,17 +88,17 @@ def prefill_caches(profile: Profile, data_root: Path, cache_dir: Path | None, pr
     """Preprocess every image (and the shifted training variants) once, before jobs run side by side."""
     seen = set()
     for row in profile.rows.values():
-        cfg = {**row.config, "seed": profile.seeds[0]}
-        key = json.dumps([cfg["data"], cfg["augment"]["ultrasound_variants"]], sort_keys=True)
+        cfg = dataclasses.replace(row.config, seed=profile.seeds[0])
+        key = json.dumps([dataclasses.asdict(cfg.data), cfg.augment.ultrasound_variants], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         data = prepare_training_data(cfg, data_root, cache_dir=cache_dir, progress=progress)
-        pre = preprocessor_from_config(cfg)
-        if cfg["augment"]["ultrasound_variants"]:
-            preprocess_variants(data.subset("train")[0], pre, cfg["augment"]["ultrasound_variants"], cache_dir,
+        pre = Preprocessor.from_config(cfg.data)
+        if cfg.augment.ultrasound_variants:
+            preprocess_variants(data.subset("train")[0], pre, cfg.augment.ultrasound_variants, cache_dir,
                                 progress=progress)
-        for name in cfg["data"].get("external") or []:
+        for name in cfg.data.external:
             preprocess_samples(load_dataset(name, data_root)[0], pre, cache_dir, progress)
 
 
@@ -144,9 +144,9 @@ def measure_efficiency(profile: Profile, out: Path, report=print) -> dict[str, d
     for row in profile.rows.values():
         if row.id in eff:
             continue
-        size = row.config["data"]["image_size"]
+        size = row.config.data.image_size
         model = build_model(row.config, 2, pretrained=False)
-        at224 = build_model({**row.config, "data": {**row.config["data"], "image_size": 224}}, 2, pretrained=False)
+        at224 = build_model(row.config, 2, pretrained=False, image_size=224)
         eff[row.id] = {"params_m": count_parameters(model) / 1e6, "gflops_224": gflops(at224, 224),
                        "image_size": size, "gflops": gflops(model, size), **cpu_speed(model, size)}
         report(f"{row.id}: {eff[row.id]['params_m']:.2f} M parameters, {eff[row.id]['gflops_224']:.2f} GFLOPs @224, "
@@ -160,8 +160,9 @@ def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[st
     """Heat-map agreement with the lesion masks (energy in mask, pointing game, ROAD) on BUSI validation and UDIAT
     for the first finished seed of every comparison row; cached in that job's ``explain/explain_metrics.json``.
     ``limit``: a stratified, seeded subset of that many masked images per set (smoke runs)."""
-    from rcdnet.explain.run import agreement_table, write_table
-    from rcdnet.inference import Predictor, named_dataset
+    from rcdnet.data.named import chosen_dataset
+    from rcdnet.explain.table import agreement_table, write_table
+    from rcdnet.predict.pytorch import TorchPredictor
 
     tables = {}
     for rid in profile.comparison:
@@ -171,8 +172,8 @@ def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[st
         cached = job.directory / "explain" / "explain_metrics.json"
         if not cached.is_file():
             report(f"{job.name}: heat maps ({', '.join(methods)}) against the lesion masks")
-            predictor = Predictor(job.directory / "checkpoints" / "best.pt")
-            datasets = {n: named_dataset(predictor, n, data_root)[0] for n in ("busi-val", "udiat")}
+            predictor = TorchPredictor(job.directory / "checkpoints" / "best.pt")
+            datasets = {n: chosen_dataset(predictor, n, data_root=data_root)[1] for n in ("busi-val", "udiat")}
             rows, _ = agreement_table(predictor, datasets, list(methods), road_images=min(40, limit or 40),
                                       limit=limit)
             write_table(rows, job.directory / "explain", f"Heat maps of {job.name} (target: malignant)\n")
@@ -201,10 +202,7 @@ def run_benchmark(profile: Profile, data_root: Path, out: Path, *, workers: int 
         prefill_caches(profile, data_root, cache_dir, progress)
     results = run_jobs(pending, data_root, cache_dir, workers, report)
     failed = [r for r in results if r["error"]]
-    with open(out / "failures.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["job", "error"])
-        w.writerows([r["name"], r["error"]] for r in failed)
+    write_csv(out / "failures.csv", [{"job": r["name"], "error": r["error"]} for r in failed], ["job", "error"])
     efficiency = measure_efficiency(profile, out, report)
     heat = explain_rows(profile, out, data_root, report=report) if explain else {}
     summary = write_tables(profile, out, efficiency, heat, command=command)

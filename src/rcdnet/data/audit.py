@@ -9,7 +9,13 @@ from pathlib import Path
 from PIL import Image
 
 from rcdnet.data.duplicates import find_duplicates, group_samples, label_conflicts
-from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, read_mask
+from rcdnet.data.samples import (
+    DataProblem,
+    ImageReadError,
+    Sample,
+    read_image,
+    read_mask,
+)
 
 
 def _fmt_counts(c: Counter) -> str:
@@ -69,3 +75,24 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
     overlap = [p for p in pairs if source[p.a] != source[p.b]]
     return {"rows": rows, "summaries": summaries, "pairs": pairs, "conflicts": conflicts, "overlap": overlap,
             "problems": [p for _, ps in datasets.values() for p in ps]}
+
+
+def run_audit(target: Path, out: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
+    """``rcdnet audit``: audit every dataset found at ``target`` (:func:`~rcdnet.data.named.detect_datasets`) and
+    write ``audit_summary.csv``, ``audit_images.csv``, ``audit_duplicates.csv`` and ``audit_problems.csv`` to
+    ``out``. Returns :func:`audit`'s result plus ``table`` (the summary rows) and ``bad`` (every problem)."""
+    from rcdnet.data.named import detect_datasets
+    from rcdnet.files import write_csv
+
+    datasets = detect_datasets(target)
+    out.mkdir(parents=True, exist_ok=True)
+    res = audit(datasets, cache_dir=cache_dir, progress=progress)
+    names = list(res["summaries"])
+    res["table"] = [{"": k, **{n: res["summaries"][n][k] for n in names}} for k in res["summaries"][names[0]]]
+    res["bad"] = ([r for r in res["rows"] if r["problem"]]
+                  + [{"path": p.path, "problem": p.problem} for p in res["problems"]])
+    write_csv(out / "audit_summary.csv", res["table"])
+    write_csv(out / "audit_images.csv", res["rows"])
+    write_csv(out / "audit_duplicates.csv", [p.to_row() for p in res["pairs"]])
+    write_csv(out / "audit_problems.csv", [{"path": r["path"], "problem": r["problem"]} for r in res["bad"]])
+    return res

@@ -119,17 +119,64 @@ def _embed(grays: list[np.ndarray]) -> np.ndarray:
     """ImageNet features (EfficientNet-Lite0, global-average pooled), L2-normalised: (N, 1280)."""
     import torch
 
+    from rcdnet.models.input import Normalise, to_grey, to_unit
     from rcdnet.models.pretrained import create_backbone
+    from rcdnet.models.registry import input_stats
 
     model = create_backbone("tf_efficientnet_lite0", pretrained=True, num_classes=0).eval()
+    normalise = Normalise(*input_stats(model))
     feats = []
     with torch.inference_mode():
         for i in range(0, len(grays), 32):
             batch = [cv2.resize(g, (224, 224), interpolation=cv2.INTER_AREA) for g in grays[i:i + 32]]
-            x = torch.from_numpy(np.stack(batch)).float().div(255).sub(0.5).div(0.5)
-            feats.append(model(x[:, None].expand(-1, 3, -1, -1).contiguous()))
+            feats.append(model(normalise(to_unit(to_grey(np.stack(batch))))))
     f = torch.cat(feats).numpy()
     return f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
+
+
+def _candidates(keys: list[str], prints: dict[str, "_Print"], params: ScreenParams
+                ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """(pairwise perceptual-hash distances, index pairs worth verifying): near in hash, or among each image's
+    nearest neighbours in ImageNet-feature space."""
+    candidates: set[tuple[int, int]] = set()
+    hashes = np.array([np.asarray(prints[k].phash.hash, bool).ravel() for k in keys])
+    ham = (hashes[:, None, :] != hashes[None, :, :]).sum(-1) if len(keys) else np.zeros((0, 0))
+    for i, j in zip(*np.nonzero(ham <= params.phash_candidate)):
+        if i < j:
+            candidates.add((i, j))
+    if len(keys) > 1:
+        emb = _embed([prints[k].gray for k in keys])
+        sim = emb @ emb.T
+        np.fill_diagonal(sim, -1)
+        nn = np.argsort(-sim, axis=1)[:, : min(params.neighbours, len(keys) - 1)]
+        for i in range(len(keys)):
+            for j in nn[i]:
+                if i != j:
+                    candidates.add((min(i, j), max(i, j)))
+    return ham, sorted(candidates)
+
+
+def _verified(keys: list[str], prints: dict[str, "_Print"], ham: np.ndarray, candidates: list[tuple[int, int]],
+              params: ScreenParams, progress: bool) -> list["DuplicatePair"]:
+    """The candidate pairs that are the same picture: identical pixels, or ORB/RANSAC + correlation agree."""
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    pairs: list[DuplicatePair] = []
+    cands = candidates
+    if progress:
+        from tqdm import tqdm
+
+        cands = tqdm(cands, desc="verify pairs", unit="pair", leave=False)
+    for i, j in cands:
+        a, b = prints[keys[i]], prints[keys[j]]
+        d = int(ham[i, j])
+        if a.pixel_sha == b.pixel_sha:
+            pairs.append(DuplicatePair(keys[i], keys[j], "exact", d, -1, 1.0, 1.0))
+            continue
+        same, n_in, ncc, scale = _verify(a, b, params, matcher)
+        if same:
+            kind = "same-frame" if abs(scale - 1) < 0.02 and a.gray.shape == b.gray.shape else "re-cropped/re-scaled"
+            pairs.append(DuplicatePair(keys[i], keys[j], kind, d, n_in, round(ncc, 4), round(scale, 4)))
+    return pairs
 
 
 def find_duplicates(
@@ -149,7 +196,6 @@ def find_duplicates(
         return [DuplicatePair(**r) for r in saved["pairs"]], [tuple(x) for x in saved["unreadable"]]
 
     orb = cv2.ORB_create(nfeatures=1500)
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     prints: dict[str, _Print] = {}
     unreadable: list[tuple[str, str]] = []
     it = samples
@@ -163,37 +209,8 @@ def find_duplicates(
         except ImageReadError as exc:
             unreadable.append((str(s.path), str(exc)))
     keys = list(prints)
-    candidates: set[tuple[int, int]] = set()
-    hashes = np.array([np.asarray(prints[k].phash.hash, bool).ravel() for k in keys])
-    ham = (hashes[:, None, :] != hashes[None, :, :]).sum(-1) if len(keys) else np.zeros((0, 0))
-    for i, j in zip(*np.nonzero(ham <= params.phash_candidate)):
-        if i < j:
-            candidates.add((i, j))
-    if len(keys) > 1:
-        emb = _embed([prints[k].gray for k in keys])
-        sim = emb @ emb.T
-        np.fill_diagonal(sim, -1)
-        nn = np.argsort(-sim, axis=1)[:, : min(params.neighbours, len(keys) - 1)]
-        for i in range(len(keys)):
-            for j in nn[i]:
-                if i != j:
-                    candidates.add((min(i, j), max(i, j)))
-    pairs: list[DuplicatePair] = []
-    cands = sorted(candidates)
-    if progress:
-        from tqdm import tqdm
-
-        cands = tqdm(cands, desc="verify pairs", unit="pair", leave=False)
-    for i, j in cands:
-        a, b = prints[keys[i]], prints[keys[j]]
-        d = int(ham[i, j])
-        if a.pixel_sha == b.pixel_sha:
-            pairs.append(DuplicatePair(keys[i], keys[j], "exact", d, -1, 1.0, 1.0))
-            continue
-        same, n_in, ncc, scale = _verify(a, b, params, matcher)
-        if same:
-            kind = "same-frame" if abs(scale - 1) < 0.02 and a.gray.shape == b.gray.shape else "re-cropped/re-scaled"
-            pairs.append(DuplicatePair(keys[i], keys[j], kind, d, n_in, round(ncc, 4), round(scale, 4)))
+    ham, candidates = _candidates(keys, prints, params)
+    pairs = _verified(keys, prints, ham, candidates, params, progress)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"pairs": [p.to_row() for p in pairs], "unreadable": unreadable}))

@@ -7,24 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from rcdnet.data.duplicates import DuplicatePair, find_duplicates, group_samples, label_conflicts
+from rcdnet.config import RunConfig
+from rcdnet.data.duplicates import (
+    DuplicatePair,
+    find_duplicates,
+    group_samples,
+    label_conflicts,
+)
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
 from rcdnet.data.readers import load_dataset
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
 from rcdnet.data.split import split_train_val
 
 
-def classes_from_config(cfg: dict) -> tuple[str, ...]:
-    n = cfg["data"]["classes"]
+def classes_from_config(cfg: RunConfig) -> tuple[str, ...]:
+    n = cfg.data.classes
     if n not in (2, 3):
         raise ValueError(f"data.classes must be 2 or 3, got {n}")
     return CLASSES_2 if n == 2 else CLASSES_3
-
-
-def preprocessor_from_config(cfg: dict) -> Preprocessor:
-    d = cfg["data"]
-    return Preprocessor(size=d["image_size"], clahe_clip=d["clahe_clip"], clahe_tiles=d["clahe_tiles"],
-                        denoise_h=d["denoise_h"], letterbox=d["letterbox"], inpaint_overlays=d["inpaint_overlays"])
 
 
 def stratified_limit(samples: list[Sample], n: int, seed: int) -> list[Sample]:
@@ -42,12 +42,6 @@ def stratified_limit(samples: list[Sample], n: int, seed: int) -> list[Sample]:
     return out
 
 
-def split_seed_of(cfg: dict) -> int:
-    """The seed of the train / validation split: ``data.split_seed``, else the run's ``seed``."""
-    s = cfg["data"].get("split_seed")
-    return cfg["seed"] if s is None else int(s)
-
-
 @dataclasses.dataclass
 class PreparedData:
     samples: list[Sample]                 # usable training-pool samples, with .group set
@@ -63,16 +57,15 @@ class PreparedData:
         return [self.samples[i] for i in idx], self.images[idx]
 
 
-def prepare_training_data(cfg: dict, data_root: Path, *, cache_dir: Path | None = None,
+def prepare_training_data(cfg: RunConfig, data_root: Path, *, cache_dir: Path | None = None,
                           saved_split: dict[str, str] | None = None, progress: bool = True) -> PreparedData:
     """Everything before the first epoch. ``saved_split`` (key -> split) reuses a run's split exactly."""
     classes = classes_from_config(cfg)
-    samples, problems = load_dataset(cfg["data"]["dataset"], data_root, classes=classes)
-    split_seed = split_seed_of(cfg)
-    if cfg["data"].get("limit"):
-        samples = stratified_limit(samples, cfg["data"]["limit"], split_seed)
+    samples, problems = load_dataset(cfg.data.dataset, data_root, classes=classes)
+    if cfg.data.limit:
+        samples = stratified_limit(samples, cfg.data.limit, cfg.split_seed)
     external: list[Sample] = []
-    for name in cfg["data"].get("external") or []:
+    for name in cfg.data.external:
         ext, ext_problems = load_dataset(name, data_root, classes=classes)
         external += ext
         problems += ext_problems
@@ -83,11 +76,12 @@ def prepare_training_data(cfg: dict, data_root: Path, *, cache_dir: Path | None 
     for s in samples:
         s.group = groups[s.key]
     conflicts = label_conflicts(samples, groups)
-    if cfg["data"]["drop_label_conflicts"] and conflicts:
+    if cfg.data.drop_label_conflicts and conflicts:
         bad = {s.key for members in conflicts.values() for s in members}
         samples = [s for s in samples if s.key not in bad]
     overlap = [p for p in pairs if (p.a in pool_keys) != (p.b in pool_keys)]
-    samples, images, pre_problems = preprocess_samples(samples, preprocessor_from_config(cfg), cache_dir, progress)
+    samples, images, pre_problems = preprocess_samples(samples, Preprocessor.from_config(cfg.data), cache_dir,
+                                                      progress)
     problems += pre_problems
     if saved_split is not None:
         missing = [s.key for s in samples if s.key not in saved_split]
@@ -96,5 +90,5 @@ def prepare_training_data(cfg: dict, data_root: Path, *, cache_dir: Path | None 
                              "the data changed since the run started")
         split = {s.key: saved_split[s.key] for s in samples}
     else:
-        split = split_train_val(samples, {s.key: s.group for s in samples}, cfg["data"]["val_fraction"], split_seed)
+        split = split_train_val(samples, {s.key: s.group for s in samples}, cfg.data.val_fraction, cfg.split_seed)
     return PreparedData(samples, images, split, pairs, conflicts, overlap, problems)

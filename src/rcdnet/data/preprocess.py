@@ -1,7 +1,7 @@
 """Section 2.2 preprocessing: grayscale, resize, denoise, contrast enhancement (CLAHE); decoded once and cached.
 
 Every image is turned into a ``uint8`` (size, size) grayscale array by :class:`Preprocessor`. The model sees it
-replicated to three channels and normalised with the backbone's own mean/std (see ``data.dataset``).
+replicated to three channels and normalised with the backbone's own mean/std (see ``models.input``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
+
+if TYPE_CHECKING:
+    from rcdnet.config import DataConfig
 
 CACHE_ENV = "RCDNET_CACHE"
 
@@ -52,16 +56,28 @@ class Preprocessor:
             gray = clahe.apply(gray)
         return gray
 
-    def resize(self, gray: np.ndarray) -> np.ndarray:
-        h, w = gray.shape
+    def content_box(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """Where an (h, w) original lands in the (size, size) output: (top, left, height, width). The whole square
+        when squashing; the centred, aspect-preserving box when letterboxing (the rest is black padding)."""
         if not self.letterbox:
-            return cv2.resize(gray, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            return 0, 0, self.size, self.size
         scale = self.size / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        return (self.size - nh) // 2, (self.size - nw) // 2, nh, nw
+
+    def resize(self, gray: np.ndarray) -> np.ndarray:
+        top, left, nh, nw = self.content_box(*gray.shape)
+        if not self.letterbox:
+            return cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
         out = np.zeros((self.size, self.size), np.uint8)
-        top, left = (self.size - nh) // 2, (self.size - nw) // 2
         out[top:top + nh, left:left + nw] = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
         return out
+
+    @classmethod
+    def from_config(cls, data: "DataConfig") -> "Preprocessor":
+        """The preprocessing a run's ``data`` settings describe."""
+        return cls(size=data.image_size, clahe_clip=data.clahe_clip, clahe_tiles=data.clahe_tiles,
+                   denoise_h=data.denoise_h, letterbox=data.letterbox, inpaint_overlays=data.inpaint_overlays)
 
     def signature(self) -> str:
         return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]

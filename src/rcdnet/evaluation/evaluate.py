@@ -1,9 +1,8 @@
 """Evaluate a trained model on one dataset: per-image predictions, metrics with CIs at each operating point,
-ROC and confusion-matrix figures, ``metrics.json``."""
+ROC and confusion-matrix figures, ``metrics.json``; and ``rcdnet evaluate``'s choice of the model's variant."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,7 +13,23 @@ from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.plots import plot_confusion, plot_roc
-from rcdnet.inference import Predictor
+from rcdnet.evaluation.thresholds import rechoose_for_variant
+from rcdnet.files import write_csv
+from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
+
+
+def public(result: dict) -> dict:
+    """A result without the arrays kept for combined figures (keys starting with ``_``): what JSON files hold."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+def _probabilities(predictor: Predictor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(calibrated (N, C), before temperature scaling (N, C)); a model without a temperature gives both the same."""
+    if isinstance(predictor, TorchPredictor):
+        logits = predictor.logits_arrays(images)
+        return predictor.probabilities(logits), predictor.probabilities(logits, temperature=1.0)
+    probs = predictor.predict_arrays(images)
+    return probs, probs
 
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
@@ -31,31 +46,58 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
         samples, images, problems = preprocess_samples(samples, predictor.preprocessor, cache_dir)
     if not samples:
         raise ValueError(f"{name}: no readable images to evaluate")
-    logits = predictor.logits_arrays(images)
-    probs = predictor.probabilities(logits)
-    p_mal = probs[:, predictor.malignant_index]
-    p_raw = predictor.probabilities(logits, temperature=1.0)[:, predictor.malignant_index]
+    probs, raw = _probabilities(predictor, images)
+    p_mal, p_raw = probs[:, predictor.malignant_index], raw[:, predictor.malignant_index]
     y = np.array([int(s.label == "malignant") for s in samples])
-    result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.checkpoint_path,
-              "temperature": predictor.temperature, "tta": predictor.tta,
+    result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.source,
+              "temperature": getattr(predictor, "temperature", 1.0), "tta": getattr(predictor, "tta", False),
               "ece": expected_calibration_error(y, p_mal), "ece_before_temperature": expected_calibration_error(y, p_raw),
               "operating_points": {}, "skipped_files": [str(p) for p in problems]}
     for op, t in predictor.thresholds.items():
         result["operating_points"][op] = metrics_with_ci(y, p_mal, t, n_boot, seed)
-    with open(out_dir / f"{name}_predictions.csv", "w", newline="") as fh:
-        fields = ["key", "path", "label", "p_malignant", "predicted"] + [f"malignant@{op}" for op in predictor.thresholds]
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for s, pr, pm in zip(samples, probs, p_mal):
-            row = {"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",
-                   "predicted": predictor.classes[int(np.argmax(pr))]}
-            row.update({f"malignant@{op}": int(pm >= t) for op, t in predictor.thresholds.items()})
-            w.writerow(row)
+    rows = [{"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",
+             "predicted": predictor.classes[int(np.argmax(pr))],
+             **{f"malignant@{op}": int(pm >= t) for op, t in predictor.thresholds.items()}}
+            for s, pr, pm in zip(samples, probs, p_mal)]
+    write_csv(out_dir / f"{name}_predictions.csv", rows,
+              ["key", "path", "label", "p_malignant", "predicted"] + [f"malignant@{op}" for op in predictor.thresholds])
     auc = result["operating_points"]["default"]["auc"]
-    plot_roc({name: (y, p_mal, auc["value"], auc["ci"])}, out_dir / f"{name}_roc.png", title=f"ROC: {name}")
+    plot_roc({f"ROC: {name}": {name: (y, p_mal, auc["value"], auc["ci"])}}, out_dir / f"{name}_roc.png")
     t0 = predictor.thresholds["default"]
     plot_confusion(y, (p_mal >= t0).astype(int), ["benign", "malignant"], out_dir / f"{name}_confusion.png",
                    title=f"{name} @ p>={t0:.2f}")
     (out_dir / f"{name}_metrics.json").write_text(json.dumps(result, indent=1))
     result["_y"], result["_p"], result["_p_raw"] = y, p_mal, p_raw  # for combined figures; not serialised
     return result
+
+
+def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: bool = False,
+                             data_root: str | Path | None = None, cache_dir: str | Path | None = None,
+                             report=print) -> Predictor:
+    """The model as ``rcdnet evaluate`` scores it. ``tta`` / ``adabn`` are test-time variants of a PyTorch checkpoint;
+    when the checkpoint's operating points were not chosen for the variant, they are chosen again on its own
+    validation split (:func:`~rcdnet.evaluation.thresholds.rechoose_for_variant`). AdaBN itself is applied to the
+    evaluated set's images by :func:`evaluate_dataset`."""
+    f = model_file(model)
+    if f.suffix == ".onnx":
+        raise ValueError(f"{model}: evaluate a checkpoint or an ensemble (the ONNX export is verified against its "
+                         "checkpoint by `rcdnet export`)")
+    if f.suffix == ".json" and (tta or adabn):
+        raise ValueError(f"{model}: --tta and --adabn are test-time variants of one checkpoint; an ensemble is "
+                         "evaluated as its members were calibrated")
+    predictor = TorchPredictor(f, tta=True if tta else None) if f.suffix != ".json" else load_predictor(f)
+    if isinstance(predictor, TorchPredictor) and ((tta and not predictor.config.eval.tta) or adabn):
+        predictor.thresholds = rechoose_for_variant(predictor, adabn, data_root, cache_dir)
+        report(f"operating points chosen again on busi-val for this test-time variant: {predictor.thresholds}")
+    return predictor
+
+
+def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path, *, n_boot: int = 2000,
+                     adabn: bool = False, cache_dir: str | Path | None = None) -> dict:
+    """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked."""
+    if not adabn:
+        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir)
+    samples, images, bad = preprocess_samples(samples, predictor.preprocessor, cache_dir)
+    res = evaluate_samples(predictor.adapted(images), samples, name, out_dir, n_boot, cache_dir, images=images)
+    res["skipped_files"] += [str(p) for p in bad]
+    return res

@@ -34,19 +34,21 @@ def plot_training_curves(history: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
-def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray, float, tuple | None]], path: Path, title: str = "ROC") -> Path:
-    """``curves``: name -> (y, p_malignant, auc, (lo, hi) or None); one line each."""
-    fig, ax = plt.subplots(figsize=(4.8, 4.8), dpi=120)
-    for name, (y, p, auc, ci) in curves.items():
-        fpr, tpr, _ = roc_curve(y, p)
-        lab = f"{name}: AUC {auc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-        ax.plot(fpr, tpr, label=lab)
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(alpha=0.3)
+def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float, tuple | None]]], path: Path,
+             title: str | None = None) -> Path:
+    """The one ROC figure: ``panels`` maps a panel title to its curves, name -> (y, p_malignant, auc,
+    (lo, hi) or None); one panel per entry, side by side, with an optional overall ``title``."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.8), dpi=120, squeeze=False)
+    for ax, (panel_title, curves) in zip(axes[0], panels.items()):
+        for name, (y, p, auc, ci) in curves.items():
+            fpr, tpr, _ = roc_curve(y, p)
+            ax.plot(fpr, tpr, label=f"{name}: AUC {auc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=panel_title)
+        ax.legend(loc="lower right", fontsize=7 if len(curves) > 3 else 8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

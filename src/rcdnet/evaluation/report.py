@@ -9,12 +9,10 @@ from pathlib import Path
 
 import torch
 
-# Liu et al. 2025, Front. Bioeng. Biotechnol. 13:1526260, RcdNet rows of Table 1 (internal validation) and
-# Table 2 (external test, UDIAT). The AUC is given in the text (0.9866, external); internal AUC only as "close to 1".
-PAPER = {
-    "busi-val": {"precision": 0.9515, "recall": 0.9508, "f1": 0.9504, "accuracy": 0.9504, "auc": None},
-    "udiat": {"precision": 0.9168, "recall": 0.9495, "f1": 0.9290, "accuracy": 0.9351, "auc": 0.9866},
-}
+from rcdnet.config import RunConfig
+from rcdnet.evaluation.paper import rcdnet_row
+from rcdnet.files import markdown_table
+
 ROWS = [("accuracy", "Accuracy", "accuracy"), ("precision_macro", "Precision (macro)", "precision"),
         ("recall_macro", "Recall (macro)", "recall"), ("f1_macro", "F1 (macro)", "f1"),
         ("precision", "Precision (malignant)", None), ("sensitivity", "Sensitivity / recall (malignant)", None),
@@ -50,38 +48,61 @@ def _fmt(m: dict) -> str:
 
 def metrics_table(results: dict[str, dict], op: str) -> str:
     names = list(results)
-    head = "| Metric | " + " | ".join(f"{n} (ours) | {n} (paper)" for n in names) + " |"
-    sep = "|---|" + "---|---|" * len(names)
-    lines = [head, sep]
+    header = ["Metric"] + [f"{n} ({who})" for n in names for who in ("ours", "paper")]
+    rows = []
     for key, label, paper_key in ROWS:
         cells = []
         for n in names:
-            m = results[n]["operating_points"][op][key]
-            paper = PAPER.get(n, {}).get(paper_key) if paper_key else None
-            cells += [_fmt(m), f"{paper:.4f}" if paper is not None else "–"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    counts = " · ".join(f"{n}: TP {r['operating_points'][op]['counts']['tp']}, FP {r['operating_points'][op]['counts']['fp']}, "
-                        f"TN {r['operating_points'][op]['counts']['tn']}, FN {r['operating_points'][op]['counts']['fn']}"
-                        for n, r in results.items())
-    return "\n".join(lines) + f"\n\nConfusion counts: {counts}\n"
+            paper = rcdnet_row(n).get(paper_key) if paper_key else None
+            cells += [_fmt(results[n]["operating_points"][op][key]), f"{paper:.4f}" if paper is not None else "–"]
+        rows.append([label] + cells)
+    counts = " · ".join(f"{n}: " + ", ".join(f"{k.upper()} {r['operating_points'][op]['counts'][k]}"
+                                             for k in ("tp", "fp", "tn", "fn")) for n, r in results.items())
+    return "\n".join(markdown_table(header, rows)) + f"\n\nConfusion counts: {counts}\n"
 
 
-def write_report(path: Path, *, cfg: dict, env: dict, data_summary: dict, history: list[dict], best: dict,
+def data_summary(data) -> dict:
+    """The report's data section from a :class:`~rcdnet.data.prepare.PreparedData`."""
+    tr, va = data.subset("train")[0], data.subset("val")[0]
+    labels = sorted({s.label for s in data.samples})
+
+    def count(ss):
+        return ", ".join(f"{c} {sum(s.label == c for s in ss)}" for c in labels)
+
+    groups: dict = {}
+    for s in data.samples:
+        groups.setdefault(s.group, []).append(s.key)
+    multi = [g for g in groups.values() if len(g) > 1]
+    pool = {s.key for s in data.samples}
+    ext_pairs = [p for p in data.pairs if p.a not in pool and p.b not in pool and not p.a.startswith("busi/")]
+    return {
+        "training pool": f"{len(data.samples)} images ({count(data.samples)})",
+        "train / validation": f"{len(tr)} ({count(tr)}) / {len(va)} ({count(va)}), stratified, no duplicate group across",
+        "duplicate groups in the pool": f"{len(multi)} groups holding {sum(map(len, multi))} images",
+        "label conflicts left out": f"{len(data.conflicts)} groups: " + "; ".join(
+            " = ".join(s.key for s in m) for m in data.conflicts.values()),
+        "pool / external-set overlap": f"{len(data.external_overlap)} pairs",
+        "duplicate pairs inside external sets": f"{len(ext_pairs)}: " + "; ".join(
+            f"{p.a} = {p.b} ({p.kind})" for p in ext_pairs),
+        "files reported as problems": f"{len(data.problems)} (see data_problems.csv)",
+    }
+
+
+def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
                  thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict]) -> None:
     tot = sum(h["epoch_seconds"] for h in history)
     per_epoch = tot / max(len(history), 1)
     lines = [
         "# RcdNet run report", "",
         f"- commit `{env['commit']}`, {env['date']}, {env['hardware']}, Python {env['python']}, torch {env['torch']}",
-        f"- model `{cfg['model']['name']}` (pretrained: {cfg['model']['pretrained']}, frozen stages: "
-        f"{cfg['model']['freeze_stages']}), {cfg['train']['epochs']} epochs, batch {cfg['train']['batch_size']}, "
-        f"Adam lr {cfg['train']['lr']}, weight decay {cfg['train']['weight_decay']}, cosine annealing, "
-        f"label smoothing {cfg['augment']['label_smoothing']}, Mixup alpha {cfg['augment']['mixup_alpha']}, seed {cfg['seed']}",
-        f"- generalisation options: ultrasound-shift variants {cfg['augment'].get('ultrasound_variants', 0)}, "
-        f"overlay inpainting {cfg['data'].get('inpaint_overlays', False)}, letterbox {cfg['data']['letterbox']}, "
-        f"EMA {cfg['train'].get('ema_decay', 0)}, SWA from epoch {cfg['train'].get('swa_start', 0) or 'off'}, "
-        f"test-time mirror TTA {cfg['eval'].get('tta', False)}, "
-        f"AdaBN on external sets {cfg['eval'].get('adabn', False)}",
+        f"- model `{cfg.model.name}` (pretrained: {cfg.model.pretrained}, frozen stages: "
+        f"{cfg.model.freeze_stages}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
+        f"Adam lr {cfg.train.lr}, weight decay {cfg.train.weight_decay}, cosine annealing, "
+        f"label smoothing {cfg.augment.label_smoothing}, Mixup alpha {cfg.augment.mixup_alpha}, seed {cfg.seed}",
+        f"- generalisation options: ultrasound-shift variants {cfg.augment.ultrasound_variants}, "
+        f"overlay inpainting {cfg.data.inpaint_overlays}, letterbox {cfg.data.letterbox}, "
+        f"EMA {cfg.train.ema_decay:g}, SWA from epoch {cfg.train.swa_start or 'off'}, "
+        f"test-time mirror TTA {cfg.eval.tta}, AdaBN on external sets {cfg.eval.adabn}",
         f"- training time: {tot / 60:.1f} min in all, {per_epoch:.1f} s per epoch (train + validation); "
         f"peak memory {max((h['peak_memory_mb'] for h in history), default=0):.0f} MB",
         f"- best epoch by validation {best.get('name', 'auc')}: {best['epoch']} "

@@ -6,26 +6,32 @@ Shifts are applied to the raw image, then the model's own preprocessing runs, as
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from rcdnet.data.named import VALIDATION, named_dataset
 from rcdnet.data.overlays import detect_overlays
-from rcdnet.data.preprocess import default_cache_dir, file_token, save_npy_atomic
+from rcdnet.data.preprocess import (
+    default_cache_dir,
+    file_token,
+    preprocess_samples,
+    save_npy_atomic,
+)
 from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
 from rcdnet.data.shifts import LEVELS, SHIFTS, apply_shift
 from rcdnet.evaluation.metrics import bootstrap_ci, threshold_for_sensitivity
-from rcdnet.inference import Predictor
+from rcdnet.files import markdown_table, write_csv
+from rcdnet.predict.pytorch import TorchPredictor
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan")
 
 
-def _shifted_images(predictor: Predictor, grays: list[np.ndarray], tokens: list[str], name: str, level: int,
+def _shifted_images(predictor: TorchPredictor, grays: list[np.ndarray], tokens: list[str], name: str, level: int,
                     seed: int, cache_dir: Path | None) -> np.ndarray:
     """(N, S, S) uint8: each image shifted (seeded by its position) and preprocessed; cached on disk per image, so
     the suite's other test-time variants and every configuration with the same preprocessing reuse the work."""
@@ -45,7 +51,7 @@ def _shifted_images(predictor: Predictor, grays: list[np.ndarray], tokens: list[
     return np.stack(out)
 
 
-def shift_suite(predictor: Predictor, samples: list[Sample], shifts: list[str] | None = None,
+def shift_suite(predictor: TorchPredictor, samples: list[Sample], shifts: list[str] | None = None,
                 levels: tuple[int, ...] = LEVELS, seed: int = 0, n_boot: int = 500, adabn: bool = False,
                 progress: bool = True, cache_dir: Path | None = None) -> tuple[list[dict], list[DataProblem]]:
     """One row per (shift, level) with AUC and its 95 % CI; the first row is the unshifted baseline.
@@ -74,7 +80,7 @@ def shift_suite(predictor: Predictor, samples: list[Sample], shifts: list[str] |
         p = model.predict_arrays(arr)[:, predictor.malignant_index]
         lo, hi = bootstrap_ci(y, p, 0.5, n_boot, seed)["auc"] if n_boot else (float("nan"),) * 2
         if threshold is None:  # the unshifted row comes first
-            threshold = threshold_for_sensitivity(y, p, predictor.config["eval"]["target_sensitivity"])
+            threshold = threshold_for_sensitivity(y, p, predictor.config.eval.target_sensitivity)
         rows.append({"shift": name, "level": level, "auc": _auc(y, p), "auc_low": lo, "auc_high": hi,
                      "accuracy": float(((p >= predictor.thresholds["default"]).astype(int) == y).mean()),
                      "threshold_hs": threshold, "sensitivity_hs": float((p[y == 1] >= threshold).mean()),
@@ -85,7 +91,7 @@ def shift_suite(predictor: Predictor, samples: list[Sample], shifts: list[str] |
     return rows, problems
 
 
-def overlay_analysis(predictor: Predictor, samples: list[Sample], p_mal: np.ndarray | None = None) -> dict:
+def overlay_analysis(predictor: TorchPredictor, samples: list[Sample], p_mal: np.ndarray | None = None) -> dict:
     """Overlay counts per class, and AUC on images with and without overlays."""
     flags, ys, keep = [], [], []
     for i, s in enumerate(samples):
@@ -134,10 +140,7 @@ def write_outputs(out_dir: Path, rows: list[dict], overlays: dict | None) -> dic
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "robustness.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out_dir / "robustness.csv", rows)
     summary = summarise(rows)
     names = sorted({r["shift"] for r in rows if r["shift"] != "none"})
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
@@ -152,26 +155,46 @@ def write_outputs(out_dir: Path, rows: list[dict], overlays: dict | None) -> dic
     fig.tight_layout()
     fig.savefig(out_dir / "robustness.png")
     plt.close(fig)
-    lines = ["| shift | mild | moderate | strong |", "|---|---|---|---|",
-             f"| none | {rows[0]['auc']:.3f} [{rows[0]['auc_low']:.3f}, {rows[0]['auc_high']:.3f}] | | |"]
-    for n in names:
-        cells = [next((f"{r['auc']:.3f} ({-r['auc_drop']:+.3f})" for r in rows if r["shift"] == n and r["level"] == lv), "")
-                 for lv in LEVELS]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    levels = ["mild", "moderate", "strong"]
+
+    def table(cell) -> list[str]:
+        """One row per shift, one column per level; the unshifted baseline first."""
+        rows_md = [["none", cell(rows[0]), "", ""]]
+        for n in names:
+            rows_md.append([n] + [next((cell(r) for r in rows if r["shift"] == n and r["level"] == lv), "")
+                                  for lv in LEVELS])
+        return markdown_table(["shift"] + levels, rows_md)
+
+    auc_lines = table(lambda r: f"{r['auc']:.3f} [{r['auc_low']:.3f}, {r['auc_high']:.3f}]" if r["shift"] == "none"
+                      else f"{r['auc']:.3f} ({-r['auc_drop']:+.3f})")
     md = ["# Shift suite: validation AUC under acquisition shifts", "",
-          "AUC (change from the unshifted baseline). " + json.dumps(summary), "", *lines, ""]
+          "AUC (change from the unshifted baseline). " + json.dumps(summary), "", *auc_lines, ""]
     if "sensitivity_hs" in rows[0]:
         md += [f"## Threshold transfer: sensitivity / specificity at p >= {rows[0]['threshold_hs']:.4f}, the "
                "high-sensitivity threshold chosen on the unshifted images", "",
-               "| shift | mild | moderate | strong |", "|---|---|---|---|",
-               f"| none | {rows[0]['sensitivity_hs']:.3f} / {rows[0]['specificity_hs']:.3f} | | |"]
-        for n in names:
-            cells = [next((f"{r['sensitivity_hs']:.3f} / {r['specificity_hs']:.3f}" for r in rows
-                           if r["shift"] == n and r["level"] == lv), "") for lv in LEVELS]
-            md.append(f"| {n} | " + " | ".join(cells) + " |")
-        md.append("")
+               *table(lambda r: f"{r['sensitivity_hs']:.3f} / {r['specificity_hs']:.3f}"), ""]
     if overlays:
         md += ["## Overlays (calipers, text, colour)", "", "```", json.dumps(overlays, indent=1), "```"]
     (out_dir / "robustness.md").write_text("\n".join(md) + "\n")
     (out_dir / "robustness.json").write_text(json.dumps({"summary": summary, "rows": rows, "overlays": overlays}, indent=1))
     return summary
+
+
+def run_robustness(predictor: TorchPredictor, out_dir: Path, *, samples=None, shifts: list[str] | None = None,
+                   levels: tuple[int, ...] = LEVELS, seed: int = 0, n_boot: int = 500, adabn: bool = False,
+                   data_root: str | Path | None = None, cache_dir: Path | None = None, progress: bool = True
+                   ) -> tuple[dict, list[DataProblem]]:
+    """``rcdnet robustness``: the shift suite on ``samples`` (default: the run's validation split), the overlay
+    analysis on them and on the run's external sets, written to ``out_dir``. Returns (summary, skipped files)."""
+    classes = tuple(predictor.classes)
+    if samples is None:
+        samples, _ = named_dataset(VALIDATION, data_root, classes, predictor.val_keys, predictor.training_dataset,
+                                   predictor.source)
+    rows, problems = shift_suite(predictor, samples, shifts, levels, seed, n_boot, adabn=adabn, progress=progress,
+                                 cache_dir=cache_dir)
+    kept, images, _ = preprocess_samples(samples, predictor.preprocessor, cache_dir)
+    p_mal = predictor.predict_arrays(images)[:, predictor.malignant_index]
+    overlays = {VALIDATION: overlay_analysis(predictor, kept, p_mal)}
+    for name in predictor.config.data.external:
+        overlays[name] = overlay_analysis(predictor, named_dataset(name, data_root, classes, [], "")[0])
+    return write_outputs(out_dir, rows, overlays), problems

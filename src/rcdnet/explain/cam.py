@@ -11,18 +11,38 @@ import cv2
 import numpy as np
 import pytorch_grad_cam as pgc
 import torch
+from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from rcdnet.data.preprocess import Preprocessor
+from rcdnet.explain.agreement import centre_prior
 from rcdnet.models.rcdnet import RcdNet
 
+
+class CentrePrior(BaseCAM):
+    """The reference every method must beat: a centred Gaussian 'heat map' that ignores the image and the model
+    (lesions tend to sit in the middle of the frame). A method class like pytorch-grad-cam's own."""
+
+    uses_model = False
+
+    def __init__(self, model: nn.Module, target_layers: list[nn.Module], reshape_transform=None):
+        super().__init__(model, target_layers, reshape_transform, uses_gradients=False)
+
+    def forward(self, input_tensor: torch.Tensor, targets=None, eigen_smooth: bool = False) -> np.ndarray:
+        """(N, 3, S, S) -> (N, S, S) float32 prior, the same for every image."""
+        prior = centre_prior(tuple(input_tensor.shape[-2:])).astype(np.float32)
+        return np.repeat(prior[None], len(input_tensor), axis=0)
+
+
+REFERENCE = "centre-prior"
 METHODS: dict[str, type] = {
     "gradcam": pgc.GradCAM,
     "gradcam++": pgc.GradCAMPlusPlus,
     "scorecam": pgc.ScoreCAM,
     "eigencam": pgc.EigenCAM,
     "layercam": pgc.LayerCAM,
+    REFERENCE: CentrePrior,
 }
 
 
@@ -81,6 +101,8 @@ class HeatMapper:
         self.model, self.classes, self.normalise, self.method, self.target = model, classes, normalise, method, target
         reshape = _vit_reshape(model) if _is_vit(model) else None
         self.cam = METHODS[method](model=model, target_layers=[module], reshape_transform=reshape)
+        if not getattr(self.cam, "uses_model", True):
+            self.layer = "-"
         self.cam.batch_size = 32  # Score-CAM: masked images per forward pass
 
     def __enter__(self) -> "HeatMapper":
@@ -113,9 +135,5 @@ class HeatMapper:
 def to_original(heat: np.ndarray, shape: tuple[int, int], pre: Preprocessor) -> np.ndarray:
     """(S, S) heat map on the preprocessed image -> (H, W) on the original, undoing the squash or letterbox."""
     h, w = shape
-    if pre.letterbox:
-        scale = pre.size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        top, left = (pre.size - nh) // 2, (pre.size - nw) // 2
-        heat = heat[top:top + nh, left:left + nw]
-    return cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+    top, left, nh, nw = pre.content_box(h, w)
+    return cv2.resize(heat[top:top + nh, left:left + nw], (w, h), interpolation=cv2.INTER_LINEAR)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 from torch import nn
 
 from rcdnet.models.pretrained import create_backbone
 from rcdnet.models.rcdnet import RcdNet
+
+if TYPE_CHECKING:
+    from rcdnet.config import RunConfig
 
 # name -> (timm backbone, RcdNet head?)
 _MODELS: dict[str, tuple[str, bool]] = {
@@ -58,6 +61,22 @@ def create_model(name: str, num_classes: int = 2, pretrained: bool = True, weigh
     extra = {k: v for k, v in head.items() if k == "img_size"}
     return create_backbone(backbone_name, pretrained, weights, num_classes=num_classes,
                            drop_rate=head.get("drop_rate", 0.3), **extra)
+
+
+def build_model(cfg: "RunConfig", num_classes: int, pretrained: bool, image_size: int | None = None) -> nn.Module:
+    """The model a run configuration describes (``image_size`` overrides ``data.image_size``, e.g. to count FLOPs
+    at 224 px)."""
+    m = cfg.model
+    head = ({"dsc_channels": m.dsc_channels, "use_cbam": m.use_cbam, "drop_rate": m.drop_rate}
+            if m.name.startswith("rcdnet") else {"drop_rate": m.drop_rate})
+    return create_model(m.name, num_classes=num_classes, pretrained=pretrained, weights=m.weights,
+                        image_size=image_size or cfg.data.image_size, **head)
+
+
+def input_stats(model: nn.Module) -> tuple[list[float], list[float]]:
+    """(mean, std) per RGB channel of the model's input normalisation (its timm ``pretrained_cfg``; 0.5 if none)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return [float(v) for v in cfg.get("mean", (0.5,) * 3)], [float(v) for v in cfg.get("std", (0.5,) * 3)]
 
 
 def freeze_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:

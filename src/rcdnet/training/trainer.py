@@ -11,6 +11,7 @@ rank 0 writes. On GPUs, mixed precision (``train.precision``: auto = bf16 where 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import resource
@@ -30,13 +31,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from rcdnet import __version__
-from rcdnet.data.dataset import ImageArrayDataset, train_augmentation
-from rcdnet.data.prepare import PreparedData, classes_from_config, preprocessor_from_config
-from rcdnet.data.preprocess import preprocess_variants
-from rcdnet.inference import CHECKPOINT_FORMAT, build_model
-from rcdnet.models.registry import freeze_stages, train_mode
+from rcdnet.config import RunConfig
+from rcdnet.training.dataset import ImageArrayDataset, train_augmentation
+from rcdnet.data.prepare import PreparedData, classes_from_config
+from rcdnet.data.preprocess import Preprocessor, preprocess_variants
+from rcdnet.models.input import Normalise
+from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
-from rcdnet.training.checkpoint import save_atomic
+from rcdnet.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
 
 
 def seed_everything(seed: int) -> None:
@@ -67,69 +69,85 @@ def _auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: dict, data: PreparedData, run_dir: Path, progress: bool = True,
+    """Fine-tunes one model on ``data``'s training split and validates on its validation split every epoch."""
+
+    def __init__(self, cfg: RunConfig, data: PreparedData, run_dir: Path, progress: bool = True,
                  cache_dir: Path | None = None, ctx: dist.Context | None = None):
         self.ctx = ctx or dist.Context()
         self.cfg, self.data, self.run_dir, self.progress = cfg, data, Path(run_dir), progress and self.ctx.main
         self.classes = list(classes_from_config(cfg))
-        tr, va = cfg["train"], cfg["augment"]
-        if tr["threads"]:
-            torch.set_num_threads(tr["threads"])
-        if tr["batch_size"] % self.ctx.world:
-            raise ValueError(f"train.batch_size {tr['batch_size']} is the global batch: it must divide evenly "
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.history: list[dict] = []
+        self.best = {"epoch": -1, "metric": -float("inf")}
+        self.start_epoch = 0
+        self._check_batch(len(data.subset("train")[0]))
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.precision = dist.resolve_precision(self.ctx, cfg.train.precision)
+        seed_everything(cfg.seed)
+        self._build_model()
+        self._build_data(cache_dir)
+        self._build_optimisation()
+
+    def _check_batch(self, n_train: int) -> None:
+        batch = self.cfg.train.batch_size
+        if batch % self.ctx.world:
+            raise ValueError(f"train.batch_size {batch} is the global batch: it must divide evenly "
                              f"over {self.ctx.world} processes")
-        self.precision = dist.resolve_precision(self.ctx, tr["precision"])
-        seed_everything(cfg["seed"])
-        self.model = build_model(cfg, len(self.classes), pretrained=cfg["model"]["pretrained"])
-        self.frozen = freeze_stages(self.model, cfg["model"]["freeze_stages"])
-        self.model = self.model.to(self.ctx.device, memory_format=torch.channels_last)
-        pcfg = getattr(self.model, "pretrained_cfg", None) or {}
-        mean, std = pcfg.get("mean", (0.5,) * 3), pcfg.get("std", (0.5,) * 3)
-        label_idx = {c: i for i, c in enumerate(self.classes)}
-        (tr_s, tr_x), (va_s, va_x) = data.subset("train"), data.subset("val")
-        if len(tr_s) < tr["batch_size"]:
-            raise ValueError(f"only {len(tr_s)} training images: fewer than one batch of {tr['batch_size']}")
-        variants = (preprocess_variants(tr_s, preprocessor_from_config(cfg), va["ultrasound_variants"], cache_dir,
-                                        progress=self.progress) if va["ultrasound_variants"] else None)
-        self.train_ds = ImageArrayDataset(tr_x, np.array([label_idx[s.label] for s in tr_s]), mean, std,
-                                          train_augmentation(cfg["data"]["image_size"], va), variants,
-                                          va["ultrasound_p"])
-        self.val_ds = ImageArrayDataset(va_x, np.array([label_idx[s.label] for s in va_s]), mean, std)
-        self.val_keys = [s.key for s in va_s]
-        self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world, rank=self.ctx.rank,
-                                          shuffle=True, seed=cfg["seed"], drop_last=True)
-        self.train_loader = DataLoader(self.train_ds, batch_size=tr["batch_size"] // self.ctx.world,
-                                       sampler=self.sampler, drop_last=True)
-        self.val_index = np.arange(self.ctx.rank, len(self.val_ds), self.ctx.world)  # this rank's shard
-        self.val_loader = DataLoader(Subset(self.val_ds, self.val_index.tolist()), batch_size=64)
+        if n_train < batch:
+            raise ValueError(f"only {n_train} training images: fewer than one batch of {batch}")
+
+    def _build_model(self) -> None:
+        """The model (stem and first stages frozen), its input normalisation, and the DDP wrapper if distributed."""
+        model = build_model(self.cfg, len(self.classes), pretrained=self.cfg.model.pretrained)
+        self.frozen = freeze_stages(model, self.cfg.model.freeze_stages)
+        self.model = model.to(self.ctx.device, memory_format=torch.channels_last)
+        self.normalise = Normalise(*input_stats(self.model))
         self.net = self.model  # what the loop calls: the DDP wrapper when distributed
         if self.ctx.distributed:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.ctx.device.index] if self.ctx.device.type == "cuda" else None)
+
+    def _build_data(self, cache_dir: Path | None) -> None:
+        """Augmented training set (+ shifted variants), validation set, and this rank's loaders."""
+        aug, size = self.cfg.augment, self.cfg.data.image_size
+        label_idx = {c: i for i, c in enumerate(self.classes)}
+        (tr_samples, tr_images), (val_samples, val_images) = self.data.subset("train"), self.data.subset("val")
+        variants = (preprocess_variants(tr_samples, Preprocessor.from_config(self.cfg.data), aug.ultrasound_variants,
+                                        cache_dir, progress=self.progress) if aug.ultrasound_variants else None)
+        self.train_ds = ImageArrayDataset(tr_images, np.array([label_idx[s.label] for s in tr_samples]),
+                                          self.normalise, train_augmentation(size, aug), variants, aug.ultrasound_p)
+        self.val_ds = ImageArrayDataset(val_images, np.array([label_idx[s.label] for s in val_samples]),
+                                        self.normalise)
+        self.val_keys = [s.key for s in val_samples]
+        self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world, rank=self.ctx.rank,
+                                          shuffle=True, seed=self.cfg.seed, drop_last=True)
+        self.train_loader = DataLoader(self.train_ds, batch_size=self.cfg.train.batch_size // self.ctx.world,
+                                       sampler=self.sampler, drop_last=True)
+        self.val_index = np.arange(self.ctx.rank, len(self.val_ds), self.ctx.world)  # this rank's shard
+        self.val_loader = DataLoader(Subset(self.val_ds, self.val_index.tolist()), batch_size=64)
+
+    def _build_optimisation(self) -> None:
+        """Adam + cosine schedule, Mixup / label smoothing, and the optional EMA or SWA average."""
+        tr, aug = self.cfg.train, self.cfg.augment
         self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.precision == "fp16")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=tr["lr"], weight_decay=tr["weight_decay"])
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tr["epochs"])
-        smoothing = va["label_smoothing"]
-        self.mixup = (Mixup(mixup_alpha=va["mixup_alpha"], label_smoothing=smoothing, num_classes=len(self.classes))
-                      if va["mixup_alpha"] > 0 else None)
+        self.optimizer = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tr.epochs)
+        self.mixup = (Mixup(mixup_alpha=aug.mixup_alpha, label_smoothing=aug.label_smoothing,
+                            num_classes=len(self.classes)) if aug.mixup_alpha > 0 else None)
         self.loss_fn = SoftTargetCrossEntropy() if self.mixup else (
-            LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss())
-        self.ema = ModelEmaV3(self.model, decay=tr["ema_decay"]) if tr["ema_decay"] > 0 else None
-        self.swa_start = tr["swa_start"]
-        if self.swa_start and (self.ema is not None or not 1 <= self.swa_start <= tr["epochs"]):
-            raise ValueError(f"train.swa_start {self.swa_start}: must be an epoch in 1..{tr['epochs']}, "
+            LabelSmoothingCrossEntropy(aug.label_smoothing) if aug.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
+        self.ema = ModelEmaV3(self.model, decay=tr.ema_decay) if tr.ema_decay > 0 else None
+        self.swa_start = tr.swa_start
+        if self.swa_start and (self.ema is not None or not 1 <= self.swa_start <= tr.epochs):
+            raise ValueError(f"train.swa_start {self.swa_start}: must be an epoch in 1..{tr.epochs}, "
                              "and SWA does not combine with train.ema_decay > 0")
         # SWA: from epoch swa_start on, the learning rate anneals to swa_lr and stays there, and the weights at the end
         # of every epoch are averaged with equal weight; batch-norm statistics are averaged the same way
         # (use_buffers), so the frozen stages keep their ImageNet statistics and no extra pass is needed.
         self.swa = AveragedModel(self.model, use_buffers=True) if self.swa_start else None
-        self.swa_scheduler = (SWALR(self.optimizer, swa_lr=tr["swa_lr"], anneal_epochs=2)
-                              if self.swa_start else None)
-        self.history: list[dict] = []
-        self.best = {"epoch": -1, "metric": -float("inf")}
-        self.start_epoch = 0
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.swa_scheduler = SWALR(self.optimizer, swa_lr=tr.swa_lr, anneal_epochs=2) if self.swa_start else None
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     @property
@@ -142,9 +160,11 @@ class Trainer:
         return self.model
 
     def _state(self, epoch: int, full: bool) -> dict:
-        state = {"format": CHECKPOINT_FORMAT, "version": __version__, "config": self.cfg, "classes": self.classes,
-                 "epoch": epoch, "model": self.eval_model.state_dict(), "val_keys": self.val_keys,
-                 "history": self.history, "best": self.best}
+        state = {"format": CHECKPOINT_FORMAT, "version": __version__, "config": self.cfg.to_dict(),
+                 "classes": self.classes, "epoch": epoch, "model": self.eval_model.state_dict(),
+                 "val_keys": self.val_keys, "history": self.history, "best": self.best,
+                 "input": {**self.normalise.stats(),
+                           "preprocessing": dataclasses.asdict(Preprocessor.from_config(self.cfg.data))}}
         if full:
             state.update(train_model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                          scheduler=self.scheduler.state_dict())
@@ -156,7 +176,7 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if not last.exists():
             return False
-        ckpt = torch.load(last, map_location=self.ctx.device, weights_only=False)
+        ckpt = load_checkpoint(last, map_location=self.ctx.device)
         self.model.load_state_dict(ckpt["train_model"])
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["model"])
@@ -170,7 +190,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int, bar: tqdm | None) -> tuple[float, float]:
-        seed = self.cfg["seed"] * 100_003 + epoch
+        seed = self.cfg.seed * 100_003 + epoch
         seed_everything(seed * 7 + self.ctx.rank)  # Mixup draws differ per rank, as in any DDP run
         self.sampler.set_epoch(epoch)
         self.train_ds.set_epoch_seed(seed)
@@ -216,8 +236,8 @@ class Trainer:
         return z[inv], y[inv]
 
     def fit(self) -> dict:
-        epochs = self.cfg["train"]["epochs"]
-        select = self.cfg["train"]["select_metric"]
+        epochs = self.cfg.train.epochs
+        select = self.cfg.train.select_metric
         for epoch in range(self.start_epoch, epochs):
             t0 = time.time()
             per_epoch = len(self.train_loader) * self.train_loader.batch_size * self.ctx.world

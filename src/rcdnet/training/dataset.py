@@ -7,31 +7,33 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from rcdnet.config import AugmentConfig
+from rcdnet.models.input import Normalise, to_unit
 
-def train_augmentation(size: int, cfg: dict) -> v2.Compose:
+
+def train_augmentation(size: int, aug: AugmentConfig) -> v2.Compose:
     """Random crop (as a small re-scale), horizontal flip, small rotation; on (1, H, W) float tensors."""
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=(cfg.get("crop_scale_min", 0.75), 1.0), ratio=(0.85, 1.18), antialias=True),
+        v2.RandomResizedCrop(size, scale=(aug.crop_scale_min, 1.0), ratio=(0.85, 1.18), antialias=True),
         v2.RandomHorizontalFlip(),
-        v2.RandomAffine(degrees=cfg.get("rotation", 15), scale=(0.9, 1.1)),
+        v2.RandomAffine(degrees=aug.rotation, scale=(0.9, 1.1)),
     ])
 
 
 class ImageArrayDataset(Dataset):
-    """(N, S, S) uint8 grayscale images + integer labels -> ((3, S, S) normalised float tensor, label).
+    """(N, S, S) uint8 grayscale images + integer labels -> ((3, S, S) model input, label).
 
-    ``mean`` / ``std`` are the backbone's input normalisation (0.5 / 0.5 for EfficientNet-Lite). ``variants``
-    (N, K, S, S), if given, are acquisition-shifted versions of each image; one replaces the original with
-    probability ``variant_p``."""
+    An item is what :class:`rcdnet.models.input.DecisionFunction` feeds the model, with the augmentation (if any)
+    applied to the grey levels scaled to [0, 1] before ``normalise``. ``variants`` (N, K, S, S), if given, are
+    acquisition-shifted versions of each image; one replaces the original with probability ``variant_p``."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...],
+    def __init__(self, images: np.ndarray, labels: np.ndarray, normalise: Normalise,
                  augment: v2.Compose | None = None, variants: np.ndarray | None = None, variant_p: float = 0.5):
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.variants = torch.from_numpy(np.ascontiguousarray(variants)) if variants is not None else None
         self.variant_p = variant_p
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.normalise = normalise
         self.augment = augment
         self.epoch_seed: int | None = None
 
@@ -49,11 +51,12 @@ class ImageArrayDataset(Dataset):
             torch.manual_seed(self.epoch_seed * 1_000_003 + i)
             return self._item(i)
 
+    @torch.no_grad()
     def _item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = self.images[i]
         if self.variants is not None and torch.rand(()) < self.variant_p:
             img = self.variants[i, int(torch.randint(self.variants.shape[1], ()))]
-        x = img.unsqueeze(0).float().div_(255)
+        x = to_unit(img.unsqueeze(0).float())
         if self.augment is not None:
             x = self.augment(x)
-        return (x.expand(3, -1, -1) - self.mean) / self.std, self.labels[i]
+        return self.normalise(x), self.labels[i]

@@ -1,0 +1,27 @@
+"""Command-line tool: ``rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export |
+serve``. Each subcommand parses its arguments, calls one library function and prints the result."""
+
+from __future__ import annotations
+
+import sys
+
+from rcdnet.cli import commands
+from rcdnet.cli.parser import build_parser
+
+HANDLERS = {"audit": commands.cmd_audit, "train": commands.cmd_train, "cv": commands.cmd_cv,
+            "benchmark": commands.cmd_benchmark, "evaluate": commands.cmd_evaluate,
+            "robustness": commands.cmd_robustness, "explain": commands.cmd_explain, "predict": commands.cmd_predict,
+            "export": commands.cmd_export, "serve": commands.cmd_serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return HANDLERS[args.command](args)
+    except KeyboardInterrupt:
+        print("rcdnet: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rcdnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,264 @@
+"""One handler per subcommand: parse arguments into a library call, print what it returns."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from rcdnet.files import write_csv
+
+FOLDERS = {"audit": "audit", "train": "train", "cv": "cv", "evaluate": "eval", "robustness": "robustness",
+           "explain": "explain"}
+
+
+def output_dir(given: str | None, command: str, model: str | None = None) -> Path:
+    """The one rule for where a subcommand writes: ``--out`` if given; else, for a command on a trained model,
+    ``<the model's run folder>/<folder>``; else ``runs/<folder>``."""
+    if given:
+        return Path(given)
+    name = FOLDERS.get(command, command)
+    if model is None:
+        return Path("runs") / name
+    p = Path(model)
+    run = p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    return run / name
+
+
+def print_table(rows: list[dict], file=sys.stdout) -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols), file=file)
+
+
+def _err(*lines) -> None:
+    print(*lines, sep="\n", file=sys.stderr)
+
+
+def cmd_audit(args) -> int:
+    from rcdnet.data.audit import run_audit
+    from rcdnet.data.readers import resolve_data_root
+
+    target = Path(args.path) if args.path else resolve_data_root(args.data)
+    out = output_dir(args.out, "audit")
+    res = run_audit(target, out, cache_dir=args.cache, progress=not args.quiet)
+    print(f"Audit of {target}\n")
+    print_table(res["table"])
+    print(f"\ncross-dataset overlap: {len(res['overlap'])} pairs"
+          + "".join(f"\n  {p.a} = {p.b} ({p.kind})" for p in res["overlap"]))
+    if res["conflicts"]:
+        print(f"label conflicts ({len(res['conflicts'])} groups; left out of training by default):")
+        for members in res["conflicts"].values():
+            print("  " + " = ".join(f"{s.key} [{s.label}]" for s in members))
+    bad = res["bad"]
+    if bad:
+        print(f"problems ({len(bad)}):")
+        for r in bad[:20]:
+            print(f"  {r['problem'] if r['problem'].startswith(r['path']) else r['path'] + ': ' + r['problem']}")
+        if len(bad) > 20:
+            print(f"  ... {len(bad) - 20} more in {out / 'audit_problems.csv'}")
+    print(f"\nwritten: {out}/audit_summary.csv, audit_images.csv, audit_duplicates.csv, audit_problems.csv")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from rcdnet.config import flag_overrides, load_config
+    from rcdnet.data.readers import resolve_data_root
+    from rcdnet.models.registry import list_models
+    from rcdnet.pipeline import run
+    from rcdnet.training.distributed import teardown
+
+    if args.list_models:
+        print("\n".join(list_models()) + "\n(or timm:<any timm model name>)")
+        return 0
+    cfg = load_config(args.config, flag_overrides(args, args.set))
+    run_dir = output_dir(args.out, "train")
+    try:
+        metrics = run(cfg, resolve_data_root(args.data), run_dir, resume=args.resume, cache_dir=args.cache,
+                      evaluate=not args.no_eval, progress=not args.quiet)
+    finally:
+        teardown()
+    for name, r in metrics.get("results", {}).items():
+        d = r["operating_points"]["default"]
+        print(f"{name:9s} n={r['n']:4d}  AUC {d['auc']['value']:.3f} [{d['auc']['ci'][0]:.3f}, {d['auc']['ci'][1]:.3f}]"
+              f"  accuracy {d['accuracy']['value']:.3f}  sensitivity {d['sensitivity']['value']:.3f}"
+              f"  specificity {d['specificity']['value']:.3f}")
+    if "results" in metrics:
+        print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from rcdnet.config import flag_overrides, load_config
+    from rcdnet.crossval import cross_validate
+    from rcdnet.data.readers import resolve_data_root
+    from rcdnet.training.distributed import teardown
+
+    out = output_dir(args.out, "cv")
+    try:
+        summary = cross_validate(load_config(args.config, flag_overrides(args, args.set)), resolve_data_root(args.data),
+                                 out, args.folds, cache_dir=args.cache, progress=not args.quiet)
+    finally:
+        teardown()
+    if summary is not None:
+        print((out / "cv.md").read_text())
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from rcdnet.benchmark import load_profile, run_benchmark
+    from rcdnet.config import parse_set
+    from rcdnet.data.readers import resolve_data_root
+
+    over = parse_set(args.set)
+    profile = load_profile(args.profile, over, args.seeds)
+    out = output_dir(args.out, f"benchmark-{profile.name}")
+    s = run_benchmark(profile, resolve_data_root(args.data), out, workers=args.jobs, cache_dir=args.cache,
+                      overrides=over, explain=args.explain, progress=not args.quiet,
+                      command=" ".join(["rcdnet", *map(shlex.quote, args.argv)]))
+    for test_set in ("busi-val", "udiat"):
+        print(f"\n{test_set}: AUC, mean ± sd over seeds [95% CI]")
+        for rid, st in s["stats"].items():
+            if test_set in st:
+                a = st[test_set]["auc"]
+                print(f"  {rid:20s} {a['mean']:.3f} ± {a['sd']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]")
+    print(f"\ntables and figure: {out}/benchmark.md, table1_internal.csv, table2_external.csv, ablation.csv, "
+          "delong.csv, efficiency.csv, roc.png")
+    if s["failed_jobs"]:
+        _err(f"FAILED jobs (see their train.log; run again to retry): {', '.join(s['failed_jobs'])}")
+        return 1
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from rcdnet.data.named import chosen_dataset
+    from rcdnet.evaluation.evaluate import evaluate_dataset, predictor_for_evaluation
+
+    predictor = predictor_for_evaluation(args.checkpoint, tta=args.tta, adabn=args.adabn, data_root=args.data,
+                                         cache_dir=args.cache, report=_err)
+    name, samples, problems = chosen_dataset(predictor, args.dataset, csv=args.csv, folder=args.folder,
+                                             data_root=args.data)
+    out = output_dir(args.out, "evaluate", args.checkpoint)
+    res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
+                           cache_dir=args.cache)
+    for op, m in res["operating_points"].items():
+        print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
+        for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
+            print(f"  {k:12s} {m[k]['value']:.3f}  95% CI [{m[k]['ci'][0]:.3f}, {m[k]['ci'][1]:.3f}]")
+    skipped = [str(p) for p in problems] + res["skipped_files"]
+    if skipped:
+        _err(f"{len(skipped)} files skipped:", *[f"  {p}" for p in skipped])
+    print(f"written: {out}/{name}_metrics.json, {name}_predictions.csv, {name}_roc.png, {name}_confusion.png")
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    from rcdnet.evaluation.robustness import run_robustness
+    from rcdnet.predict.pytorch import TorchPredictor
+
+    predictor = TorchPredictor(args.checkpoint, tta=True if args.tta else None)
+    out = output_dir(args.out, "robustness", args.checkpoint)
+    summary, problems = run_robustness(predictor, out, shifts=args.shifts, levels=tuple(args.levels),
+                                       seed=args.seed, n_boot=args.bootstrap, adabn=args.adabn, data_root=args.data,
+                                       cache_dir=args.cache, progress=not args.quiet)
+    print((out / "robustness.md").read_text())
+    for p in problems:
+        _err(f"skipped {p}")
+    print(f"written: {out}/robustness.md, robustness.csv, robustness.json, robustness.png")
+    return 0 if summary else 1
+
+
+def cmd_explain(args) -> int:
+    from rcdnet.data.named import chosen_dataset, loose_files
+    from rcdnet.explain.run import check_methods, run_explain
+    from rcdnet.predict.pytorch import TorchPredictor
+
+    check_methods([args.method] + (args.methods or []))
+    chosen = args.dataset or args.csv or args.folder
+    if not (args.inputs or chosen or args.evaluate or args.figure):
+        raise ValueError("nothing to explain: give images or folders, --dataset/--csv/--folder, --evaluate or --figure")
+    predictor = TorchPredictor(args.checkpoint)
+    problems, pictures, datasets = [], None, None
+
+    def dataset(name):
+        n, samples, bad = chosen_dataset(predictor, name, csv=args.csv, folder=args.folder, data_root=args.data)
+        problems.extend(bad)
+        return n, samples
+
+    if args.inputs:
+        pictures = loose_files(args.inputs)
+    elif chosen and not args.evaluate:
+        pictures = dataset(args.dataset)[1]
+    if args.evaluate or args.figure:
+        datasets = dict(dataset(d) for d in ([args.dataset] if chosen else ["busi-val", "udiat"]))
+    res = run_explain(predictor, output_dir(args.out, "explain", args.checkpoint), pictures=pictures,
+                      datasets=datasets, evaluate=args.evaluate, figure=args.figure, method=args.method,
+                      methods=args.methods, layer=args.layer, target=args.target, road_images=args.road_images,
+                      limit=args.limit, cache_dir=args.cache, progress=not args.quiet)
+    print_table([{k: v for k, v in r.items() if k != "image"} for r in res.rows])
+    if res.table:
+        print(res.table)
+    for p in problems + res.problems:
+        _err(f"skipped {p}")
+    print(f"written to {output_dir(args.out, 'explain', args.checkpoint)}: {', '.join(res.written)}")
+    return 1 if pictures is not None and not res.rows else 0
+
+
+def _render_predictions(rows: list[dict], frames: dict, problems: list, thresholds: dict, fmt: str) -> str:
+    buf = io.StringIO()
+    if fmt == "json":
+        json.dump({"predictions": rows, "frames": frames,
+                   "errors": [{"file": p.path, "problem": p.problem} for p in problems],
+                   "thresholds": thresholds}, buf, indent=1)
+        buf.write("\n")
+    elif fmt == "csv":
+        write_csv(buf, rows)
+    else:
+        print_table(rows, file=buf)
+    return buf.getvalue()
+
+
+def cmd_predict(args) -> int:
+    from rcdnet.data.named import expand_inputs
+    from rcdnet.predict import load_predictor, predict_sources
+
+    predictor = load_predictor(args.checkpoint)
+    files = expand_inputs(args.inputs)
+    rows, frames, problems = predict_sources(predictor, files, window=args.smooth)
+    text = _render_predictions(rows, frames, problems, predictor.thresholds, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    if frames and args.format != "json":
+        folder = Path(args.out).parent if args.out else Path(".")
+        for name, fr in frames.items():
+            target = folder / f"{Path(name).name}.frames.csv"
+            write_csv(target, fr)
+            _err(f"per-frame results: {target}")
+    predicted = {r["image"] for r in rows}
+    for p in problems:
+        _err(f"{'incomplete' if p.path in predicted else 'skipped'} {p}")
+    _err(f"{len(rows)} predicted, {sum(p.path not in predicted for p in problems)} skipped")
+    return 0 if rows or not files else 1
+
+
+def cmd_export(args) -> int:
+    from rcdnet.deploy.export import export_model
+
+    export_model(args.checkpoint, args.onnx, data=args.data, cache=args.cache, int8=args.int8,
+                 verify_images=args.verify_images, tta=False if args.no_tta else None)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from rcdnet.serve.app import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    return 0

@@ -1,0 +1,161 @@
+"""The command line's arguments, one function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+
+from rcdnet import __version__
+
+DESCRIPTION = "rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export | serve"
+
+
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--data", help="data root holding BUSI/ and UDIAT_DatasetB/ (default: $RCDNET_DATA, else ../shared/data)")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--cache", help="cache folder for preprocessed images and duplicate screening "
+                                   "(default: $RCDNET_CACHE, else ~/.cache/rcdnet)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _dataset_options(p: argparse.ArgumentParser, default: str | None) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dataset", default=default, choices=["busi-val", "udiat"],
+                   help="busi-val: the run's own validation split; udiat: the external test set")
+    g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
+    g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    """The flags of ``train`` and ``cv`` (each maps to a setting: rcdnet.config.FLAGS)."""
+    p.add_argument("--config", help="YAML file overriding the packaged defaults (configs/default.yaml)")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+    p.add_argument("--limit", type=int, help="data.limit: a small stratified subset of N training-pool images")
+    p.add_argument("--seed", type=int, help="seed")
+    p.add_argument("--model", help="model.name (see train --list-models)")
+    p.add_argument("--from-scratch", action="store_true", help="model.pretrained false: no ImageNet weights")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. train.lr=3e-4")
+
+
+def _add_audit(sub) -> None:
+    a = sub.add_parser("audit", help="counts, sizes, masks, unreadable files, duplicates, label conflicts, overlap")
+    a.add_argument("path", nargs="?", help="a data root (BUSI and UDIAT found inside), a folder per class, or a CSV "
+                                           "(default: --data)")
+    _common(a, "folder for the audit CSVs (default: runs/audit)")
+
+
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train on BUSI, evaluate on validation and UDIAT, write the report")
+    _common(t, "run directory (default: runs/train)")
+    _training_options(t)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--no-eval", action="store_true", help="train only")
+    t.add_argument("--list-models", action="store_true", help="print the model names and exit")
+
+
+def _add_cv(sub) -> None:
+    c = sub.add_parser("cv", help="group-aware stratified k-fold cross-validation and the fold ensemble")
+    _common(c, "cross-validation directory (default: runs/cv)")
+    c.add_argument("--folds", type=int, default=5)
+    _training_options(c)
+
+
+def _add_benchmark(sub) -> None:
+    b = sub.add_parser("benchmark", help="RcdNet against ResNet, MobileNet, RegNet, ViT, ResNeXt and its ablations: "
+                                         "several seeds each, CIs, DeLong, size and speed (Tables 1 and 2)")
+    _common(b, "benchmark directory (default: runs/benchmark-<profile>)")
+    b.add_argument("--profile", default="cpu", help="cpu (2-core CPU, one working session; default), paper (full "
+                                                    "size, ImageNet weights for every row, for a GPU), or a YAML file")
+    b.add_argument("--jobs", type=int, default=1, help="training runs side by side (CPU threads shared equally)")
+    b.add_argument("--seeds", type=int, nargs="+", help="replace the profile's seeds")
+    b.add_argument("--explain", action="store_true", help="also score Grad-CAM / Grad-CAM++ heat maps against the "
+                                                          "lesion masks for each comparison row (first seed)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for every job, e.g. train.epochs=1 or data.limit=60")
+
+
+def _add_evaluate(sub) -> None:
+    e = sub.add_parser("evaluate", help="metrics with 95%% CIs, ROC, confusion matrix, predictions on a dataset")
+    e.add_argument("checkpoint", help="run directory, checkpoint file, or cross-validation directory (ensemble)")
+    _dataset_options(e, default="udiat")
+    e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
+    e.add_argument("--tta", action="store_true", help="average over each image and its mirror (one checkpoint)")
+    e.add_argument("--adabn", action="store_true", help="re-estimate batch-norm statistics on this dataset's "
+                                                        "images first (AdaBN; labels are not used; one checkpoint)")
+    _common(e, "output folder (default: <run dir>/eval)")
+
+
+def _add_robustness(sub) -> None:
+    r = sub.add_parser("robustness", help="validation AUC under acquisition shifts; overlay (shortcut) analysis")
+    r.add_argument("checkpoint", help="run directory or checkpoint file")
+    r.add_argument("--shifts", nargs="+", help="subset of shifts (default: all)")
+    r.add_argument("--levels", nargs="+", type=int, default=[1, 2, 3], choices=[1, 2, 3])
+    r.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the AUC CIs")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--tta", action="store_true", help="average over each image and its mirror")
+    r.add_argument("--adabn", action="store_true", help="AdaBN: re-estimate batch-norm statistics on each shifted set")
+    _common(r, "output folder (default: <run dir>/robustness)")
+
+
+def _add_explain(sub) -> None:
+    x = sub.add_parser("explain", help="heat maps (Grad-CAM and friends) with lesion-mask outlines; "
+                                       "--evaluate: agreement with the masks; --figure: the paper's Figure 4")
+    x.add_argument("checkpoint", help="run directory or checkpoint file")
+    x.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
+                   help="images to explain (a '<name>_mask*.png' beside an image is drawn as its lesion outline)")
+    _dataset_options(x, default=None)
+    x.add_argument("--method", default="gradcam", help="gradcam (default), gradcam++, scorecam, eigencam, layercam, "
+                                                       "centre-prior (the reference that ignores the image)")
+    x.add_argument("--layer", help="target layer as a dotted module name (default: the model's conventional one)")
+    x.add_argument("--target", default="malignant", help="class to explain: malignant (default), benign, or "
+                                                         "'predicted' for each image's predicted class")
+    x.add_argument("--evaluate", action="store_true", help="agreement with the lesion masks per method "
+                                                           "(--dataset, else busi-val and udiat)")
+    x.add_argument("--methods", nargs="+", help="methods for --evaluate (default: gradcam gradcam++ eigencam "
+                                                "layercam scorecam)")
+    x.add_argument("--limit", type=int, help="--evaluate: a stratified subset of N masked images per dataset")
+    x.add_argument("--road-images", type=int, default=40, help="--evaluate: images scored with ROAD per dataset "
+                                                                "(a stratified subset)")
+    x.add_argument("--figure", action="store_true", help="the Figure-4 grid from busi-val and udiat")
+    _common(x, "output folder (default: <run dir>/explain)")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="label and malignancy probability per image, DICOM or video")
+    p.add_argument("checkpoint", help="run directory, checkpoint file, exported .onnx model, or cross-validation "
+                                      "directory (ensemble)")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER",
+                   help="PNG/JPEG/BMP/TIFF, DICOM (single or multi-frame), video (mp4, avi, mov, mkv), or folders")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--out", help="write the result to this file instead of the screen (per-frame CSVs beside it)")
+    p.add_argument("--smooth", type=int, default=5, help="frames in the moving average of a clip's probability")
+
+
+def _add_export(sub) -> None:
+    xp = sub.add_parser("export", help="ONNX export verified against PyTorch, optional INT8 quantisation")
+    xp.add_argument("checkpoint", help="run directory or checkpoint file")
+    xp.add_argument("--onnx", required=True, help="output .onnx file (metadata JSON written beside it)")
+    xp.add_argument("--int8", action="store_true", help="also write <name>.int8.onnx, calibrated on training "
+                                                        "images, with its AUC change on validation and UDIAT")
+    xp.add_argument("--verify-images", type=int, default=64, help="validation images compared with PyTorch")
+    xp.add_argument("--no-tta", action="store_true", help="export without mirrored-image averaging (half the "
+                                                          "compute; the AUC change is reported with --int8)")
+    xp.add_argument("--data", help="data root (default: $RCDNET_DATA, else ../shared/data)")
+    xp.add_argument("--cache", help="cache folder for preprocessed images")
+
+
+def _add_serve(sub) -> None:
+    sv = sub.add_parser("serve", help="HTTP service (FastAPI) with a web page for clinicians")
+    sv.add_argument("model", help="run directory, checkpoint file, exported .onnx model or cross-validation directory")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rcdnet", description=DESCRIPTION)
+    ap.add_argument("--version", action="version", version=f"rcdnet {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in (_add_audit, _add_train, _add_cv, _add_benchmark, _add_evaluate, _add_robustness, _add_explain,
+                _add_predict, _add_export, _add_serve):
+        add(sub)
+    return ap

@@ -1,0 +1,102 @@
+"""Heat maps of individual images: read and preprocess each exactly as for prediction, explain, map the heat map
+back onto the original, and write one picture per image."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_mask
+from rcdnet.data.sources import read_frames
+from rcdnet.explain.agreement import energy_in_mask, pointing_game, top_k_iou
+from rcdnet.explain.cam import HeatMapper, to_original
+from rcdnet.explain.render import panel, save_png
+from rcdnet.predict.pytorch import TorchPredictor
+
+CHUNK = 16  # images read, preprocessed and explained together
+
+
+def mapper(predictor: TorchPredictor, method: str = "gradcam", layer: str | None = None,
+           target: str = "malignant") -> HeatMapper:
+    """A :class:`HeatMapper` on the predictor's model, fed exactly what the predictor feeds it."""
+    return HeatMapper(predictor.model, predictor.classes, predictor.model_input, method, layer, target)
+
+
+def _load(sample: Sample, predictor: TorchPredictor) -> dict:
+    """Read one sample (an image, or the first frame of a DICOM or clip): original RGB, preprocessed array, and
+    its lesion mask (or None). Raises ImageReadError."""
+    rgb = next(read_frames(sample.path, max_frames=1)).rgb
+    mask = read_mask(sample.mask_paths, rgb.shape[:2]) if sample.mask_paths else None
+    if mask is not None and not mask.any():
+        mask = None
+    return {"sample": sample, "rgb": rgb, "pre": predictor.preprocessor(rgb), "mask": mask}
+
+
+def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: list[DataProblem]):
+    """Yield lists of up to CHUNK loaded samples (see :func:`_load`); unreadable files (or masks) are appended to
+    ``problems`` and skipped. A problem names the image, and a mask's message keeps the mask's own path."""
+    for i in range(0, len(samples), CHUNK):
+        items = []
+        for s in samples[i:i + CHUNK]:
+            try:
+                items.append(_load(s, predictor))
+            except ImageReadError as exc:
+                problems.append(DataProblem(str(s.path), str(exc).removeprefix(f"{s.path}: ")))
+        if items:
+            yield items
+
+
+def iter_explained(predictor: TorchPredictor, hm: HeatMapper, samples: list[Sample], problems: list[DataProblem]):
+    """Yield one dict per readable sample: ``rgb``, ``heat`` (H, W) on the original, ``mask``, ``p_malignant``,
+    ``predicted``. Unreadable files (or masks) are appended to ``problems`` and skipped."""
+    for items in loaded_chunks(predictor, samples, problems):
+        pre = np.stack([it["pre"] for it in items])
+        probs = predictor.predict_arrays(pre)
+        heats = hm(pre)
+        for it, pr, heat in zip(items, probs, heats):
+            it["heat"] = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor)
+            it["p_malignant"] = float(pr[predictor.malignant_index])
+            it["predicted"] = predictor.classes[int(np.argmax(pr))]
+            yield it
+
+
+def agreement(heat: np.ndarray, mask: np.ndarray) -> dict:
+    """Energy in the mask, pointing-game hit and top-10 % IoU of one (H, W) heat map against its lesion mask."""
+    return {"energy_in_mask": round(energy_in_mask(heat, mask), 4), "pointing_hit": int(pointing_game(heat, mask)),
+            "iou_top10": round(top_k_iou(heat, mask, 10), 4)}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
+
+
+def caption(it: dict, method: str, layer: str) -> list[str]:
+    s = it["sample"]
+    truth = f"  true: {s.label}" if s.label in ("benign", "malignant", "normal") else ""
+    return [f"{Path(s.path).name}: {it['predicted']}  p(malignant)={it['p_malignant']:.3f}{truth}",
+            f"{method} on {layer}" + ("  green: lesion mask" if it["mask"] is not None else "  (no mask)")]
+
+
+def explain_samples(predictor: TorchPredictor, samples: list[Sample], out_dir: Path, method: str = "gradcam",
+                    layer: str | None = None, target: str = "malignant") -> tuple[list[dict], list[DataProblem]]:
+    """Write ``<name>.png`` (original | heat-map overlay, caption) per sample into ``out_dir``; return one row
+    per image (prediction and, with a mask, the agreement scores) and the files that were skipped."""
+    out_dir = Path(out_dir)
+    rows, problems, used = [], [], set()
+    with mapper(predictor, method, layer, target) as hm:
+        for it in iter_explained(predictor, hm, samples, problems):
+            s = it["sample"]
+            name = _safe(s.key if s.source != "file" else Path(s.path).stem)
+            while name in used:
+                name += "_"
+            used.add(name)
+            png = out_dir / f"{name}.png"
+            save_png(png, panel(it["rgb"], it["heat"], it["mask"], caption(it, method, hm.layer)))
+            row = {"image": str(s.path), "predicted": it["predicted"], "p_malignant": round(it["p_malignant"], 4),
+                   "heat_map": str(png), "energy_in_mask": "", "pointing_hit": "", "iou_top10": ""}
+            if it["mask"] is not None:  # agreement with the lesion mask; blank without one
+                row.update(agreement(it["heat"], it["mask"]))
+            rows.append(row)
+    return rows, problems

@@ -1,0 +1,42 @@
+"""Prediction: any trained model behind one :class:`Predictor` interface.
+
+    load_predictor(path)   a run directory or ``.pt`` checkpoint -> :class:`TorchPredictor` (PyTorch)
+                           a cross-validation directory or ``ensemble.json`` -> :class:`EnsemblePredictor`
+                           an exported ``.onnx`` -> :class:`OnnxPredictor` (ONNX Runtime)
+    predict_sources        images, DICOM and video files -> one row per file (+ per-frame rows for clips)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rcdnet.predict.base import Predictor, prediction_row
+from rcdnet.predict.ensemble import ENSEMBLE_FILE, EnsemblePredictor
+from rcdnet.predict.onnx import OnnxPredictor
+from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.predict.sources import predict_sources
+
+__all__ = ["ENSEMBLE_FILE", "EnsemblePredictor", "OnnxPredictor", "Predictor", "TorchPredictor", "load_predictor",
+           "model_file", "predict_sources", "prediction_row"]
+
+
+def model_file(path: str | Path) -> Path:
+    """The file behind a model argument: the ``.onnx``, the ``ensemble.json``, or the checkpoint."""
+    from rcdnet.training.checkpoint import resolve_checkpoint
+
+    p = Path(path)
+    if p.suffix in (".onnx", ".json"):
+        return p
+    if p.is_dir() and (p / ENSEMBLE_FILE).is_file():
+        return p / ENSEMBLE_FILE
+    return resolve_checkpoint(p)
+
+
+def load_predictor(path: str | Path, batch_size: int = 32) -> Predictor:
+    """Any trained model (see the module docstring), at its own settings."""
+    f = model_file(path)
+    if f.suffix == ".onnx":
+        return OnnxPredictor(f, batch_size=batch_size)
+    if f.suffix == ".json":
+        return EnsemblePredictor(f, batch_size=batch_size)
+    return TorchPredictor(f, batch_size=batch_size)

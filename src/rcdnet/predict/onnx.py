@@ -1,0 +1,91 @@
+"""An exported model (``rcdnet export``) on ONNX Runtime.
+
+The graph is the whole :class:`~rcdnet.models.input.DecisionFunction`: ``image`` (N, 1, S, S) float32 grey levels
+0..255 -> ``probabilities`` (N, C). Preprocessing, classes, thresholds, temperature and provenance travel in the
+model's metadata (``metadata_props["rcdnet"]``, JSON), checked here before the model is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rcdnet.data.preprocess import Preprocessor
+
+METADATA_KEY = "rcdnet"
+ONNX_FORMAT = "rcdnet-onnx/1"
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The rcdnet metadata of an ONNX file, checked for the fields a predictor needs."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises protobuf DecodeError and others for a damaged file
+        raise ValueError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    props = {p.key: p.value for p in m.metadata_props}
+    if METADATA_KEY not in props:
+        raise ValueError(f"{path}: an ONNX model without rcdnet metadata (export it with `rcdnet export`)")
+    try:
+        meta = json.loads(props[METADATA_KEY])
+        classes, thresholds = meta["classes"], meta["thresholds"]
+        ok = (isinstance(classes, list) and "malignant" in classes and isinstance(thresholds, dict)
+              and all(isinstance(v, (int, float)) for v in thresholds.values())
+              and isinstance(meta["preprocessing"], dict))
+        Preprocessor(**meta["preprocessing"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: damaged rcdnet metadata ({type(exc).__name__}: {exc})") from None
+    if not ok:
+        raise ValueError(f"{path}: damaged rcdnet metadata (classes with 'malignant', numeric thresholds and "
+                         "preprocessing settings expected)")
+    return meta
+
+
+def session(path: str | Path, threads: int = 0):
+    """An ONNX Runtime CPU session with full graph optimisation; ``threads`` 0 = one per core."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OnnxPredictor:
+    """``predict_arrays`` (N, S, S) uint8 -> (N, C) probabilities on ONNX Runtime, with the exported model's
+    classes, thresholds and preprocessing."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, batch_size: int = 32, threads: int = 0):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such ONNX file")
+        meta = read_metadata(path)
+        self.source = str(path)
+        self.metadata = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.thresholds: dict[str, float] = {str(k): float(v) for k, v in meta["thresholds"].items()}
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.tta = bool(meta.get("tta", False))
+        self.model_name = str(meta.get("model", "unknown"))
+        self.training_dataset = str(meta.get("training_dataset", "busi"))
+        self.val_keys: list[str] = []
+        self.preprocessor = Preprocessor(**meta["preprocessing"])
+        self.batch_size = batch_size
+        self.session = session(path, threads)
+
+    @property
+    def malignant_index(self) -> int:
+        return self.classes.index("malignant")
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        out = [self.session.run(None, {"image": images[i:i + self.batch_size, None].astype(np.float32)})[0]
+               for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)

@@ -1,0 +1,88 @@
+"""A trained checkpoint on PyTorch: the predictor that training, evaluation and heat maps use."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rcdnet.config import config_from_dict
+from rcdnet.data.preprocess import Preprocessor
+from rcdnet.models.adabn import adapt_batchnorm
+from rcdnet.models.input import DecisionFunction, Normalise, to_grey
+from rcdnet.models.registry import build_model, input_stats
+from rcdnet.training.checkpoint import load_checkpoint, resolve_checkpoint
+
+
+class TorchPredictor:
+    """A checkpoint's model inside its :class:`~rcdnet.models.input.DecisionFunction`, with the checkpoint's
+    preprocessing, classes, temperature and operating points. ``tta`` (default: the run's ``eval.tta``) averages
+    each image with its mirror."""
+
+    runtime = "pytorch"
+
+    def __init__(self, checkpoint: str | Path, batch_size: int = 32, tta: bool | None = None):
+        self.source = str(resolve_checkpoint(checkpoint))
+        ckpt = load_checkpoint(self.source)
+        self.config = config_from_dict(ckpt["config"], f"{self.source}: config")
+        self.classes: list[str] = list(ckpt["classes"])
+        self.thresholds: dict[str, float] = dict(ckpt.get("thresholds") or {"default": 0.5})
+        self.val_keys: list[str] = list(ckpt.get("val_keys") or [])
+        self.training_dataset = self.config.data.dataset
+        self.model_name = self.config.model.name
+        model = build_model(self.config, len(self.classes), pretrained=False)
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        stored = ckpt.get("input") or {}
+        mean, std = (stored["mean"], stored["std"]) if "mean" in stored else input_stats(model)
+        self.preprocessor = (Preprocessor(**stored["preprocessing"]) if "preprocessing" in stored
+                             else Preprocessor.from_config(self.config.data))
+        self.decision = DecisionFunction(model, Normalise(mean, std), float(ckpt.get("temperature", 1.0)),
+                                         self.config.eval.tta if tta is None else tta).eval()
+        self.batch_size = batch_size
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.decision.model
+
+    @property
+    def temperature(self) -> float:
+        return self.decision.temperature
+
+    @property
+    def tta(self) -> bool:
+        return self.decision.tta
+
+    @property
+    def malignant_index(self) -> int:
+        return self.classes.index("malignant")
+
+    def model_input(self, images: np.ndarray) -> torch.Tensor:
+        """(N, S, S) uint8 -> (N, 3, S, S) the network's input (what heat maps and AdaBN feed the model)."""
+        return self.decision.model_input(to_grey(images))
+
+    @torch.inference_mode()
+    def logits_arrays(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, C) logits before the temperature (mirrored-image average if ``tta``)."""
+        out = [self.decision.logits(to_grey(images[i:i + self.batch_size])).numpy()
+               for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def probabilities(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """(N, C) logits -> (N, C) softmax probabilities at the checkpoint's temperature (or the one given)."""
+        t = self.temperature if temperature is None else temperature
+        return torch.softmax(torch.from_numpy(np.asarray(logits, np.float32)) / t, dim=1).numpy()
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, C) calibrated probabilities."""
+        return self.probabilities(self.logits_arrays(images))
+
+    def adapted(self, images: np.ndarray) -> "TorchPredictor":
+        """A copy whose batch-norm statistics are re-estimated on ``images`` (AdaBN; no labels used)."""
+        batches = (self.model_input(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size))
+        other = copy.copy(self)
+        other.decision = DecisionFunction(adapt_batchnorm(self.model, batches), self.decision.normalise,
+                                          self.temperature, self.tta).eval()
+        return other

@@ -1,0 +1,56 @@
+"""The package's layout rules: the folders follow the image (no sub-package imports from one downstream of it),
+and no module or function grows past what a reader can hold."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "rcdnet"
+# sub-package -> sub-packages it must never import (downstream of it on the way from disk to diagnosis)
+DOWNSTREAM = {
+    "data": {"models", "training", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "models": {"training", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "training": {"evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "predict": {"evaluation", "explain", "deploy", "serve", "benchmark", "cli"},
+    "evaluation": {"explain", "deploy", "serve", "benchmark", "cli"},
+    "explain": {"deploy", "serve", "benchmark", "cli"},
+    "deploy": {"serve", "benchmark", "cli"},
+}
+
+# duplicate screening compares images by ImageNet features: a data step that uses a pretrained backbone
+ALLOWED = {("data/duplicates.py", "models")}
+
+
+def _modules():
+    return sorted(p for p in SRC.rglob("*.py"))
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rcdnet."):
+            out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("rcdnet.")}
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(DOWNSTREAM))
+def test_no_sub_package_imports_from_downstream(package):
+    for path in sorted((SRC / package).rglob("*.py")):
+        bad = {m for m in _imports(ast.parse(path.read_text())) & DOWNSTREAM[package]
+               if (str(path.relative_to(SRC)), m) not in ALLOWED}
+        assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}"
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for path in _modules():
+        text = path.read_text()
+        if len(text.splitlines()) > 300:
+            too_long.append(f"{path.relative_to(SRC)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 65:
+                too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}()")
+    assert not too_long, too_long
