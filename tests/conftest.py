@@ -70,3 +70,12 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
                 "model": model.state_dict(), "thresholds": {"default": 0.5},
                 "val_keys": [f"busi/{c} ({i})" for c in ("benign", "malignant") for i in range(1, 5)]}, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(untrained_checkpoint, tmp_path_factory) -> Path:
+    """The untrained checkpoint exported to ONNX once for the session (tests must not modify the file)."""
+    from rcdnet.deploy.onnx import export_onnx
+    from rcdnet.predict.pytorch import TorchPredictor
+
+    return export_onnx(TorchPredictor(untrained_checkpoint), tmp_path_factory.mktemp("onnx") / "model.onnx")

@@ -7,7 +7,6 @@ import pytest
 
 from rcdnet.cli import main
 from rcdnet.data.samples import read_image
-from rcdnet.deploy.onnx import export_onnx
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.predict import OnnxPredictor, load_predictor, prediction_row
 from rcdnet.predict import TorchPredictor as Predictor
@@ -22,8 +21,8 @@ def images(data_root, untrained_checkpoint) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(untrained_checkpoint, tmp_path_factory):
-    return export_onnx(Predictor(untrained_checkpoint), tmp_path_factory.mktemp("onnx") / "model.onnx")
+def exported(exported_onnx):
+    return exported_onnx
 
 
 def test_onnx_matches_pytorch_with_any_batch_size(untrained_checkpoint, exported, images):

@@ -1,7 +1,7 @@
 import torch
 
-from rcdnet.models.registry import create_model
 from rcdnet.models.adabn import adapt_batchnorm
+from rcdnet.models.registry import create_model
 
 
 def test_adabn_changes_only_normalisation_statistics():

@@ -2,14 +2,14 @@ import pytest
 import torch
 from torch import nn
 
-from rcdnet.models.rcdnet import RcdNet
-from rcdnet.models.registry import create_model
 from rcdnet.models.blocks import (
     CBAM,
     ChannelAttention,
     DepthwiseSeparableConv,
     SpatialAttention,
 )
+from rcdnet.models.rcdnet import RcdNet
+from rcdnet.models.registry import create_model
 
 
 def test_dsc_shape_and_parameter_saving():

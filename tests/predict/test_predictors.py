@@ -1,13 +1,20 @@
 """Every model kind behind one Predictor interface; ensemble files are checked as strictly as checkpoints."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rcdnet.cli import main
 from rcdnet.data.samples import read_image
-from rcdnet.predict import EnsemblePredictor, OnnxPredictor, Predictor, TorchPredictor, load_predictor
+from rcdnet.predict import (
+    EnsemblePredictor,
+    OnnxPredictor,
+    Predictor,
+    TorchPredictor,
+    load_predictor,
+)
 from tests.conftest import BUSI
 
 
@@ -19,11 +26,10 @@ def ensemble_dir(untrained_checkpoint, tmp_path_factory):
     return d
 
 
-def test_each_kind_is_a_predictor_with_the_same_answers(untrained_checkpoint, ensemble_dir, tmp_path, data_root):
-    from rcdnet.deploy.onnx import export_onnx
-
+def test_each_kind_is_a_predictor_with_the_same_answers(untrained_checkpoint, exported_onnx, ensemble_dir,
+                                                        data_root):
     torch_p = load_predictor(untrained_checkpoint)
-    onnx_p = load_predictor(export_onnx(torch_p, tmp_path / "m.onnx"))
+    onnx_p = load_predictor(exported_onnx)
     ens = load_predictor(ensemble_dir)
     assert [type(p) for p in (torch_p, onnx_p, ens)] == [TorchPredictor, OnnxPredictor, EnsemblePredictor]
     images = np.stack([torch_p.preprocessor(read_image(BUSI / "benign" / f"benign ({i}).png")) for i in (1, 2)])
@@ -35,12 +41,14 @@ def test_each_kind_is_a_predictor_with_the_same_answers(untrained_checkpoint, en
     assert ens.thresholds == {"default": 0.5, "high_sensitivity": 0.2}
 
 
-def test_onnx_exported_before_the_input_record_still_loads(untrained_checkpoint, tmp_path, data_root):
-    from rcdnet.deploy.onnx import export_onnx, write_metadata
+def test_onnx_exported_before_the_input_record_still_loads(untrained_checkpoint, exported_onnx, tmp_path, data_root):
+    import shutil
+
+    from rcdnet.deploy.onnx import write_metadata
     from rcdnet.predict.onnx import read_metadata
 
     torch_p = TorchPredictor(untrained_checkpoint)
-    path = export_onnx(torch_p, tmp_path / "old.onnx")
+    path = Path(shutil.copy(exported_onnx, tmp_path / "old.onnx"))
     meta = read_metadata(path)
     for key in ("input", "training_dataset"):  # what metadata of rcdnet-onnx/1 files written before lacked
         meta.pop(key)

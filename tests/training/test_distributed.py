@@ -37,8 +37,8 @@ def test_torchrun_gloo_matches_single_process(tmp_path, data_root, cache_dir):
     assert h2["processes"] == 2 and h1["processes"] == 1
     for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_auc"):  # stated tolerance: 1e-4
         assert h2[k] == pytest.approx(h1[k], abs=1e-4), k
-    w1 = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=False)["model"]
-    w2 = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    w1 = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    w2 = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-4
     # only rank 0 wrote: one set of files, nothing half-written, no second progress log
     names = sorted(p.name for p in (tmp_path / "two").rglob("*") if p.is_file())

@@ -87,7 +87,7 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, data_root, ca
     monkeypatch.setattr(Trainer, "train_one_epoch", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         run(cfg.updated({'data': {'limit': 70}}), data_root, tmp_path / "b", cache_dir=cache_dir, evaluate=False, progress=False)
-    last = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
     assert last["epoch"] == 0  # the finished epoch survived the crash
     monkeypatch.setattr(Trainer, "train_one_epoch", original)
     with pytest.raises(RunDirError):
@@ -181,8 +181,8 @@ def test_swa_keeps_the_equal_average_of_the_end_of_epoch_weights(tmp_path, data_
     snapshots.append(None)  # the resumed run carries on from the checkpoint, with the average so far
     run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
     del snapshots[2]
-    kept = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
-    assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["best"]["epoch"] >= 2  # an average
+    kept = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["best"]["epoch"] >= 2  # an average
     history = json.loads((tmp_path / "history.json").read_text())
     assert history[2]["lr"] == pytest.approx(1e-4)  # annealed to swa_lr over 2 epochs
     for key in ("classifier.weight", "cbam.spatial.conv.weight", "backbone.bn2.running_mean"):

@@ -54,16 +54,13 @@ def heat_map_lines(profile: Profile, heat: dict[str, list[dict]]) -> list[str]:
              "images [95 % CI], and malignant images only), pointing game (15 px tolerance), and faithfulness "
              "ROAD (LeRF − MoRF)/2 on 40 images per set (positive: removing the top-ranked pixels lowers "
              "p(malignant) more than removing the lowest-ranked). The centre prior is a fixed Gaussian that ignores "
-             "the image.", "",
-             "| Model | set | method | layer | energy in mask [95% CI] | energy, malignant | pointing game | "
-             "ROAD (LeRF−MoRF)/2 |", "|---|---|---|---|---|---|---|---|"]
-    for rid in profile.comparison:
-        for r in heat.get(rid, []):
-            name = "centre prior" if r["method"] == "centre-prior" else profile.rows[rid].label
-            lines.append(f"| {name} | {r['dataset']} | {r['method']} | {r['layer']} | {r['energy_in_mask']:.3f} "
-                         f"[{r['energy_ci'][0]:.3f}, {r['energy_ci'][1]:.3f}] | {r['energy_in_mask_malignant']:.3f} | "
-                         f"{r['pointing_game']:.3f} | {r['road_combined']:+.3f} |")
-    return lines + [""]
+             "the image.", ""]
+    rows = [["centre prior" if r["method"] == "centre-prior" else profile.rows[rid].label, r["dataset"], r["method"],
+             r["layer"], f"{r['energy_in_mask']:.3f} [{r['energy_ci'][0]:.3f}, {r['energy_ci'][1]:.3f}]",
+             f"{r['energy_in_mask_malignant']:.3f}", f"{r['pointing_game']:.3f}", f"{r['road_combined']:+.3f}"]
+            for rid in profile.comparison for r in heat.get(rid, [])]
+    return lines + markdown_table(["Model", "set", "method", "layer", "energy in mask [95% CI]", "energy, malignant",
+                                   "pointing game", "ROAD (LeRF−MoRF)/2"], rows) + [""]
 
 
 def _tables_1_2(profile: Profile, s: dict) -> list[str]:

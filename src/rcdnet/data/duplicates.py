@@ -185,7 +185,7 @@ def find_duplicates(
 ) -> tuple[list[DuplicatePair], list[tuple[str, str]]]:
     """Screen ``samples`` for duplicates. Returns verified pairs (by sample key) and unreadable files
     as (path, problem). Cached on disk under ``cache_dir/duplicates``."""
-    from rcdnet.data.preprocess import file_token, default_cache_dir
+    from rcdnet.data.preprocess import default_cache_dir, file_token
 
     ident = hashlib.sha1(json.dumps(
         [ALGO_VERSION, dataclasses.asdict(params), sorted((s.key, file_token(s.path)) for s in samples)]

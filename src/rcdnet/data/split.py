@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from rcdnet.data.samples import Sample
+from rcdnet.files import write_csv
 
 
 def group_folds(labels: list[str], groups: list[str], k: int, seed: int = 0) -> np.ndarray:
@@ -43,12 +44,8 @@ def split_train_val(samples: list[Sample], groups: dict[str, str], val_fraction:
 
 def save_split(path: Path, samples: list[Sample], split: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["key", "path", "label", "group", "split"])
-        w.writeheader()
-        for s in samples:
-            w.writerow({"key": s.key, "path": str(s.path), "label": s.label, "group": s.group or "",
-                        "split": split[s.key]})
+    write_csv(path, [{"key": s.key, "path": str(s.path), "label": s.label, "group": s.group or "",
+                      "split": split[s.key]} for s in samples], ["key", "path", "label", "group", "split"])
 
 
 def load_split(path: Path) -> list[dict]:

@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from rcdnet import __version__
 from rcdnet.config import RunConfig
-from rcdnet.training.dataset import ImageArrayDataset, train_augmentation
 from rcdnet.data.prepare import PreparedData, classes_from_config
 from rcdnet.data.preprocess import Preprocessor, preprocess_variants
 from rcdnet.models.input import Normalise
 from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
+from rcdnet.training.dataset import ImageArrayDataset, train_augmentation
 
 
 def seed_everything(seed: int) -> None:
