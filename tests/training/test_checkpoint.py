@@ -40,6 +40,15 @@ def test_crafted_checkpoint_is_refused_and_its_payload_never_runs(tmp_path, caps
     assert not marker.exists()
 
 
+def test_other_files_are_named_as_not_a_checkpoint(tmp_path, capsys):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x09\x12\x07pytorch")  # how an ONNX protobuf starts
+    with pytest.raises(ValueError, match=r"model.onnx: not a PyTorch checkpoint"):
+        load_checkpoint(onnx)
+    assert main(["explain", str(onnx), str(tmp_path)]) == 2
+    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+
+
 def test_own_checkpoints_load_with_weights_only(untrained_checkpoint):
     ckpt = load_checkpoint(untrained_checkpoint)
     assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["classes"] == ["benign", "malignant"]

@@ -47,6 +47,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read an rcdnet checkpoint. Nothing in the file is executed: a file that needs more than tensors and plain
     values to load (a crafted pickle, another program's object) is rejected with a ValueError naming it."""
     p = resolve_checkpoint(path)
+    with open(p, "rb") as fh:
+        head = fh.read(2)
+    if not (head == b"PK" or head[:1] == b"\x80"):  # torch.save's zip archive, or a legacy pickle stream
+        raise ValueError(f"{p}: not a PyTorch checkpoint (heat maps, robustness and --resume need the .pt file "
+                         "or run directory written by `rcdnet train`)")
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
