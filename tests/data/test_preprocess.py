@@ -34,3 +34,21 @@ def test_cache_returns_identical_arrays_and_bad_files_are_reported(tmp_path, dat
     _, second, _ = preprocess_samples(samples, Preprocessor(), tmp_path / "cache")
     assert np.array_equal(first, second)
     assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+
+
+def test_shifted_variants_depend_on_the_pixels_not_the_files_path_or_time(tmp_path, data_root):
+    import os
+    import shutil
+
+    from rcdnet.data.preprocess import preprocess_variants
+
+    src = BUSI / "benign" / "benign (5).png"
+    copy = tmp_path / "elsewhere" / "renamed.png"
+    copy.parent.mkdir()
+    shutil.copy(src, copy)
+    os.utime(copy, ns=(1_000_000_000, 1_000_000_000))  # another modification time
+    pre = Preprocessor(size=64)
+    a = preprocess_variants([Sample(path=src, label="benign", key="a", source="t")], pre, 3, tmp_path / "c1")
+    b = preprocess_variants([Sample(path=copy, label="benign", key="b", source="t")], pre, 3, tmp_path / "c2")
+    assert a.shape == (1, 3, 64, 64) and np.array_equal(a, b)
+    assert not np.array_equal(a[0, 0], a[0, 1])  # the copies of one image differ from each other

@@ -97,13 +97,21 @@ def file_token(path: Path) -> str:
     return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
 
 
+def pixel_seed(gray: np.ndarray) -> int:
+    """A 48-bit seed from an image's shape and pixels (not its path or file time)."""
+    return int(hashlib.sha1(repr(gray.shape).encode() + gray.tobytes()).hexdigest()[:12], 16)
+
+
 def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_dir: Path | None = None,
                         max_level: int = 2, progress: bool = False) -> np.ndarray:
     """``n`` randomly shifted versions of each (readable) sample, each shift applied to the raw image and then
-    preprocessed exactly like a test image (``data.shifts``); cached. Returns (N, n, size, size) uint8."""
+    preprocessed exactly like a test image (``data.shifts``); cached. Returns (N, n, size, size) uint8.
+
+    The shifts are seeded by the image's pixels alone, so every copy of the data (another folder, another machine,
+    a new modification time) gets the same variants; the cache is keyed by file identity only to skip decoding."""
     from rcdnet.data.shifts import random_shift
 
-    cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}"
+    cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}-pixels"
     cache.mkdir(parents=True, exist_ok=True)
     out = np.zeros((len(samples), n, pre.size, pre.size), np.uint8)
     it = samples
@@ -118,7 +126,7 @@ def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_
             out[i] = np.load(f)
             continue
         gray = to_gray(read_image(s.path))
-        rng = np.random.default_rng(int(token[:12], 16))
+        rng = np.random.default_rng(pixel_seed(gray))
         out[i] = np.stack([pre(np.repeat(random_shift(gray, rng, p=1.0, max_level=max_level)[..., None], 3, 2))
                            for _ in range(n)])
         save_npy_atomic(f, out[i])
