@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from rcdnet import runtime
 from rcdnet.cli import commands
 from rcdnet.cli.parser import build_parser
 
@@ -17,6 +18,7 @@ HANDLERS = {"audit": commands.cmd_audit, "train": commands.cmd_train, "cv": comm
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    runtime.apply()
     try:
         return HANDLERS[args.command](args)
     except KeyboardInterrupt:

@@ -146,7 +146,7 @@ def cmd_evaluate(args) -> int:
                                              data_root=args.data)
     out = output_dir(args.out, "evaluate", args.checkpoint)
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
-                           cache_dir=args.cache)
+                           cache_dir=args.cache, progress=not args.quiet)
     for op, m in res["operating_points"].items():
         print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
@@ -230,7 +230,7 @@ def cmd_predict(args) -> int:
 
     predictor = load_predictor(args.checkpoint)
     files = expand_inputs(args.inputs)
-    rows, frames, problems = predict_sources(predictor, files, window=args.smooth)
+    rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1)
     text = _render_predictions(rows, frames, problems, predictor.thresholds, args.format)
     if args.out:
         Path(args.out).write_text(text)

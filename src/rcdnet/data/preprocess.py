@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
+from rcdnet.runtime import parallel_map, with_progress
 
 if TYPE_CHECKING:
     from rcdnet.config import DataConfig
@@ -74,7 +76,7 @@ class Preprocessor:
         return out
 
     @classmethod
-    def from_config(cls, data: "DataConfig") -> "Preprocessor":
+    def from_config(cls, data: DataConfig) -> Preprocessor:
         """The preprocessing a run's ``data`` settings describe."""
         return cls(size=data.image_size, clahe_clip=data.clahe_clip, clahe_tiles=data.clahe_tiles,
                    denoise_h=data.denoise_h, letterbox=data.letterbox, inpaint_overlays=data.inpaint_overlays)
@@ -85,8 +87,8 @@ class Preprocessor:
 
 def save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     """Write ``arr`` so that readers, and other processes writing the same file (torchrun ranks sharing a
-    cache), only ever see a complete file."""
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+    cache), only ever see a complete file (the temporary name is unique per process and thread)."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.npy")
     np.save(tmp, arr)
     os.replace(tmp, path)
 
@@ -114,22 +116,20 @@ def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_
     cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}-pixels"
     cache.mkdir(parents=True, exist_ok=True)
     out = np.zeros((len(samples), n, pre.size, pre.size), np.uint8)
-    it = samples
-    if progress:
-        from tqdm import tqdm
 
-        it = tqdm(samples, desc="shifted variants", unit="img", leave=False)
-    for i, s in enumerate(it):
-        token = file_token(s.path)
-        f = cache / f"{token}.npy"
+    def variants(s: Sample) -> np.ndarray:
+        f = cache / f"{file_token(s.path)}.npy"
         if f.exists():
-            out[i] = np.load(f)
-            continue
+            return np.load(f)
         gray = to_gray(read_image(s.path))
         rng = np.random.default_rng(pixel_seed(gray))
-        out[i] = np.stack([pre(np.repeat(random_shift(gray, rng, p=1.0, max_level=max_level)[..., None], 3, 2))
-                           for _ in range(n)])
-        save_npy_atomic(f, out[i])
+        arr = np.stack([pre(np.repeat(random_shift(gray, rng, p=1.0, max_level=max_level)[..., None], 3, 2))
+                        for _ in range(n)])
+        save_npy_atomic(f, arr)
+        return arr
+
+    for i, arr in enumerate(with_progress(parallel_map(variants, samples), len(samples), "shifted variants", progress)):
+        out[i] = arr
     return out
 
 
@@ -143,23 +143,23 @@ def preprocess_samples(
     cache = Path(cache_dir or default_cache_dir()) / "preprocessed" / pre.signature()
     cache.mkdir(parents=True, exist_ok=True)
     kept, arrays, problems = [], [], []
-    it = samples
-    if progress:
-        from tqdm import tqdm
 
-        it = tqdm(samples, desc="preprocess", unit="img", leave=False)
-    for s in it:
+    def load(s: Sample) -> np.ndarray | DataProblem:
         try:
             f = cache / f"{file_token(s.path)}.npy"
             if f.exists():
-                arr = np.load(f)
-            else:
-                arr = pre(read_image(s.path))
-                save_npy_atomic(f, arr)
+                return np.load(f)
+            arr = pre(read_image(s.path))
+            save_npy_atomic(f, arr)
+            return arr
         except (ImageReadError, OSError) as exc:
-            problems.append(DataProblem(str(s.path), str(exc).replace(f"{s.path}: ", "")))
-            continue
-        kept.append(s)
-        arrays.append(arr)
+            return DataProblem(str(s.path), str(exc).replace(f"{s.path}: ", ""))
+
+    for s, arr in zip(samples, with_progress(parallel_map(load, samples), len(samples), "preprocess", progress)):
+        if isinstance(arr, DataProblem):
+            problems.append(arr)
+        else:
+            kept.append(s)
+            arrays.append(arr)
     images = np.stack(arrays) if arrays else np.zeros((0, pre.size, pre.size), np.uint8)
     return kept, images, problems

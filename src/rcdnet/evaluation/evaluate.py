@@ -16,6 +16,7 @@ from rcdnet.evaluation.plots import plot_confusion, plot_roc
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
+from rcdnet.runtime import with_progress
 
 
 def public(result: dict) -> dict:
@@ -23,18 +24,25 @@ def public(result: dict) -> dict:
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
-def _probabilities(predictor: Predictor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _probabilities(predictor: Predictor, images: np.ndarray, progress: bool = False, chunk: int = 64
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(calibrated (N, C), before temperature scaling (N, C)); a model without a temperature gives both the same."""
-    if isinstance(predictor, TorchPredictor):
-        logits = predictor.logits_arrays(images)
-        return predictor.probabilities(logits), predictor.probabilities(logits, temperature=1.0)
-    probs = predictor.predict_arrays(images)
-    return probs, probs
+    calibrated, raw = [], []
+    for i in with_progress(range(0, len(images), chunk), -(-len(images) // chunk), "classify", progress, "batch"):
+        batch = images[i:i + chunk]
+        if isinstance(predictor, TorchPredictor):
+            logits = predictor.logits_arrays(batch)
+            calibrated.append(predictor.probabilities(logits))
+            raw.append(predictor.probabilities(logits, temperature=1.0))
+        else:
+            calibrated.append(predictor.predict_arrays(batch))
+            raw.append(calibrated[-1])
+    return np.concatenate(calibrated), np.concatenate(raw)
 
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
                      n_boot: int = 2000, cache_dir: Path | None = None, seed: int = 0,
-                     images: np.ndarray | None = None) -> dict:
+                     images: np.ndarray | None = None, progress: bool = False) -> dict:
     """Predict ``samples`` and write ``{name}_predictions.csv``, ``{name}_metrics.json``, ``{name}_roc.png`` and
     ``{name}_confusion.png`` into ``out_dir``. ``images`` may hold their preprocessed arrays already.
 
@@ -43,10 +51,10 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     out_dir.mkdir(parents=True, exist_ok=True)
     problems: list[DataProblem] = []
     if images is None:
-        samples, images, problems = preprocess_samples(samples, predictor.preprocessor, cache_dir)
+        samples, images, problems = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
     if not samples:
         raise ValueError(f"{name}: no readable images to evaluate")
-    probs, raw = _probabilities(predictor, images)
+    probs, raw = _probabilities(predictor, images, progress)
     p_mal, p_raw = probs[:, predictor.malignant_index], raw[:, predictor.malignant_index]
     y = np.array([int(s.label == "malignant") for s in samples])
     result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.source,
@@ -93,11 +101,12 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
 
 
 def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path, *, n_boot: int = 2000,
-                     adabn: bool = False, cache_dir: str | Path | None = None) -> dict:
+                     adabn: bool = False, cache_dir: str | Path | None = None, progress: bool = False) -> dict:
     """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked."""
     if not adabn:
-        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir)
-    samples, images, bad = preprocess_samples(samples, predictor.preprocessor, cache_dir)
-    res = evaluate_samples(predictor.adapted(images), samples, name, out_dir, n_boot, cache_dir, images=images)
+        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir, progress=progress)
+    samples, images, bad = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
+    res = evaluate_samples(predictor.adapted(images), samples, name, out_dir, n_boot, cache_dir, images=images,
+                           progress=progress)
     res["skipped_files"] += [str(p) for p in bad]
     return res

@@ -25,6 +25,7 @@ from rcdnet.data.shifts import LEVELS, SHIFTS, apply_shift
 from rcdnet.evaluation.metrics import bootstrap_ci, threshold_for_sensitivity
 from rcdnet.files import markdown_table, write_csv
 from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.runtime import parallel_map
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -38,32 +39,37 @@ def _shifted_images(predictor: TorchPredictor, grays: list[np.ndarray], tokens: 
     pre = predictor.preprocessor
     cache = Path(cache_dir or default_cache_dir()) / "shifted" / pre.signature() / f"{name}{level}"
     cache.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, (g, token) in enumerate(zip(grays, tokens)):
+
+    def shifted(i: int) -> np.ndarray:
         shift_seed = seed * 1_000_003 + i
-        f = cache / f"{token}-{shift_seed}.npy"
+        f = cache / f"{tokens[i]}-{shift_seed}.npy"
         if f.exists():
-            out.append(np.load(f))
-            continue
-        img = g if name == "none" else apply_shift(g, name, level, shift_seed)
-        out.append(pre(np.repeat(img[..., None], 3, axis=2)))
-        save_npy_atomic(f, out[-1])
+            return np.load(f)
+        img = grays[i] if name == "none" else apply_shift(grays[i], name, level, shift_seed)
+        arr = pre(np.repeat(img[..., None], 3, axis=2))
+        save_npy_atomic(f, arr)
+        return arr
+
+    out = list(parallel_map(shifted, range(len(grays))))
     return np.stack(out)
 
 
 def shift_suite(predictor: TorchPredictor, samples: list[Sample], shifts: list[str] | None = None,
                 levels: tuple[int, ...] = LEVELS, seed: int = 0, n_boot: int = 500, adabn: bool = False,
-                progress: bool = True, cache_dir: Path | None = None) -> tuple[list[dict], list[DataProblem]]:
-    """One row per (shift, level) with AUC and its 95 % CI; the first row is the unshifted baseline.
+                progress: bool = True, cache_dir: Path | None = None
+                ) -> tuple[list[dict], list[DataProblem], list[Sample], np.ndarray]:
+    """One row per (shift, level) with AUC and its 95 % CI; the first row is the unshifted baseline. Also returns
+    the files that could not be read, and the readable samples with their unshifted malignancy probabilities.
     Threshold transfer: the high-sensitivity threshold is chosen on the unshifted images (as in training, for the
     predictor as it is, TTA included) and each row gives the sensitivity and specificity it keeps under the shift.
     ``adabn``: re-estimate batch-norm statistics on each shifted set's images before predicting it."""
-    grays, tokens, ys, problems = [], [], [], []
+    grays, tokens, ys, problems, kept = [], [], [], [], []
     for s in samples:
         try:
             grays.append(to_gray(read_image(s.path)))
             tokens.append(file_token(s.path))
             ys.append(int(s.label == "malignant"))
+            kept.append(s)
         except ImageReadError as exc:
             problems.append(DataProblem(str(s.path), str(exc)))
     y = np.array(ys)
@@ -73,7 +79,7 @@ def shift_suite(predictor: TorchPredictor, samples: list[Sample], shifts: list[s
         from tqdm import tqdm
 
         jobs = tqdm(jobs, desc="shift suite", unit="shift")
-    rows, threshold = [], None
+    rows, threshold, p_none = [], None, None
     for name, level in jobs:
         arr = _shifted_images(predictor, grays, tokens, name, level, seed, cache_dir)
         model = predictor.adapted(arr) if adabn else predictor
@@ -81,6 +87,7 @@ def shift_suite(predictor: TorchPredictor, samples: list[Sample], shifts: list[s
         lo, hi = bootstrap_ci(y, p, 0.5, n_boot, seed)["auc"] if n_boot else (float("nan"),) * 2
         if threshold is None:  # the unshifted row comes first
             threshold = threshold_for_sensitivity(y, p, predictor.config.eval.target_sensitivity)
+            p_none = p
         rows.append({"shift": name, "level": level, "auc": _auc(y, p), "auc_low": lo, "auc_high": hi,
                      "accuracy": float(((p >= predictor.thresholds["default"]).astype(int) == y).mean()),
                      "threshold_hs": threshold, "sensitivity_hs": float((p[y == 1] >= threshold).mean()),
@@ -88,16 +95,20 @@ def shift_suite(predictor: TorchPredictor, samples: list[Sample], shifts: list[s
     base = rows[0]["auc"]
     for r in rows:
         r["auc_drop"] = base - r["auc"]
-    return rows, problems
+    return rows, problems, kept, p_none
 
 
 def overlay_analysis(predictor: TorchPredictor, samples: list[Sample], p_mal: np.ndarray | None = None) -> dict:
     """Overlay counts per class, and AUC on images with and without overlays."""
-    flags, ys, keep = [], [], []
-    for i, s in enumerate(samples):
+    def detect(s: Sample):
         try:
-            ov = detect_overlays(read_image(s.path))
+            return detect_overlays(read_image(s.path))
         except ImageReadError:
+            return None
+
+    flags, ys, keep = [], [], []
+    for i, (s, ov) in enumerate(zip(samples, parallel_map(detect, samples))):
+        if ov is None:
             continue
         flags.append((ov.has_colour, ov.has_marks))
         ys.append(int(s.label == "malignant"))
@@ -190,10 +201,11 @@ def run_robustness(predictor: TorchPredictor, out_dir: Path, *, samples=None, sh
     if samples is None:
         samples, _ = named_dataset(VALIDATION, data_root, classes, predictor.val_keys, predictor.training_dataset,
                                    predictor.source)
-    rows, problems = shift_suite(predictor, samples, shifts, levels, seed, n_boot, adabn=adabn, progress=progress,
-                                 cache_dir=cache_dir)
-    kept, images, _ = preprocess_samples(samples, predictor.preprocessor, cache_dir)
-    p_mal = predictor.predict_arrays(images)[:, predictor.malignant_index]
+    rows, problems, kept, p_mal = shift_suite(predictor, samples, shifts, levels, seed, n_boot, adabn=adabn,
+                                              progress=progress, cache_dir=cache_dir)
+    if adabn:  # the overlay analysis scores the model as it is, without adaptation
+        p_mal = predictor.predict_arrays(preprocess_samples(kept, predictor.preprocessor, cache_dir)[1])[
+            :, predictor.malignant_index]
     overlays = {VALIDATION: overlay_analysis(predictor, kept, p_mal)}
     for name in predictor.config.data.external:
         overlays[name] = overlay_analysis(predictor, named_dataset(name, data_root, classes, [], "")[0])

@@ -32,7 +32,7 @@ def model_file(path: str | Path) -> Path:
     return resolve_checkpoint(p)
 
 
-def load_predictor(path: str | Path, batch_size: int = 32) -> Predictor:
+def load_predictor(path: str | Path, batch_size: int | None = None) -> Predictor:
     """Any trained model (see the module docstring), at its own settings."""
     f = model_file(path)
     if f.suffix == ".onnx":

@@ -26,7 +26,7 @@ class EnsemblePredictor:
 
     runtime = "pytorch ensemble"
 
-    def __init__(self, path: str | Path, batch_size: int = 32):
+    def __init__(self, path: str | Path, batch_size: int | None = None):
         spec_file = ensemble_file(path)
         try:
             spec = json.loads(spec_file.read_text())

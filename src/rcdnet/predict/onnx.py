@@ -8,12 +8,12 @@ model's metadata (``metadata_props["rcdnet"]``, JSON), checked here before the m
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from rcdnet.data.preprocess import Preprocessor
+from rcdnet.runtime import threads as compute_threads
 
 METADATA_KEY = "rcdnet"
 ONNX_FORMAT = "rcdnet-onnx/1"
@@ -46,12 +46,13 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def session(path: str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session with full graph optimisation; ``threads`` 0 = one per core."""
+    """An ONNX Runtime CPU session with full graph optimisation; ``threads`` 0 = the process's policy
+    (:mod:`rcdnet.runtime`)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    opts.intra_op_num_threads = threads or compute_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -63,7 +64,7 @@ class OnnxPredictor:
 
     runtime = "onnxruntime"
 
-    def __init__(self, path: str | Path, batch_size: int = 32, threads: int = 0):
+    def __init__(self, path: str | Path, batch_size: int | None = None, threads: int = 0):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
@@ -78,7 +79,7 @@ class OnnxPredictor:
         self.training_dataset = str(meta.get("training_dataset", "busi"))
         self.val_keys: list[str] = []
         self.preprocessor = Preprocessor(**meta["preprocessing"])
-        self.batch_size = batch_size
+        self.batch_size = batch_size or 32
         self.session = session(path, threads)
 
     @property

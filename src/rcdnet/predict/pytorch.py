@@ -13,7 +13,12 @@ from rcdnet.data.preprocess import Preprocessor
 from rcdnet.models.adabn import adapt_batchnorm
 from rcdnet.models.input import DecisionFunction, Normalise, to_grey
 from rcdnet.models.registry import build_model, input_stats
+from rcdnet.runtime import threads as compute_threads
 from rcdnet.training.checkpoint import load_checkpoint, resolve_checkpoint
+
+INFERENCE_BATCH = 1  # images per forward pass: with the mirror, every activation of a 320 px image stays under the
+# heap threshold of ``rcdnet.runtime``; larger batches were slower on the CPU (scripts/bench_throughput.py)
+ADABN_BATCH = 32  # images per batch-norm statistics estimate (AdaBN needs real batches)
 
 
 class TorchPredictor:
@@ -23,7 +28,8 @@ class TorchPredictor:
 
     runtime = "pytorch"
 
-    def __init__(self, checkpoint: str | Path, batch_size: int = 32, tta: bool | None = None):
+    def __init__(self, checkpoint: str | Path, batch_size: int | None = None, tta: bool | None = None):
+        compute_threads()  # the process's threading policy, if no entry point applied it
         self.source = str(resolve_checkpoint(checkpoint))
         ckpt = load_checkpoint(self.source)
         self.config = config_from_dict(ckpt["config"], f"{self.source}: config")
@@ -34,14 +40,14 @@ class TorchPredictor:
         self.model_name = self.config.model.name
         model = build_model(self.config, len(self.classes), pretrained=False)
         model.load_state_dict(ckpt["model"])
-        model.eval()
+        model.eval().to(memory_format=torch.channels_last)  # faster convolutions on the CPU; same numbers
         stored = ckpt.get("input") or {}
         mean, std = (stored["mean"], stored["std"]) if "mean" in stored else input_stats(model)
         self.preprocessor = (Preprocessor(**stored["preprocessing"]) if "preprocessing" in stored
                              else Preprocessor.from_config(self.config.data))
         self.decision = DecisionFunction(model, Normalise(mean, std), float(ckpt.get("temperature", 1.0)),
                                          self.config.eval.tta if tta is None else tta).eval()
-        self.batch_size = batch_size
+        self.batch_size = batch_size or INFERENCE_BATCH
 
     @property
     def model(self) -> torch.nn.Module:
@@ -79,9 +85,9 @@ class TorchPredictor:
         """(N, S, S) uint8 -> (N, C) calibrated probabilities."""
         return self.probabilities(self.logits_arrays(images))
 
-    def adapted(self, images: np.ndarray) -> "TorchPredictor":
+    def adapted(self, images: np.ndarray) -> TorchPredictor:
         """A copy whose batch-norm statistics are re-estimated on ``images`` (AdaBN; no labels used)."""
-        batches = (self.model_input(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size))
+        batches = (self.model_input(images[i:i + ADABN_BATCH]) for i in range(0, len(images), ADABN_BATCH))
         other = copy.copy(self)
         other.decision = DecisionFunction(adapt_batchnorm(self.model, batches), self.decision.normalise,
                                           self.temperature, self.tta).eval()

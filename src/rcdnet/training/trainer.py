@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from rcdnet import __version__
+from rcdnet import runtime
 from rcdnet.config import RunConfig
 from rcdnet.data.prepare import PreparedData, classes_from_config
 from rcdnet.data.preprocess import Preprocessor, preprocess_variants
@@ -81,8 +82,7 @@ class Trainer:
         self.best = {"epoch": -1, "metric": -float("inf")}
         self.start_epoch = 0
         self._check_batch(len(data.subset("train")[0]))
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+        runtime.apply(cfg.train.threads)
         self.precision = dist.resolve_precision(self.ctx, cfg.train.precision)
         seed_everything(cfg.seed)
         self._build_model()
