@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.readers import load_dataset
-from rcdnet.data.samples import read_image
 from rcdnet.evaluation.complexity import time_calls
 from rcdnet.evaluation.report import environment
 from rcdnet.predict import OnnxPredictor, predict_sources

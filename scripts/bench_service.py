@@ -1,11 +1,14 @@
-"""Throughput and latency of ``rcdnet serve`` under a bounded concurrent load on loopback.
+"""Throughput, latency and memory of ``rcdnet serve`` under a bounded concurrent load on loopback.
 
-    python scripts/bench_service.py MODEL [--requests 200] [--concurrency 4] [--endpoint predict]
+    python scripts/bench_service.py MODEL [--requests 200] [--concurrency 8] [--bombs 0.25] [--endpoint predict]
 
-Starts ``rcdnet serve MODEL`` on a free 127.0.0.1 port, waits for /health, then sends ``--requests`` uploads of
-real BUSI validation images (cycled) from ``--concurrency`` concurrent clients and stops by itself (and after
-``--max-seconds`` at the latest). Prints requests/s, p50/p95/max latency and the number of errors; the server is
-stopped afterwards. MODEL: run directory, checkpoint or exported .onnx.
+Starts ``rcdnet serve MODEL`` on a free 127.0.0.1 port, waits for /health, then sends ``--requests`` uploads from
+``--concurrency`` concurrent clients and stops by itself (and after ``--max-seconds`` at the latest): real UDIAT
+images (cycled; only sent, never scored), and with ``--bombs F`` that share of image bombs (a 13000 x 13000 PNG of
+a few hundred KB, which must be refused with 413 from its header). Prints requests/s, the answers by HTTP status,
+p50/p95/max latency of the normal requests that were served, and the server's peak resident memory (sampled every
+50 ms from /proc); the server is stopped afterwards. The load passes when no answer is a 5xx other than 503 and
+peak memory stays under ``--max-rss-mb``. MODEL: run directory, checkpoint or exported .onnx.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +37,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def bomb(side: int = 13000) -> bytes:
+    """A black grey PNG of side x side pixels: about 0.5 MB that would decode to side^2 bytes."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, "PNG", compress_level=9)
+    return buf.getvalue()
+
+
+class PeakMemory:
+    """The largest resident set of process ``pid``, sampled every 50 ms on a background thread (Linux /proc)."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak_mb, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
+            except OSError:
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 async def load(url: str, payloads: list[tuple[str, bytes]], n: int, concurrency: int, max_seconds: float) -> dict:
     latencies, errors, statuses = [], 0, {}
     queue: asyncio.Queue = asyncio.Queue()
@@ -47,19 +87,22 @@ async def load(url: str, payloads: list[tuple[str, bytes]], n: int, concurrency:
             t0 = time.perf_counter()
             try:
                 r = await client.post(url, files={"file": (name, data, "image/png")})
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-                errors += r.status_code != 200
+                key = f"{'bomb' if name.startswith('bomb') else 'image'} {r.status_code}"
+                statuses[key] = statuses.get(key, 0) + 1
+                errors += r.status_code >= 500 and r.status_code != 503
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
             except httpx.HTTPError:
                 errors += 1
-            latencies.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     async with httpx.AsyncClient(timeout=120) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     wall = time.perf_counter() - t0
-    lat = np.array(latencies) * 1000
-    return {"requests": len(lat), "errors": errors, "statuses": statuses, "seconds": wall,
-            "requests_per_s": len(lat) / wall, "p50_ms": float(np.percentile(lat, 50)),
+    lat = np.array(latencies or [float("nan")]) * 1000
+    answered = sum(statuses.values())
+    return {"requests": answered, "served": len(latencies), "errors": errors, "statuses": statuses, "seconds": wall,
+            "requests_per_s": answered / wall, "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)), "max_ms": float(lat.max())}
 
 
@@ -67,13 +110,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--bombs", type=float, default=0.0, help="share of the requests that are image bombs")
+    ap.add_argument("--max-rss-mb", type=float, default=3000, help="the memory bound the load must stay under")
     ap.add_argument("--endpoint", default="predict", choices=["predict", "explain"])
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--json")
     args = ap.parse_args()
     samples = load_dataset("udiat", None)[0][:32]
     payloads = [(Path(s.path).name, Path(s.path).read_bytes()) for s in samples]
+    if args.bombs > 0:  # one bomb after every k images: a share of 1 / (k + 1)
+        k, data, mixed = max(1, round((1 - args.bombs) / args.bombs)), bomb(), []
+        for i, p in enumerate(payloads):
+            mixed += [p, ("bomb.png", data)] if i % k == k - 1 else [p]
+        payloads = mixed
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "rcdnet", "serve", args.model, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
@@ -87,20 +137,28 @@ def main() -> None:
                 time.sleep(0.2)
         else:
             raise SystemExit("server did not start: " + server.stderr.read().decode()[-2000:])
-        asyncio.run(load(f"{url}/{args.endpoint}", payloads, 8, 1, 60))  # warm-up
-        res = asyncio.run(load(f"{url}/{args.endpoint}", payloads, args.requests, args.concurrency,
-                               args.max_seconds))
+        asyncio.run(load(f"{url}/{args.endpoint}", payloads[:8], 8, 1, 60))  # warm-up
+        with PeakMemory(server.pid) as mem:
+            res = asyncio.run(load(f"{url}/{args.endpoint}", payloads, args.requests, args.concurrency,
+                                   args.max_seconds))
+        res["peak_rss_mb"] = round(mem.peak_mb)
     finally:
         server.terminate()
         server.wait(30)
     env = environment()
     print(f"commit {env['commit']}, {env['date']}, {env['hardware']}")
-    print(f"POST /{args.endpoint} with {args.model}: {res['requests']} requests (UDIAT images, {args.concurrency} "
-          f"concurrent clients) in {res['seconds']:.1f} s: {res['requests_per_s']:.1f} requests/s, latency p50 "
-          f"{res['p50_ms']:.0f} ms, p95 {res['p95_ms']:.0f} ms, max {res['max_ms']:.0f} ms; errors: {res['errors']}")
+    print(f"POST /{args.endpoint} with {args.model}: {res['requests']} requests (UDIAT images, share of bombs "
+          f"{args.bombs:g}, {args.concurrency} concurrent clients) in {res['seconds']:.1f} s: "
+          f"{res['requests_per_s']:.1f} requests/s; answers {dict(sorted(res['statuses'].items()))}; latency of the "
+          f"{res['served']} served: p50 {res['p50_ms']:.0f} ms, p95 {res['p95_ms']:.0f} ms, max {res['max_ms']:.0f} ms; "
+          f"5xx other than 503: {res['errors']}; peak server memory {res['peak_rss_mb']} MB (bound {args.max_rss_mb:g})")
+    ok = res["errors"] == 0 and res["peak_rss_mb"] < args.max_rss_mb
+    print("PASS" if ok else "FAIL")
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "model": args.model, **vars(args), **res}, indent=1,
                                               default=str))
+    if not ok:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

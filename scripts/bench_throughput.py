@@ -96,7 +96,7 @@ def stage_profile(run_dir: Path, images: list[tuple[Path, str]]) -> dict:
     import cv2
 
     from rcdnet import runtime
-    from rcdnet.data.samples import read_image, to_gray
+    from rcdnet.data.decode import read_image, to_gray
     from rcdnet.evaluation.metrics import metrics_with_ci
     from rcdnet.predict.pytorch import TorchPredictor
 

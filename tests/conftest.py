@@ -79,3 +79,26 @@ def exported_onnx(untrained_checkpoint, tmp_path_factory) -> Path:
     from rcdnet.predict.pytorch import TorchPredictor
 
     return export_onnx(TorchPredictor(untrained_checkpoint), tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid 8-bit grey PNG of ``width`` x ``height`` black pixels: a few hundred KB that decode to
+    width * height bytes (an image bomb), compressed row by row so the test never holds the pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    z, row, parts = zlib.compressobj(9), b"\0" * (width + 1), []
+    for _ in range(height):
+        parts.append(z.compress(row))
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="session")
+def bomb_png() -> bytes:
+    """12000 x 12000 pixels (144 MP, over the 40 MP default limit) in about 140 KB."""
+    return png_bomb(12000, 12000)

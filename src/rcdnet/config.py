@@ -103,7 +103,7 @@ class RunConfig:
         """Plain nested dict (lists, not tuples): what config.yaml and checkpoints hold."""
         return _plain(dataclasses.asdict(self))
 
-    def updated(self, overrides: dict, where: str = "command line") -> "RunConfig":
+    def updated(self, overrides: dict, where: str = "command line") -> RunConfig:
         """A copy with ``overrides`` (a nested dict such as ``{"data": {"limit": 60}}``) laid on top."""
         return _build(RunConfig, merge(self.to_dict(), overrides, where), where)
 

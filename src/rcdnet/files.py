@@ -1,10 +1,11 @@
-"""Small file helpers shared by every sub-package: CSV and Markdown tables, file checksums."""
+"""Small file helpers shared by every sub-package: CSV and Markdown tables, file checksums, output checks."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import os
 from pathlib import Path
 
 
@@ -39,3 +40,26 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def writable_dir(folder: str | Path) -> Path:
+    """``folder``, created with its parents if missing, after checking that files can be written in it: call
+    before the work, so that a read-only or impossible output never costs the results."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".rcdnet-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{folder}: cannot write output there ({exc.strerror or exc}); choose another --out") from None
+    return folder
+
+
+def writable_file(path: str | Path) -> Path:
+    """``path``, after checking that its folder (created if missing) takes files and that it is not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; --out takes a file name here")
+    writable_dir(path.parent)
+    return path

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet import runtime
 from rcdnet.config import RunConfig, read_saved_config, save_config
 from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import PreparedData, prepare_training_data
@@ -19,7 +20,7 @@ from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
 from rcdnet.evaluation.report import data_summary, environment, write_report
 from rcdnet.evaluation.thresholds import choose_thresholds
-from rcdnet.files import write_csv
+from rcdnet.files import writable_dir, write_csv
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import load_checkpoint, save_atomic
@@ -35,7 +36,7 @@ def open_run(run_dir: Path, cfg: RunConfig, resume: bool, write: bool = True
     """Create or reopen a run directory. A resumed run keeps its saved config (completed with today's defaults
     for settings added since) and its split."""
     if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        writable_dir(run_dir)
     saved_cfg, split_file = run_dir / "config.yaml", run_dir / "split.csv"
     has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
     if has_ckpt and not resume:
@@ -126,6 +127,8 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     run (cross-validation folds). Under torchrun, rank 0 prepares the data and caches first, every rank trains,
     and rank 0 alone writes and evaluates."""
     run_dir = Path(run_dir)
+    runtime.apply(cfg.train.threads)
+    env = environment()  # the commit, date and threading the run started with
     ctx = dist.setup(cfg.train.device)
     cfg, data, trainer, best = train_model(cfg, data_root, run_dir, resume=resume, cache_dir=cache_dir,
                                            progress=progress, split=split, ctx=ctx)
@@ -142,7 +145,7 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     plot_roc({"ROC: internal validation and external test": {
         n: (r["_y"], r["_p"], r["operating_points"]["default"]["auc"]["value"],
             r["operating_points"]["default"]["auc"]["ci"]) for n, r in results.items()}}, run_dir / "roc.png")
-    env, summary = environment(), data_summary(data)
+    summary = data_summary(data)
     metrics = {"env": env, "best": best, "thresholds": predictor.thresholds, "data": summary,
                "results": {n: public(r) for n, r in results.items()},
                "sensitivity": {n: public(r) for n, r in extra.items()},

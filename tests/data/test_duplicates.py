@@ -2,8 +2,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from rcdnet.data.decode import read_image
 from rcdnet.data.duplicates import find_duplicates, group_samples, label_conflicts
-from rcdnet.data.samples import Sample, read_image
+from rcdnet.data.samples import Sample
 from rcdnet.data.split import split_train_val
 from tests.conftest import BUSI
 

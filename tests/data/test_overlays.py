@@ -1,8 +1,8 @@
 import cv2
 import numpy as np
 
+from rcdnet.data.decode import read_image
 from rcdnet.data.overlays import detect_overlays, remove_overlays
-from rcdnet.data.samples import read_image
 from tests.conftest import BUSI
 
 

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
-from rcdnet.data.samples import Sample, read_image
+from rcdnet.data.samples import Sample
 from tests.conftest import BUSI
 
 
@@ -52,3 +53,21 @@ def test_shifted_variants_depend_on_the_pixels_not_the_files_path_or_time(tmp_pa
     b = preprocess_variants([Sample(path=copy, label="benign", key="b", source="t")], pre, 3, tmp_path / "c2")
     assert a.shape == (1, 3, 64, 64) and np.array_equal(a, b)
     assert not np.array_equal(a[0, 0], a[0, 1])  # the copies of one image differ from each other
+
+
+def test_preprocessed_external_set_is_reused_and_invalidated_by_new_settings(tmp_path, data_root, monkeypatch):
+    import rcdnet.data.preprocess as preprocess
+
+    samples = [Sample(path=BUSI / "malignant" / f"malignant ({i}).png", label="malignant", key=str(i), source="csv")
+               for i in (4, 5, 6)]
+    pre = Preprocessor(size=96)
+    _, first, _ = preprocess_samples(samples, pre, tmp_path)
+    decoded = []
+    real_read = preprocess.read_image
+    monkeypatch.setattr(preprocess, "read_image", lambda p: decoded.append(p) or real_read(p))
+    _, again, _ = preprocess_samples(samples, pre, tmp_path)
+    assert decoded == [] and np.array_equal(again, first)  # every image came from the cache
+    _, other, _ = preprocess_samples(samples, Preprocessor(size=96, denoise_h=2.0), tmp_path)
+    assert sorted(decoded) == sorted(s.path for s in samples)  # new settings: decoded and preprocessed again
+    assert not np.array_equal(other, first)
+    assert len(list((tmp_path / "preprocessed").iterdir())) == 2  # one cache per preprocessing signature

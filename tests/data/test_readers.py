@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rcdnet.data.readers import DatasetError, read_busi, read_csv, read_folder, read_udiat, resolve_data_root
-from rcdnet.data.samples import CLASSES_3, ImageReadError, read_image, read_mask
+from rcdnet.data.decode import ImageReadError, read_image, read_mask
+from rcdnet.data.readers import (
+    DatasetError,
+    read_busi,
+    read_csv,
+    read_folder,
+    read_udiat,
+    resolve_data_root,
+)
+from rcdnet.data.samples import CLASSES_3
 from tests.conftest import BUSI, UDIAT
 
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rcdnet.data.samples import read_image, to_gray
+from rcdnet.data.decode import read_image, to_gray
 from rcdnet.data.shifts import SHIFTS, apply_shift, random_shift
 from tests.conftest import BUSI
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rcdnet.cli import main
-from rcdnet.data.samples import read_image
+from rcdnet.data.decode import read_image
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.predict import OnnxPredictor, load_predictor, prediction_row
 from rcdnet.predict import TorchPredictor as Predictor

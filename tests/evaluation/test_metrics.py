@@ -1,9 +1,20 @@
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
-from rcdnet.evaluation.metrics import _vector_metrics, binary_metrics, bootstrap_ci, metrics_with_ci, \
-    threshold_for_sensitivity
+from rcdnet.evaluation.metrics import (
+    _vector_metrics,
+    binary_metrics,
+    bootstrap_ci,
+    metrics_with_ci,
+    threshold_for_sensitivity,
+)
 
 
 @pytest.fixture

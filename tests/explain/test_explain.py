@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rcdnet.cli import main
+from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import Preprocessor
-from rcdnet.data.samples import read_image
 from rcdnet.explain.agreement import (
     centre_prior,
     energy_in_mask,
@@ -94,7 +94,7 @@ def _normalise(images: np.ndarray) -> torch.Tensor:
 
 def _real_images(n=2) -> np.ndarray:
     pre = Preprocessor()
-    from rcdnet.data.samples import read_image
+    from rcdnet.data.decode import read_image
 
     return np.stack([pre(read_image(BUSI / "malignant" / f"malignant ({i}).png")) for i in range(1, n + 1)])
 

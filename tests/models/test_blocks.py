@@ -17,7 +17,7 @@ def test_dsc_shape_and_parameter_saving():
     x = torch.randn(2, 256, 14, 14)
     assert dsc(x).shape == (2, 128, 14, 14)
     standard = nn.Conv2d(256, 128, 3, padding=1, bias=False)
-    conv_params = lambda m: sum(p.numel() for n, p in m.named_parameters() if "bn" not in n)  # noqa: E731
+    conv_params = lambda m: sum(p.numel() for n, p in m.named_parameters() if "bn" not in n)
     # 256*9 + 256*128 = 35,072 against 256*128*9 = 294,912: about 8.4x fewer
     assert conv_params(dsc) == 256 * 9 + 256 * 128
     assert conv_params(standard) / conv_params(dsc) > 8

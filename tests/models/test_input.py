@@ -4,7 +4,7 @@ the model, and the decision function is normalise -> model (mirror average) -> s
 import numpy as np
 import torch
 
-from rcdnet.data.samples import read_image
+from rcdnet.data.decode import read_image
 from rcdnet.models.input import DecisionFunction, Normalise, to_grey
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.training.dataset import ImageArrayDataset

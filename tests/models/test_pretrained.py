@@ -4,7 +4,12 @@ import timm
 import torch
 from PIL import Image
 
-from rcdnet.models.pretrained import WeightsUnavailable, convert_lite_state_dict, create_backbone, lite_weight_file
+from rcdnet.models.pretrained import (
+    WeightsUnavailable,
+    convert_lite_state_dict,
+    create_backbone,
+    lite_weight_file,
+)
 from rcdnet.models.registry import create_model
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rcdnet.cli import main
-from rcdnet.data.samples import read_image
+from rcdnet.data.decode import read_image
 from rcdnet.predict import (
     EnsemblePredictor,
     OnnxPredictor,

@@ -1,5 +1,6 @@
 """The service through its HTTP API on a real uvicorn server on loopback, and the web page in headless Chromium."""
 
+import os
 import shutil
 import socket
 import threading
@@ -12,12 +13,13 @@ import numpy as np
 import pytest
 import uvicorn
 
-from rcdnet.data.samples import to_gray
+from rcdnet.data.decode import to_gray
 from rcdnet.serve.app import create_app
 from tests.conftest import BUSI
-from tests.data.test_sources import SECRET_ID, SECRET_NAME, make_dicom, truncated_video
+from tests.data.test_decode import SECRET_ID, SECRET_NAME, make_dicom, truncated_video
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SERVED = {}  # the app behind the module's server
 
 
 def _free_port() -> int:
@@ -30,8 +32,9 @@ def _free_port() -> int:
 def server(untrained_checkpoint, data_root):
     """A real server on 127.0.0.1 in a background thread (upload limit 2 MB); stopped after the module."""
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(untrained_checkpoint, max_upload_mb=2), host="127.0.0.1",
-                                        port=port, log_level="warning"))
+    app = create_app(untrained_checkpoint, max_upload_mb=2, workers=2)
+    SERVED["app"] = app
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -87,6 +90,40 @@ def test_bad_input_gets_a_clear_4xx_without_stack_trace(server):
     assert r.status_code == 422 and "method must be one of" in r.json()["detail"]
 
 
+def test_image_bomb_is_413_and_a_full_service_is_503_with_retry_after(server, bomb_png):
+    r = httpx.post(server + "/predict", files={"file": ("bomb.png", bomb_png, "image/png")}, timeout=60)
+    assert r.status_code == 413 and "bomb.png: 12000x12000 pixels" in r.json()["detail"]
+    r = httpx.post(server + "/explain", files={"file": ("bomb.bin", bomb_png)}, timeout=60)  # type from content
+    assert r.status_code == 413
+    slots = SERVED["app"].state.slots
+    with slots, slots:  # both workers busy
+        r = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")})
+    assert r.status_code == 503 and r.headers["retry-after"] == "2" and "busy" in r.json()["detail"]
+    r = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")}, timeout=60)
+    assert r.status_code == 200  # free again
+
+
+def test_concurrent_mix_of_images_and_bombs_gets_no_5xx(server, bomb_png):
+    image = IMAGE.read_bytes()
+    statuses: dict[str, list[int]] = {"image": [], "bomb": []}
+
+    def client(i: int) -> None:
+        for j in range(2):
+            kind = "bomb" if (i + j) % 3 == 0 else "image"
+            data = bomb_png if kind == "bomb" else image
+            r = httpx.post(server + "/predict", files={"file": (f"{kind}{i}.png", data, "image/png")}, timeout=120)
+            statuses[kind].append(r.status_code)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert len(statuses["image"]) + len(statuses["bomb"]) == 16
+    assert set(statuses["bomb"]) <= {413, 503} and set(statuses["image"]) <= {200, 503}
+    assert 200 in statuses["image"]
+
+
 def test_explain_returns_a_png_of_the_right_size(server):
     r = httpx.post(server + "/explain", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")}, timeout=60)
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
@@ -106,13 +143,19 @@ def test_web_page_in_headless_chromium(server, tmp_path):
         page = browser.new_page()
         page.goto(server + "/")
         page.set_input_files("#file", str(IMAGE))
-        page.wait_for_selector("#label:not(:empty)", timeout=60_000)
-        label = page.inner_text("#label")
+        page.wait_for_selector("#verdict:not(:empty)", timeout=60_000)
+        verdict, rule = page.inner_text("#verdict"), page.inner_text("#rule")
         page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=60_000)
-        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        shot = Path(os.environ.get("RCDNET_PAGE_SCREENSHOT") or tmp_path / "page.png")  # docs: set it to keep one
+        page.screenshot(path=str(shot), full_page=True)
         prob = page.inner_text("#prob")
+        detail_hidden = not page.is_visible("#ops")  # the technical detail waits behind a click
         browser.close()
-    assert label in ("benign", "malignant") and prob.endswith("%")
     api = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())}, timeout=60).json()
+    op = httpx.get(server + "/version").json()["operating_point"]
+    decision = api["operating_points"][op]
+    assert verdict == ("Suspicious: recommend biopsy review" if decision["malignant"]
+                       else "Not suspicious at the default threshold")  # the test model has only the default point
+    assert f"probability ≥ {decision['threshold']:.3f}" in rule and detail_hidden
     assert prob == f"{100 * api['p_malignant']:.1f} %"
-    assert (tmp_path / "page.png").stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000

@@ -10,7 +10,6 @@ from rcdnet.cli import main
 from rcdnet.config import load_config
 from rcdnet.crossval import fold_splits
 from rcdnet.data.prepare import prepare_training_data
-
 from tests.conftest import TEST_SIZE
 
 

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from rcdnet.files import write_csv
+from rcdnet.files import writable_dir, writable_file, write_csv
 
 FOLDERS = {"audit": "audit", "train": "train", "cv": "cv", "evaluate": "eval", "robustness": "robustness",
            "explain": "explain"}
@@ -46,7 +46,7 @@ def cmd_audit(args) -> int:
     from rcdnet.data.readers import resolve_data_root
 
     target = Path(args.path) if args.path else resolve_data_root(args.data)
-    out = output_dir(args.out, "audit")
+    out = writable_dir(output_dir(args.out, "audit"))
     res = run_audit(target, out, cache_dir=args.cache, progress=not args.quiet)
     print(f"Audit of {target}\n")
     print_table(res["table"])
@@ -100,7 +100,7 @@ def cmd_cv(args) -> int:
     from rcdnet.data.readers import resolve_data_root
     from rcdnet.training.distributed import teardown
 
-    out = output_dir(args.out, "cv")
+    out = writable_dir(output_dir(args.out, "cv"))
     try:
         summary = cross_validate(load_config(args.config, flag_overrides(args, args.set)), resolve_data_root(args.data),
                                  out, args.folds, cache_dir=args.cache, progress=not args.quiet)
@@ -118,7 +118,7 @@ def cmd_benchmark(args) -> int:
 
     over = parse_set(args.set)
     profile = load_profile(args.profile, over, args.seeds)
-    out = output_dir(args.out, f"benchmark-{profile.name}")
+    out = writable_dir(output_dir(args.out, f"benchmark-{profile.name}"))
     s = run_benchmark(profile, resolve_data_root(args.data), out, workers=args.jobs, cache_dir=args.cache,
                       overrides=over, explain=args.explain, progress=not args.quiet,
                       command=" ".join(["rcdnet", *map(shlex.quote, args.argv)]))
@@ -144,17 +144,26 @@ def cmd_evaluate(args) -> int:
                                          cache_dir=args.cache, report=_err)
     name, samples, problems = chosen_dataset(predictor, args.dataset, csv=args.csv, folder=args.folder,
                                              data_root=args.data)
-    out = output_dir(args.out, "evaluate", args.checkpoint)
+    out = writable_dir(output_dir(args.out, "evaluate", args.checkpoint))
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
                            cache_dir=args.cache, progress=not args.quiet)
     for op, m in res["operating_points"].items():
         print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
-            print(f"  {k:12s} {m[k]['value']:.3f}  95% CI [{m[k]['ci'][0]:.3f}, {m[k]['ci'][1]:.3f}]")
+            v, ci = m[k]["value"], m[k]["ci"]
+            print(f"  {k:12s} " + ("undefined" if v is None else f"{v:.3f}")
+                  + (f"  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    if "note" in res:
+        _err(f"note: {res['note']}")
+    outside = [s.key for s in samples if s.extra.get("outside_csv_folder")]
+    if outside:
+        _err(f"note: {len(outside)} CSV rows use relative paths that leave the CSV's folder (e.g. {outside[0]}); "
+             "they were read")
     skipped = [str(p) for p in problems] + res["skipped_files"]
     if skipped:
         _err(f"{len(skipped)} files skipped:", *[f"  {p}" for p in skipped])
-    print(f"written: {out}/{name}_metrics.json, {name}_predictions.csv, {name}_roc.png, {name}_confusion.png")
+    roc = f", {name}_roc.png" if (out / f"{name}_roc.png").exists() else ""
+    print(f"written: {out}/{name}_metrics.json, {name}_predictions.csv{roc}, {name}_confusion.png")
     return 0
 
 
@@ -163,7 +172,7 @@ def cmd_robustness(args) -> int:
     from rcdnet.predict.pytorch import TorchPredictor
 
     predictor = TorchPredictor(args.checkpoint, tta=True if args.tta else None)
-    out = output_dir(args.out, "robustness", args.checkpoint)
+    out = writable_dir(output_dir(args.out, "robustness", args.checkpoint))
     summary, problems = run_robustness(predictor, out, shifts=args.shifts, levels=tuple(args.levels),
                                        seed=args.seed, n_boot=args.bootstrap, adabn=args.adabn, data_root=args.data,
                                        cache_dir=args.cache, progress=not args.quiet)
@@ -177,9 +186,13 @@ def cmd_robustness(args) -> int:
 def cmd_explain(args) -> int:
     from rcdnet.data.named import chosen_dataset, loose_files
     from rcdnet.explain.run import check_methods, run_explain
+    from rcdnet.predict import model_file
     from rcdnet.predict.pytorch import TorchPredictor
 
     check_methods([args.method] + (args.methods or []))
+    if model_file(args.checkpoint).suffix in (".onnx", ".json"):
+        raise ValueError(f"{args.checkpoint}: heat maps need a PyTorch checkpoint (a run directory or a .pt file), "
+                         "not an exported ONNX model or an ensemble")
     chosen = args.dataset or args.csv or args.folder
     if not (args.inputs or chosen or args.evaluate or args.figure):
         raise ValueError("nothing to explain: give images or folders, --dataset/--csv/--folder, --evaluate or --figure")
@@ -228,6 +241,8 @@ def cmd_predict(args) -> int:
     from rcdnet.data.named import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
 
+    if args.out:
+        writable_file(args.out)
     predictor = load_predictor(args.checkpoint)
     files = expand_inputs(args.inputs)
     rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1)
@@ -260,5 +275,6 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from rcdnet.serve.app import serve
 
-    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, workers=args.workers,
+          max_megapixels=args.max_megapixels, operating_point=args.operating_point)
     return 0

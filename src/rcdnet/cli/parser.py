@@ -149,6 +149,11 @@ def _add_serve(sub) -> None:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload")
+    sv.add_argument("--max-megapixels", type=float, help="largest accepted picture (default: 40, or "
+                                                          "$RCDNET_MAX_PIXELS / 1e6)")
+    sv.add_argument("--workers", type=int, default=2, help="requests classified at once; more get 503 + Retry-After")
+    sv.add_argument("--operating-point", help="the decision the page states first: high_sensitivity (the rule-out "
+                                              "point; the default where the model has one) or default")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,4 +163,5 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_audit, _add_train, _add_cv, _add_benchmark, _add_evaluate, _add_robustness, _add_explain,
                 _add_predict, _add_export, _add_serve):
         add(sub)
+    ap.subcommands = dict(sub.choices)  # name -> its parser (cli.parse reads options among files with it)
     return ap

@@ -8,14 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from rcdnet.data.decode import ImageReadError, kind_of, read_image, read_mask
 from rcdnet.data.duplicates import find_duplicates, group_samples, label_conflicts
-from rcdnet.data.samples import (
-    DataProblem,
-    ImageReadError,
-    Sample,
-    read_image,
-    read_mask,
-)
+from rcdnet.data.samples import DataProblem, Sample
 
 
 def _fmt_counts(c: Counter) -> str:
@@ -27,10 +22,13 @@ def inspect_sample(s: Sample) -> dict:
     row = {"dataset": s.source, "key": s.key, "path": str(s.path), "label": s.label, "width": "", "height": "",
            "mode": "", "masks": len(s.mask_paths), "problem": ""}
     try:
-        with Image.open(s.path) as im:
-            row["mode"] = im.mode
         arr = read_image(s.path)
         row["height"], row["width"] = arr.shape[:2]
+        kind = kind_of(s.path)
+        if kind == "image":
+            with Image.open(s.path) as im:
+                kind = im.mode
+        row["mode"] = kind
         if s.mask_paths:
             read_mask(s.mask_paths, arr.shape[:2])
     except (ImageReadError, OSError) as exc:

@@ -27,7 +27,8 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from rcdnet.data.samples import ImageReadError, Sample, read_image, to_gray
+from rcdnet.data.decode import ImageReadError, read_image, to_gray
+from rcdnet.data.samples import Sample
 
 ALGO_VERSION = 4
 
@@ -134,7 +135,7 @@ def _embed(grays: list[np.ndarray]) -> np.ndarray:
     return f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
 
 
-def _candidates(keys: list[str], prints: dict[str, "_Print"], params: ScreenParams
+def _candidates(keys: list[str], prints: dict[str, _Print], params: ScreenParams
                 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """(pairwise perceptual-hash distances, index pairs worth verifying): near in hash, or among each image's
     nearest neighbours in ImageNet-feature space."""
@@ -156,8 +157,8 @@ def _candidates(keys: list[str], prints: dict[str, "_Print"], params: ScreenPara
     return ham, sorted(candidates)
 
 
-def _verified(keys: list[str], prints: dict[str, "_Print"], ham: np.ndarray, candidates: list[tuple[int, int]],
-              params: ScreenParams, progress: bool) -> list["DuplicatePair"]:
+def _verified(keys: list[str], prints: dict[str, _Print], ham: np.ndarray, candidates: list[tuple[int, int]],
+              params: ScreenParams, progress: bool) -> list[DuplicatePair]:
     """The candidate pairs that are the same picture: identical pixels, or ORB/RANSAC + correlation agree."""
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     pairs: list[DuplicatePair] = []

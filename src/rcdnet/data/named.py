@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rcdnet.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from rcdnet.data.readers import (
     busi_dir,
     load_dataset,
@@ -17,7 +18,6 @@ from rcdnet.data.readers import (
     udiat_dir,
 )
 from rcdnet.data.samples import CLASSES_3, DataProblem, Sample
-from rcdnet.data.sources import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 VALIDATION = "busi-val"
 
@@ -47,13 +47,18 @@ def chosen_dataset(model, name: str | None, *, csv: str | None = None, folder: s
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for images, DICOM and video (lesion masks left out)."""
+    """Files as given (their type is read from their content later); folders searched recursively for images,
+    DICOM and video by file name (lesion masks left out). A folder with none of them is an error."""
     known = IMAGE_SUFFIXES | DICOM_SUFFIXES | VIDEO_SUFFIXES
     files = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in known and "_mask" not in f.stem)
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in known and "_mask" not in f.stem)
+            if not found:
+                raise ValueError(f"{p}: no images found (looked for {', '.join(sorted(known))} files in it and "
+                                 "its sub-folders)")
+            files += found
         else:
             files.append(p)
     return files

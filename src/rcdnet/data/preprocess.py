@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
+from rcdnet.data.decode import ImageReadError, read_image, to_gray
+from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.runtime import parallel_map, with_progress
 
 if TYPE_CHECKING:

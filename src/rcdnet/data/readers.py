@@ -13,8 +13,8 @@ import os
 import re
 from pathlib import Path
 
+from rcdnet.data.decode import IMAGE_SUFFIXES
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
-from rcdnet.data.sources import IMAGE_SUFFIXES
 
 DATA_ENV = "RCDNET_DATA"
 _MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
@@ -207,7 +207,8 @@ def masks_beside(image: Path) -> tuple[Path, ...]:
 
 def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
     """Users' data as a CSV with columns ``path,label[,group]`` (labels benign/malignant or 0/1); relative
-    paths are resolved against the CSV's own folder."""
+    paths are resolved against the CSV's own folder. A relative path that leaves that folder (``../x.png``) is
+    read, and marked (``extra["outside_csv_folder"]``) so that commands can say so."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: CSV file not found")
@@ -226,11 +227,14 @@ def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list
             problems.append(DataProblem(where, f"unknown label {r['label']!r} (expected {', '.join(classes)} or 0/1)"))
             continue
         p = Path(r["path"])
+        outside = not p.is_absolute() and ".." in p.parts and not (csv_path.parent / p).resolve().is_relative_to(
+            csv_path.parent.resolve())
         p = p if p.is_absolute() else csv_path.parent / p
         if not p.is_file():
             problems.append(DataProblem(str(p), f"file missing ({where})"))
             continue
-        samples.append(Sample(path=p, label=label, key=r["path"], source="csv", group=r.get("group") or None))
+        samples.append(Sample(path=p, label=label, key=r["path"], source="csv", group=r.get("group") or None,
+                              extra={"outside_csv_folder": True} if outside else {}))
     if not samples:
         raise DatasetError(f"{csv_path}: no usable rows")
     return samples, problems

@@ -8,7 +8,7 @@ and returns a uint8 image. Geometry-changing shifts may change (H, W).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -81,6 +81,6 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
     finally:
         prepared.unlink(missing_ok=True)
     meta = read_metadata(fp32_path)
-    meta.update(precision="int8", calibration_images=int(len(calibration)))
+    meta.update(precision="int8", calibration_images=len(calibration))
     write_metadata(int8_path, meta)
     return int8_path

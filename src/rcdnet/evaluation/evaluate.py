@@ -4,6 +4,7 @@ ROC and confusion-matrix figures, ``metrics.json``; and ``rcdnet evaluate``'s ch
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from rcdnet.evaluation.plots import plot_confusion, plot_roc
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
-from rcdnet.runtime import with_progress
+from rcdnet.runtime import describe, with_progress
 
 
 def public(result: dict) -> dict:
@@ -40,6 +41,15 @@ def _probabilities(predictor: Predictor, images: np.ndarray, progress: bool = Fa
     return np.concatenate(calibrated), np.concatenate(raw)
 
 
+def _defined(metrics: dict) -> dict:
+    """NaN (a metric a one-class set cannot have) as None, so ``metrics.json`` stays valid JSON."""
+    def clean(v):
+        return None if isinstance(v, float) and np.isnan(v) else v
+
+    return {k: {"value": clean(m["value"]), "ci": None if m["ci"] is None or any(np.isnan(m["ci"])) else m["ci"]}
+            if isinstance(m, dict) and "value" in m else m for k, m in metrics.items()}
+
+
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
                      n_boot: int = 2000, cache_dir: Path | None = None, seed: int = 0,
                      images: np.ndarray | None = None, progress: bool = False) -> dict:
@@ -60,9 +70,15 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.source,
               "temperature": getattr(predictor, "temperature", 1.0), "tta": getattr(predictor, "tta", False),
               "ece": expected_calibration_error(y, p_mal), "ece_before_temperature": expected_calibration_error(y, p_raw),
-              "operating_points": {}, "skipped_files": [str(p) for p in problems]}
-    for op, t in predictor.thresholds.items():
-        result["operating_points"][op] = metrics_with_ci(y, p_mal, t, n_boot, seed)
+              "operating_points": {}, "skipped_files": [str(p) for p in problems], "runtime": describe()}
+    present = sorted({"malignant" if v else "benign" for v in y})
+    if len(present) < 2:
+        result["note"] = (f"only {present[0]} cases: AUC, the ROC curve and the "
+                          f"{'sensitivity' if present[0] == 'benign' else 'specificity'} are undefined")
+    with warnings.catch_warnings():  # a one-class set: said once in the note, not by every sklearn call
+        warnings.simplefilter("ignore", UserWarning)
+        for op, t in predictor.thresholds.items():
+            result["operating_points"][op] = _defined(metrics_with_ci(y, p_mal, t, n_boot, seed))
     rows = [{"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",
              "predicted": predictor.classes[int(np.argmax(pr))],
              **{f"malignant@{op}": int(pm >= t) for op, t in predictor.thresholds.items()}}
@@ -70,7 +86,8 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     write_csv(out_dir / f"{name}_predictions.csv", rows,
               ["key", "path", "label", "p_malignant", "predicted"] + [f"malignant@{op}" for op in predictor.thresholds])
     auc = result["operating_points"]["default"]["auc"]
-    plot_roc({f"ROC: {name}": {name: (y, p_mal, auc["value"], auc["ci"])}}, out_dir / f"{name}_roc.png")
+    if auc["value"] is not None:
+        plot_roc({f"ROC: {name}": {name: (y, p_mal, auc["value"], auc["ci"])}}, out_dir / f"{name}_roc.png")
     t0 = predictor.thresholds["default"]
     plot_confusion(y, (p_mal >= t0).astype(int), ["benign", "malignant"], out_dir / f"{name}_confusion.png",
                    title=f"{name} @ p>={t0:.2f}")

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision", "recall", "f1",
            "sensitivity", "specificity", "auc")
@@ -32,7 +36,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
         "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "auc": float(roc_auc_score(y, p)) if len(set(y)) == 2 else float("nan"),
-        "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn), "n": int(len(y)), "threshold": float(threshold),
+        "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn), "n": len(y), "threshold": float(threshold),
     }
 
 

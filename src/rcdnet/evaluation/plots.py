@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import ConfusionMatrixDisplay, roc_curve
 
 
 def plot_training_curves(history: list[dict], out_dir: Path) -> list[Path]:
@@ -57,7 +57,8 @@ def plot_roc(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray, float, tu
 
 def plot_confusion(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(3.8, 3.4), dpi=120)
-    ConfusionMatrixDisplay.from_predictions(y, pred, display_labels=labels, ax=ax, colorbar=False, cmap="Blues")
+    ConfusionMatrixDisplay.from_predictions(y, pred, labels=list(range(len(labels))), display_labels=labels, ax=ax,
+                                            colorbar=False, cmap="Blues")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

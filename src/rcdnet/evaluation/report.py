@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rcdnet import runtime
 from rcdnet.config import RunConfig
 from rcdnet.evaluation.paper import rcdnet_row
 from rcdnet.files import markdown_table
@@ -37,7 +38,8 @@ def environment() -> dict:
     except OSError:
         pass
     return {"commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "hardware": f"{cpu}, {torch.get_num_threads()} torch threads", "python": platform.python_version(),
+            "hardware": f"{cpu}, {runtime.cores()} cores", "threads": runtime.describe(),
+            "python": platform.python_version(),
             "torch": torch.__version__}
 
 
@@ -95,6 +97,7 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
     lines = [
         "# RcdNet run report", "",
         f"- commit `{env['commit']}`, {env['date']}, {env['hardware']}, Python {env['python']}, torch {env['torch']}",
+        f"- threads and memory: {env.get('threads', 'not recorded')}",
         f"- model `{cfg.model.name}` (pretrained: {cfg.model.pretrained}, frozen stages: "
         f"{cfg.model.freeze_stages}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"Adam lr {cfg.train.lr}, weight decay {cfg.train.weight_decay}, cosine annealing, "

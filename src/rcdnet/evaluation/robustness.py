@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from rcdnet.data.decode import ImageReadError, read_image, to_gray
 from rcdnet.data.named import VALIDATION, named_dataset
 from rcdnet.data.overlays import detect_overlays
 from rcdnet.data.preprocess import (
@@ -20,7 +21,7 @@ from rcdnet.data.preprocess import (
     preprocess_samples,
     save_npy_atomic,
 )
-from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_image, to_gray
+from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.data.shifts import LEVELS, SHIFTS, apply_shift
 from rcdnet.evaluation.metrics import bootstrap_ci, threshold_for_sensitivity
 from rcdnet.files import markdown_table, write_csv

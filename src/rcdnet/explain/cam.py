@@ -105,7 +105,7 @@ class HeatMapper:
             self.layer = "-"
         self.cam.batch_size = 32  # Score-CAM: masked images per forward pass
 
-    def __enter__(self) -> "HeatMapper":
+    def __enter__(self) -> HeatMapper:
         return self
 
     def __exit__(self, *exc) -> None:

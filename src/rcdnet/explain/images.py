@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rcdnet.data.samples import DataProblem, ImageReadError, Sample, read_mask
-from rcdnet.data.sources import read_frames
+from rcdnet.data.decode import ImageReadError, read_frames, read_mask
+from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.explain.agreement import energy_in_mask, pointing_game, top_k_iou
 from rcdnet.explain.cam import HeatMapper, to_original
 from rcdnet.explain.render import panel, save_png
 from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.runtime import parallel_map
 
 CHUNK = 16  # images read, preprocessed and explained together
 
@@ -37,13 +38,16 @@ def _load(sample: Sample, predictor: TorchPredictor) -> dict:
 def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: list[DataProblem]):
     """Yield lists of up to CHUNK loaded samples (see :func:`_load`); unreadable files (or masks) are appended to
     ``problems`` and skipped. A problem names the image, and a mask's message keeps the mask's own path."""
+    def load(s: Sample) -> dict | DataProblem:
+        try:
+            return _load(s, predictor)
+        except ImageReadError as exc:
+            return DataProblem(str(s.path), str(exc).removeprefix(f"{s.path}: "))
+
     for i in range(0, len(samples), CHUNK):
         items = []
-        for s in samples[i:i + CHUNK]:
-            try:
-                items.append(_load(s, predictor))
-            except ImageReadError as exc:
-                problems.append(DataProblem(str(s.path), str(exc).removeprefix(f"{s.path}: ")))
+        for item in parallel_map(load, samples[i:i + CHUNK]):  # decoded and preprocessed on the worker threads
+            (problems if isinstance(item, DataProblem) else items).append(item)
         if items:
             yield items
 

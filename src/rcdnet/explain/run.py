@@ -15,7 +15,7 @@ from rcdnet.explain.table import agreement_table, write_table
 from rcdnet.files import write_csv
 from rcdnet.predict.pytorch import TorchPredictor
 
-EVALUATE_METHODS = ["gradcam", "gradcam++", "eigencam", "layercam", "scorecam"]  # --evaluate's default
+EVALUATE_METHODS = ["gradcam", "gradcam++", "eigencam", "layercam"]  # --evaluate's default: the fast methods
 
 
 @dataclasses.dataclass

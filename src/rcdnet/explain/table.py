@@ -13,9 +13,13 @@ from rcdnet.data.prepare import stratified_limit
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.explain.agreement import road_scores
 from rcdnet.explain.cam import METHODS, REFERENCE, to_original
-from rcdnet.explain.images import agreement, loaded_chunks, mapper
+from rcdnet.explain.images import CHUNK, agreement, loaded_chunks, mapper
 from rcdnet.files import markdown_table, write_csv
 from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.runtime import with_progress
+
+SLOW_METHODS = {"scorecam"}  # one forward pass per feature channel: about 0.1-0.2 maps/s on 2 cores
+SLOW_LIMIT = 40  # masked images per dataset a slow method is scored on unless --limit says otherwise
 
 
 def _mean_ci(v: list[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
@@ -28,11 +32,13 @@ def _mean_ci(v: list[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, 
 
 
 def _score(predictor: TorchPredictor, hm, samples: list[Sample], road_keys: set[str], target_index: int | None,
-           problems: list[DataProblem]) -> tuple[list[dict], list[float], list[float], float]:
+           problems: list[DataProblem], desc: str = "", progress: bool = False
+           ) -> tuple[list[dict], list[float], list[float], float]:
     """One method over one dataset's masked images: per-image agreement, ROAD (MoRF, LeRF) on ``road_keys``, and the
     seconds spent making heat maps."""
     per, road_m, road_l, seconds = [], [], [], 0.0
-    for items in loaded_chunks(predictor, samples, problems):
+    chunks = loaded_chunks(predictor, samples, problems)
+    for items in with_progress(chunks, -(-len(samples) // CHUNK), desc, progress, unit="batch"):
         items = [it for it in items if it["mask"] is not None]
         if not items:
             continue
@@ -78,11 +84,17 @@ def agreement_table(predictor: TorchPredictor, datasets: dict[str, list[Sample]]
             samples = stratified_limit(samples, limit, seed=0)
         road_keys = {s.key for s in stratified_limit(samples, road_images, seed=0)} if road_images > 0 else set()
         for method in methods:
+            mine = samples
+            if method in SLOW_METHODS and not limit and len(samples) > SLOW_LIMIT:
+                mine = stratified_limit(samples, SLOW_LIMIT, seed=0)  # (the seeded subset --limit would give)
+                print(f"  {name} {method}: a slow method, scored on a stratified subset of {SLOW_LIMIT} of the "
+                      f"{len(samples)} masked images (--limit N to choose)", flush=True)
             with mapper(predictor, method, layer, target) as hm:
                 seen = problems if method == methods[0] else []  # report unreadable files once
-                per, road_m, road_l, seconds = _score(predictor, hm, samples, road_keys, target_index, seen)
+                per, road_m, road_l, seconds = _score(predictor, hm, mine, road_keys, target_index, seen,
+                                                      f"{name} {method}", progress)
             if progress:
-                print(f"  {name} {method}: {len(per)}/{len(samples)} masked images", flush=True)
+                print(f"  {name} {method}: {len(per)}/{len(mine)} masked images", flush=True)
             e, lo, hi = _mean_ci([r["energy_in_mask"] for r in per])
             mal = [r["energy_in_mask"] for r in per if r["malignant"]]
             rows.append({

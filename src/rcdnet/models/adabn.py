@@ -5,7 +5,7 @@ Only the running mean / variance of BatchNorm layers change; every learned weigh
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ in training, in the PyTorch predictor, in the ONNX export, in the heat maps and 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -63,7 +63,7 @@ def create_model(name: str, num_classes: int = 2, pretrained: bool = True, weigh
                            drop_rate=head.get("drop_rate", 0.3), **extra)
 
 
-def build_model(cfg: "RunConfig", num_classes: int, pretrained: bool, image_size: int | None = None) -> nn.Module:
+def build_model(cfg: RunConfig, num_classes: int, pretrained: bool, image_size: int | None = None) -> nn.Module:
     """The model a run configuration describes (``image_size`` overrides ``data.image_size``, e.g. to count FLOPs
     at 224 px)."""
     m = cfg.model

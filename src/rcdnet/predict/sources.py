@@ -6,8 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rcdnet.data.samples import DataProblem, ImageReadError
-from rcdnet.data.sources import Frame, IncompleteVideo, kind_of, read_frames
+from rcdnet.data.decode import (
+    Frame,
+    ImageReadError,
+    IncompleteVideo,
+    kind_of,
+    read_frames,
+)
+from rcdnet.data.samples import DataProblem
 from rcdnet.predict.base import Predictor, prediction_row
 from rcdnet.runtime import parallel_map, with_progress
 

@@ -8,13 +8,16 @@
     GET  /docs        OpenAPI documentation
 
 Uploads are held in memory (the multipart parser may spool large ones to the system's temporary directory);
-nothing else is written. Bad input gets a 4xx with a plain message, never a stack trace.
+nothing else is written. Bad input gets a 4xx with a plain message, never a stack trace: an upload over the size
+limit or a picture over the pixel limit 413, a file that is not a readable image, DICOM or video 415. At most
+``--workers`` requests decode and classify at a time; the next gets 503 with ``Retry-After`` (bounded memory).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,10 +26,15 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rcdnet import __version__
-from rcdnet.data.samples import ImageReadError, Sample
-from rcdnet.data.sources import IncompleteVideo, read_frames
+from rcdnet.data.decode import (
+    MAX_PIXELS,
+    ImageReadError,
+    IncompleteVideo,
+    TooManyPixels,
+    read_frames,
+)
 from rcdnet.explain.cam import METHODS, REFERENCE, to_original
-from rcdnet.explain.images import caption, mapper
+from rcdnet.explain.images import mapper
 from rcdnet.explain.render import panel
 from rcdnet.files import file_sha256
 from rcdnet.predict import (
@@ -40,28 +48,60 @@ from rcdnet.predict import (
 log = logging.getLogger("rcdnet.serve")
 STATIC = Path(__file__).parent / "static"
 MAX_FRAMES = 600  # frames read from one uploaded video or multi-frame DICOM
+WORKERS = 2  # requests decoded and classified at once; the next one gets 503 + Retry-After
+RETRY_AFTER_S = 2
+
+
+class Slots:
+    """``with slot:`` takes one of ``n`` places or answers 503 with ``Retry-After`` at once (no queue to grow)."""
+
+    def __init__(self, n: int):
+        self._free = threading.BoundedSemaphore(max(1, n))
+
+    def __enter__(self):
+        if not self._free.acquire(blocking=False):
+            raise HTTPException(503, "busy: every worker is classifying; try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._free.release()
 SERVED_METHODS = [m for m in METHODS if m not in ("scorecam", REFERENCE)]  # fast, and about the image
+METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "eigencam": "Eigen-CAM", "layercam": "LayerCAM"}
 
 
-def read_upload(file: UploadFile, limit: int, max_frames: int = MAX_FRAMES
-                ) -> tuple[str, list[np.ndarray], str | None]:
-    """(file name, RGB frames, a warning when a clip ended early and only its decoded frames are used); any
-    problem is an HTTP 4xx naming the file."""
+def read_upload(file: UploadFile, limit: int, max_frames: int = MAX_FRAMES, max_pixels: int | None = None
+                ) -> tuple[str, Iterator[np.ndarray]]:
+    """(file name, its RGB frames decoded one at a time by the one decoder every command uses). An upload over
+    ``limit`` bytes is a 413; problems found while decoding surface from the iterator as :class:`ImageReadError`
+    (a picture over ``max_pixels``: :class:`TooManyPixels`), which :func:`decoded` turns into 4xx answers."""
     data = file.file.read(limit + 1)
     name = Path(file.filename or "upload").name
     if len(data) > limit:
         raise HTTPException(413, f"upload too large: the limit is {limit / 2**20:g} MB")
     if not data:
         raise HTTPException(400, f"{name}: empty file")
-    frames, warning = [], None
+    return name, (f.rgb for f in read_frames(Path(name), data=data, max_frames=max_frames, max_pixels=max_pixels))
+
+
+def decoded(name: str, frames: Iterator[np.ndarray], keep) -> tuple[list, str | None]:
+    """``keep(rgb)`` of every frame (the preprocessed frame, so a clip's full-size frames never pile up), and a
+    warning when a clip ended early. A picture over the pixel limit is a 413, anything unreadable a 415."""
+    out, warning = [], None
     try:
-        for f in read_frames(Path(name), data=data, max_frames=max_frames):
-            frames.append(f.rgb)
+        for rgb in frames:
+            out.append(keep(rgb))
     except IncompleteVideo as exc:
         warning = str(exc)
+    except TooManyPixels as exc:
+        raise HTTPException(413, str(exc)) from None
     except ImageReadError as exc:
         raise HTTPException(415, str(exc)) from None
-    return name, frames, warning
+    except ValueError as exc:
+        raise HTTPException(415, f"{name}: image could not be preprocessed ({exc})") from None
+    if not out:
+        raise HTTPException(415, warning or f"{name}: no frames could be decoded")
+    return out, warning
 
 
 def prediction_json(predictor: Predictor, name: str, probs: np.ndarray) -> dict:
@@ -80,9 +120,9 @@ def explain_png(predictor: TorchPredictor, name: str, rgb: np.ndarray, method: s
     with mapper(predictor, method) as hm:
         probs = predictor.predict_arrays(pre)[0]
         heat = to_original(hm(pre)[0], rgb.shape[:2], predictor.preprocessor)
-    item = {"sample": Sample(path=Path(name), label="", key=name, source="upload"), "mask": None,
-            "p_malignant": float(probs[predictor.malignant_index]), "predicted": predictor.classes[int(np.argmax(probs))]}
-    png = panel(rgb, heat, None, caption(item, method, hm.layer))
+    p_mal = float(probs[predictor.malignant_index])
+    png = panel(rgb, heat, None, [f"Heat map ({METHOD_NAMES.get(method, method)}): red = regions that raised the "
+                                  "malignancy score most", f"p(malignant) = {p_mal:.3f}"])
     return cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
@@ -102,19 +142,35 @@ def _guard(app: FastAPI, limit: int, max_upload_mb: float) -> None:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
-def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
-    """The service for one model (run directory, checkpoint, cross-validation directory or ``.onnx``)."""
+def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WORKERS,
+               max_megapixels: float | None = None, operating_point: str | None = None) -> FastAPI:
+    """The service for one model (run directory, checkpoint, cross-validation directory or ``.onnx``).
+
+    At most ``workers`` requests decode and classify at a time; one more is answered 503 with ``Retry-After`` at
+    once rather than queued, so memory stays bounded by ``workers`` x (upload + one decoded picture of at most
+    ``max_megapixels``) whatever the traffic. The page answers first at ``operating_point`` (default: the
+    model's rule-out point ``high_sensitivity`` where it has one, else ``default``)."""
     path = model_file(model)
     predictor = load_predictor(path)
     lock = threading.Lock()  # one model, shared: heat-map hooks must not see another request's forward pass
+    slot = Slots(workers)
     limit = int(max_upload_mb * 2**20)
+    max_pixels = int(max_megapixels * 1e6) if max_megapixels else MAX_PIXELS
+    operating_point = operating_point or ("high_sensitivity" if "high_sensitivity" in predictor.thresholds
+                                          else "default")
+    if operating_point not in predictor.thresholds:
+        raise ValueError(f"{path}: no operating point {operating_point!r}; it has {', '.join(predictor.thresholds)}")
+    config = getattr(predictor, "config", None)
     version = {"rcdnet": __version__, "model_file": path.name, "model_sha256": file_sha256(path)[:16],
                "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
                "operating_points": predictor.thresholds, "explain": isinstance(predictor, TorchPredictor),
-               "max_upload_mb": max_upload_mb}
+               "max_upload_mb": max_upload_mb, "max_megapixels": max_pixels / 1e6, "workers": workers,
+               "operating_point": operating_point,
+               "target_sensitivity": config.eval.target_sensitivity if config is not None else None}
     model_version = f"{version['model']} {version['model_sha256']}"
     app = FastAPI(title="rcdnet", version=__version__,
                   description="Benign vs malignant breast ultrasound. Research software, not a medical device.")
+    app.state.slots = slot  # (the tests hold it to see the 503 path)
     _guard(app, limit, max_upload_mb)
 
     @app.get("/", include_in_schema=False)
@@ -131,13 +187,11 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
 
     @app.post("/predict")
     def predict(file: UploadFile = File(...)):
-        name, frames, warning = read_upload(file, limit)
-        try:
-            arrays = np.stack([predictor.preprocessor(f) for f in frames])
-        except ValueError as exc:
-            raise HTTPException(415, f"{name}: image could not be preprocessed ({exc})") from None
-        with lock:
-            probs = predictor.predict_arrays(arrays)
+        with slot:
+            name, frames = read_upload(file, limit, max_pixels=max_pixels)
+            arrays, warning = decoded(name, frames, predictor.preprocessor)
+            with lock:
+                probs = predictor.predict_arrays(np.stack(arrays))
         return {**prediction_json(predictor, name, probs), "warning": warning, "model_version": model_version}
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
@@ -147,17 +201,20 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0) -> FastAPI:
                                      f"{version['runtime']}")
         if method not in SERVED_METHODS:
             raise HTTPException(422, f"method must be one of {', '.join(SERVED_METHODS)}")
-        name, frames, _ = read_upload(file, limit, max_frames=1)
-        with lock:
-            png = explain_png(predictor, name, frames[0], method)
+        with slot:
+            name, frames = read_upload(file, limit, max_frames=1, max_pixels=max_pixels)
+            rgb = decoded(name, frames, lambda x: x)[0][0]
+            with lock:
+                png = explain_png(predictor, name, rgb, method)
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     return app
 
 
-def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 50.0) -> None:
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 50.0,
+          workers: int = WORKERS, max_megapixels: float | None = None, operating_point: str | None = None) -> None:
     import uvicorn
 
-    app = create_app(model, max_upload_mb)
+    app = create_app(model, max_upload_mb, workers, max_megapixels, operating_point)
     print(f"rcdnet serve: http://{host}:{port}/ (API docs at /docs); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

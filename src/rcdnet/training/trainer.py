@@ -30,8 +30,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from rcdnet import __version__
-from rcdnet import runtime
+from rcdnet import __version__, runtime
 from rcdnet.config import RunConfig
 from rcdnet.data.prepare import PreparedData, classes_from_config
 from rcdnet.data.preprocess import Preprocessor, preprocess_variants

@@ -7,11 +7,22 @@ import av
 import numpy as np
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, RLELossless, UltrasoundImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    RLELossless,
+    UltrasoundImageStorage,
+    generate_uid,
+)
 
 from rcdnet.cli import main
-from rcdnet.data.samples import ImageReadError, read_image, to_gray
-from rcdnet.data.sources import IncompleteVideo, kind_of, read_frames
+from rcdnet.data.decode import (
+    ImageReadError,
+    IncompleteVideo,
+    kind_of,
+    read_frames,
+    read_image,
+    to_gray,
+)
 from tests.conftest import BUSI
 
 SECRET_NAME, SECRET_ID = "Doe^Jane", "PID-SECRET-4711"

@@ -1,0 +1,264 @@
+"""Every file and upload becomes pixels here: images, ultrasound DICOM (single- or multi-frame) and video clips.
+
+One function for all commands and the service: :func:`read_frames` yields (H, W, 3) uint8 RGB frames of a file on
+disk or of uploaded bytes; :func:`read_image` is the single-picture case (datasets, CSVs, heat maps).
+- The type comes from the content (DICOM preamble, video container signatures, what PIL recognises), never from
+  the file name alone; a name only helps for DICOM files written without their 128-byte preamble.
+- Files are hostile until checked: a frame larger than :data:`MAX_PIXELS` (an image bomb: a few hundred KB that
+  decode to gigabytes) is refused from its header, before any pixel is decoded, and so is a DICOM whose frames
+  together exceed :data:`MAX_FILE_PIXELS`. Every problem is an :class:`ImageReadError` naming the file.
+- Nothing from a DICOM header is returned except what decoding the pixels needs, so no patient data can reach
+  outputs or logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg"}
+PIXELS_ENV = "RCDNET_MAX_PIXELS"
+# Ultrasound frames are 0.3-2 megapixels (4K screen captures 8.3); 40 MP leaves room for stitched panoramas and
+# bounds one decoded frame to 120 MB of RGB. A whole DICOM may hold 10 such frames' worth of pixels.
+MAX_PIXELS = int(os.environ.get(PIXELS_ENV) or 40_000_000)
+MAX_FILE_PIXELS = 10 * MAX_PIXELS
+MIN_SIDE = 8
+Image.MAX_IMAGE_PIXELS = None  # PIL's own warning threshold is replaced by the explicit check below
+
+
+class ImageReadError(ValueError):
+    """An image, DICOM, video or mask that cannot be used; the message names the file and the problem."""
+
+
+class TooManyPixels(ImageReadError):
+    """A picture (or a DICOM's frames together) over the pixel limit: refused before decoding."""
+
+
+class IncompleteVideo(ImageReadError):
+    """Raised by :func:`read_frames` after the frames it could decode were yielded: the clip ended before its
+    container said it would (a truncated file) or decoding failed midway. Callers keep what they got and say so."""
+
+
+@dataclasses.dataclass
+class Frame:
+    """One picture to classify: ``index`` within its file (0 for a still image), ``time`` in seconds for video."""
+
+    rgb: np.ndarray
+    index: int = 0
+    time: float | None = None
+
+
+def _check_pixels(path: Path, w: int, h: int, frames: int = 1, limit: int | None = None) -> None:
+    limit = limit or MAX_PIXELS
+    if w * h > limit:
+        raise TooManyPixels(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} MP) is over the limit of {limit / 1e6:g} MP "
+                            f"per image (set {PIXELS_ENV} to change it)")
+    if frames * w * h > 10 * limit:
+        raise TooManyPixels(f"{path}: {frames} frames of {w}x{h} pixels are over the limit of {10 * limit / 1e6:g} MP "
+                            f"per file (set {PIXELS_ENV} to change it)")
+    if min(w, h) < MIN_SIDE:
+        raise ImageReadError(f"{path}: image too small ({w}x{h}; at least {MIN_SIDE}x{MIN_SIDE} pixels)")
+
+
+def _video_signature(head: bytes) -> bool:
+    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide") or head[:4] == b"\x1a\x45\xdf\xa3"
+            or (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"))
+
+
+def kind_of(path: Path, data: bytes | None = None) -> str:
+    """'dicom', 'video' or 'image' from the file's first bytes (a DICOM without its preamble: from the name)."""
+    try:
+        if data is not None:
+            head = data[:132]
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(132)
+    except OSError:
+        head = b""
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if _video_signature(head):
+        return "video"
+    if not head and Path(path).suffix.lower() in VIDEO_SUFFIXES:
+        return "video"
+    if Path(path).suffix.lower() in DICOM_SUFFIXES and not head.startswith((b"\x89PNG", b"\xff\xd8")):
+        return "dicom"
+    return "image"
+
+
+def _check_file(path: Path) -> None:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            raise ImageReadError(f"{path}: symbolic link loop") from None
+        if path.is_symlink():
+            raise ImageReadError(f"{path}: broken symbolic link (its target does not exist)") from None
+        raise ImageReadError(f"{path}: file does not exist") from None
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    if st.st_size == 0:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+
+
+def read_frames(path: str | Path, data: bytes | None = None, max_frames: int | None = None,
+                max_pixels: int | None = None) -> Iterator[Frame]:
+    """Frames of an image, DICOM or video file (``data``: its bytes, when it was uploaded rather than on disk).
+
+    Raises :class:`ImageReadError` naming the file for anything that cannot be decoded, :class:`TooManyPixels`
+    for a picture over ``max_pixels`` (default :data:`MAX_PIXELS`)."""
+    path = Path(path)
+    if data is None:
+        _check_file(path)
+    elif not data:
+        raise ImageReadError(f"{path}: file is empty (0 bytes)")
+    kind = kind_of(path, data)
+    if kind == "dicom":
+        yield from _dicom_frames(path, data, max_frames, max_pixels)
+    elif kind == "video":
+        yield from _video_frames(path, data, max_frames, max_pixels)
+    else:
+        yield Frame(_still(path, data, max_pixels))
+
+
+def read_image(path: str | Path, data: bytes | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """A single picture, (H, W, 3) uint8 RGB: an image file or a single-frame DICOM. Grayscale, palette, 16-bit
+    and RGBA are all accepted (8-bit grayscale and three identical RGB channels give the same array)."""
+    frames = read_frames(path, data, max_frames=2, max_pixels=max_pixels)
+    first = next(frames)
+    if next(frames, None) is not None:
+        raise ImageReadError(f"{path}: holds several frames (a clip); one picture is needed here "
+                             "(`rcdnet predict` classifies clips frame by frame)")
+    return first.rgb
+
+
+def _still(path: Path, data: bytes | None, max_pixels: int | None) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(data) if data is not None else path)
+        _check_pixels(path, *img.size, limit=max_pixels)  # from the header, before decoding
+        img.load()  # forces a full decode: catches truncated files
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image, DICOM or video file that can be read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, ImageReadError):
+            raise
+        raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return to_uint8_rgb(np.asarray(img, np.float64), "MONOCHROME2")
+    return np.asarray(img.convert("RGB"))
+
+
+def to_uint8_rgb(arr: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
+    """A decoded frame (H, W) or (H, W, 3), any bit depth -> (H, W, 3) uint8 RGB (other depths stretched to 0-255)."""
+    if arr.ndim == 2:
+        a = arr.astype(np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        if arr.dtype != np.uint8 or photometric == "MONOCHROME1":
+            a = (a - lo) / (hi - lo + 1e-12) * 255
+        if photometric == "MONOCHROME1":  # 0 is white
+            a = 255 - a
+        g = np.clip(a, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if arr.dtype != np.uint8:
+        a = arr.astype(np.float64)
+        arr = ((a - a.min()) / (a.max() - a.min() + 1e-12) * 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def _dicom_frames(path: Path, data: bytes | None, max_frames: int | None, max_pixels: int | None) -> Iterator[Frame]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else str(path), force=True)
+        rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
+    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
+        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
+    if "PixelData" not in ds:
+        raise ImageReadError(f"{path}: DICOM file without pixel data")
+    _check_pixels(path, cols, rows, frames, limit=max_pixels)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    try:
+        pixels = ds.pixel_array  # pydicom 3 returns YBR colour data already converted to RGB
+        if photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            pixels = apply_color_lut(pixels, ds)
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types (missing plugin, corrupt stream)
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", "unknown transfer syntax")
+        raise ImageReadError(f"{path}: DICOM pixel data could not be decoded ({name}: {type(exc).__name__}: "
+                             f"{exc})") from None
+    rgb_like = pixels.ndim == 4 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and frames == 1)
+    if frames == 1:
+        pixels = pixels[None] if (pixels.ndim == 2 or rgb_like) else pixels
+    for i, frame in enumerate(pixels):
+        if max_frames is not None and i >= max_frames:
+            break
+        yield Frame(to_uint8_rgb(np.asarray(frame), photometric), index=i)
+
+
+def _video_frames(path: Path, data: bytes | None, max_frames: int | None, max_pixels: int | None) -> Iterator[Frame]:
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data) if data is not None else str(path))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
+    with container:
+        if not container.streams.video:
+            raise ImageReadError(f"{path}: file holds no video stream")
+        stream = container.streams.video[0]
+        _check_pixels(path, stream.codec_context.width or MIN_SIDE, stream.codec_context.height or MIN_SIDE,
+                      limit=max_pixels)
+        declared = stream.frames or 0  # 0 where the container does not say
+        n, stopped = 0, None
+        try:
+            for frame in container.decode(stream):
+                if max_frames is not None and n >= max_frames:
+                    return
+                _check_pixels(path, frame.width, frame.height, limit=max_pixels)
+                t = float(frame.pts * stream.time_base) if frame.pts is not None else None
+                yield Frame(frame.to_ndarray(format="rgb24"), index=n, time=t)
+                n += 1
+        except av.FFmpegError as exc:
+            if n == 0:
+                raise ImageReadError(f"{path}: video could not be decoded ({exc})") from None
+            stopped = f"decoding failed: {exc}"
+        if n == 0:
+            raise ImageReadError(f"{path}: video holds no frames")
+        if (stopped or declared > n) and (max_frames is None or n < max_frames):
+            of = f" of the {declared} its container declares" if declared > n else ""
+            raise IncompleteVideo(f"{path}: video ended after {n} frames{of} "
+                                  f"({stopped or 'file truncated?'}); only those {n} frames were used")
+
+
+def read_mask(paths: tuple[Path, ...] | list[Path], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read and merge (logical OR) one or more lesion masks into a boolean (H, W) array.
+
+    ``shape`` is the image's (H, W); a mask of another size is an error naming the file."""
+    merged = None
+    for p in paths:
+        arr = read_image(p)[..., :3].max(axis=2) > 127
+        if shape is not None and arr.shape != tuple(shape):
+            raise ImageReadError(f"{p}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}")
+        if merged is not None and arr.shape != merged.shape:
+            raise ImageReadError(f"{p}: mask size differs from the image's other masks")
+        merged = arr if merged is None else (merged | arr)
+    if merged is None:
+        raise ImageReadError("no mask files given")
+    return merged
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 luminance."""
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
