@@ -106,6 +106,22 @@ async def load(url: str, payloads: list[tuple[str, bytes]], n: int, concurrency:
             "p95_ms": float(np.percentile(lat, 95)), "max_ms": float(lat.max())}
 
 
+def screenshot(url: str, image: Path, out: Path) -> None:
+    """The page after dropping ``image``, once the heat map has arrived, as a full-page PNG."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(url + "/")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#verdict:not(:empty)", timeout=120_000)
+        page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0", timeout=120_000)
+        page.screenshot(path=str(out), full_page=True)
+        browser.close()
+    print(f"page screenshot: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -116,6 +132,9 @@ def main() -> None:
     ap.add_argument("--endpoint", default="predict", choices=["predict", "explain"])
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--json")
+    ap.add_argument("--screenshot", help="also drop --screenshot-image on the page in headless Chromium and save "
+                                         "the page as this PNG (needs Debian's chromium and playwright)")
+    ap.add_argument("--screenshot-image", help="the image dropped for the screenshot (default: the first UDIAT image)")
     args = ap.parse_args()
     samples = load_dataset("udiat", None)[0][:32]
     payloads = [(Path(s.path).name, Path(s.path).read_bytes()) for s in samples]
@@ -142,6 +161,8 @@ def main() -> None:
             res = asyncio.run(load(f"{url}/{args.endpoint}", payloads, args.requests, args.concurrency,
                                    args.max_seconds))
         res["peak_rss_mb"] = round(mem.peak_mb)
+        if args.screenshot:
+            screenshot(url, Path(args.screenshot_image or samples[0].path), Path(args.screenshot))
     finally:
         server.terminate()
         server.wait(30)

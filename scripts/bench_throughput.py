@@ -6,8 +6,8 @@
    non-local-means denoising, CLAHE, network, bootstrap), wall and CPU (user / system) time per image.
 2. ``rcdnet evaluate RUN --csv`` and ``rcdnet predict RUN FOLDER`` on ``--images`` BUSI images (both classes; the
    metrics are not the point), end to end as a user runs them: a new process, an empty preprocessing cache
-   (first pass) and then the same command again (cache filled). Wall time, images/s, user and system time of
-   the process.
+   (first pass) and then the same command again (cache filled), ``--repeats`` times (the fastest kept). Wall
+   time, images/s, user and system time of the process.
 3. ``rcdnet robustness RUN`` on the first ``--robustness-shifts`` shifts at one level: seconds per shifted set of
    the validation split, and the full suite's time extrapolated from it (34 sets).
 
@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,18 +71,24 @@ def _commands(run_dir: Path, csv_path: Path, folder: Path, out: Path, cache: Pat
 
 
 def measure_tree(src: Path, run_dir: Path, csv_path: Path, folder: Path, n: int, shifts: list[str],
-                 work: Path, data_root: Path) -> dict:
+                 work: Path, data_root: Path, repeats: int = 1) -> dict:
     """Every command on the code under ``src`` (its ``src/`` folder first on the path), fresh cache."""
     env = {**os.environ, "PYTHONPATH": str(src / "src"), "RCDNET_CACHE": str(work / "cache"),
            "RCDNET_DATA": str(data_root)}
     cmds = _commands(run_dir, csv_path, folder, work, work / "cache", shifts)
     res = {}
     for name in ("evaluate", "predict"):
-        first = _timed(cmds[name], env, src)
-        again = _timed(cmds[name], env, src)
+        first, again = None, None
+        for r in range(repeats):  # the fastest of the repeats: the machine's load only ever slows a run down
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            f = _timed(cmds[name], env, src)
+            a = _timed(cmds[name], env, src)
+            first = f if first is None or f["wall_s"] < first["wall_s"] else first
+            again = a if again is None or a["wall_s"] < again["wall_s"] else again
         res[name] = {"first": {**first, "images_per_s": round(n / first["wall_s"], 2)},
                      "cached": {**again, "images_per_s": round(n / again["wall_s"], 2)}}
         print(f"  {name:10s} first {res[name]['first']}\n  {'':10s} again {res[name]['cached']}", flush=True)
+    shutil.rmtree(work / "cache", ignore_errors=True)
     rob = _timed(cmds["robustness"], env, src)
     sets = 1 + len(shifts)  # the unshifted baseline is always scored
     rob["seconds_per_set"] = round(rob["wall_s"] / sets, 2)
@@ -145,6 +152,8 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--baseline", help="git commit or tag to compare against (e.g. 2f18d96)")
     ap.add_argument("--images", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of evaluate and predict (first and cached pass "
+                                                           "each); the fastest is kept")
     ap.add_argument("--robustness-shifts", type=int, default=2, help="shifts (at level 2) timed for robustness")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("RCDNET_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--json", type=Path)
@@ -178,7 +187,7 @@ def main() -> None:
                 print(f"{label}: {src}", flush=True)
                 (tmp / label).mkdir()
                 result["commands"][label] = measure_tree(src, args.run_dir.resolve(), csv_path, folder,
-                                                         len(images), shifts, tmp / label, args.data.resolve())
+                                                         len(images), shifts, tmp / label, args.data.resolve(), args.repeats)
         finally:
             if args.baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "baseline")], cwd=ROOT, check=False,

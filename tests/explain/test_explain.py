@@ -165,7 +165,7 @@ def test_explain_command_pictures_table_figure_and_bad_input(untrained_checkpoin
     assert code == 0
     pic = cv2.imread(str(out / "case.png"))
     assert pic.shape[:2] == (h + CAPTION_PX, 2 * w)  # original | overlay, caption band below
-    assert "notes.png: not an image file" in err
+    assert "notes.png: not an image, DICOM or video file" in err
     assert "odd_mask.png: mask is" in err
     rows = (out / "explain.csv").read_text().splitlines()
     assert len(rows) == 3 and "energy_in_mask" in rows[0]  # header + the two readable images

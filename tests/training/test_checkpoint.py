@@ -46,7 +46,11 @@ def test_other_files_are_named_as_not_a_checkpoint(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"model.onnx: not a PyTorch checkpoint"):
         load_checkpoint(onnx)
     assert main(["explain", str(onnx), str(tmp_path)]) == 2
-    assert "not a PyTorch checkpoint" in capsys.readouterr().err
+    assert "model.onnx: heat maps need a PyTorch checkpoint" in capsys.readouterr().err
+    renamed = tmp_path / "model.pt"
+    renamed.write_bytes(onnx.read_bytes())
+    assert main(["explain", str(renamed), str(tmp_path)]) == 2  # an ONNX file with a checkpoint's name
+    assert "model.pt: not a PyTorch checkpoint" in capsys.readouterr().err
 
 
 def test_own_checkpoints_load_with_weights_only(untrained_checkpoint):

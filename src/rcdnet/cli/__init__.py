@@ -38,6 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rcdnet: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # OSError: e.g. a disk that filled up or went read-only
         print(f"rcdnet {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -118,7 +118,7 @@ def cmd_benchmark(args) -> int:
 
     over = parse_set(args.set)
     profile = load_profile(args.profile, over, args.seeds)
-    out = writable_dir(output_dir(args.out, f"benchmark-{profile.name}"))
+    out = output_dir(args.out, f"benchmark-{profile.name}")  # created once the preflight has passed
     s = run_benchmark(profile, resolve_data_root(args.data), out, workers=args.jobs, cache_dir=args.cache,
                       overrides=over, explain=args.explain, progress=not args.quiet,
                       command=" ".join(["rcdnet", *map(shlex.quote, args.argv)]))

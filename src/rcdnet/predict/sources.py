@@ -60,6 +60,19 @@ def _decoded(predictor: Predictor, path: Path) -> tuple[np.ndarray, list[Frame]]
     return np.stack([a for a, _ in frames]), [m for _, m in frames]
 
 
+def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame], window: int, rows: list[dict],
+              frame_rows: dict[str, list[dict]]) -> None:
+    """The file's row (a clip: from its frames' mean probability) and, for a clip, its per-frame rows."""
+    if len(pr) == 1 and meta[0].time is None:
+        rows.append(prediction_row(predictor, str(path), pr[0]))
+        return
+    p_mal = pr[:, predictor.malignant_index]
+    frame_rows[str(path)] = [{"frame": fr.index, "time_s": "" if fr.time is None else round(fr.time, 3),
+                              "p_malignant": round(float(p), 4), "p_malignant_smoothed": round(float(q), 4)}
+                             for fr, p, q in zip(meta, p_mal, smooth(p_mal, window))]
+    rows.append(prediction_row(predictor, str(path), pr.mean(axis=0), frames=len(pr)))
+
+
 def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, chunk: int = 32, progress: bool = False
                     ) -> tuple[list[dict], dict[str, list[dict]], list[DataProblem]]:
     """Returns one row per file (for a multi-frame DICOM or a video: the clip's result from the mean per-frame
@@ -67,26 +80,24 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
     frames), and the files that could not be read, which are skipped. A clip that ended early (a truncated video)
     is predicted from the frames that were decoded and is also listed among the problems, with what happened.
 
-    Images and DICOM files are decoded and preprocessed on the policy's worker threads (:mod:`rcdnet.runtime`)
-    while the network classifies the files before them."""
+    Images and DICOM files are decoded and preprocessed ``chunk`` files at a time on the policy's worker threads
+    (:mod:`rcdnet.runtime`), then classified; a video is decoded and classified as it streams."""
     rows, frame_rows, problems = [], {}, []
-    decoded = parallel_map(lambda p: _decoded(predictor, Path(p)), paths)
-    for path, item in zip(paths, with_progress(decoded, len(paths), "predict", progress, unit="file")):
-        if isinstance(item, DataProblem):
-            problems.append(item)
-            continue
-        if item is None:
-            pr, meta = _stream_probabilities(predictor, path, chunk, problems)
-        else:
-            pr, meta = predictor.predict_arrays(item[0]), item[1]
-        if pr is None:
-            continue
-        if len(pr) == 1 and meta[0].time is None:
-            rows.append(prediction_row(predictor, str(path), pr[0]))
-            continue
-        p_mal = pr[:, predictor.malignant_index]
-        frame_rows[str(path)] = [{"frame": fr.index, "time_s": "" if fr.time is None else round(fr.time, 3),
-                                  "p_malignant": round(float(p), 4), "p_malignant_smoothed": round(float(q), 4)}
-                                 for fr, p, q in zip(meta, p_mal, smooth(p_mal, window))]
-        rows.append(prediction_row(predictor, str(path), pr.mean(axis=0), frames=len(pr)))
+    bar = with_progress(range(len(paths)), len(paths), "predict", progress, unit="file")
+    ticks = iter(bar)
+    for start in range(0, len(paths), chunk):
+        part = [Path(p) for p in paths[start:start + chunk]]
+        # decode and preprocess a chunk on the worker threads, then classify it: the two phases take turns, as
+        # torch's threads and the workers running side by side on the same cores slow each other down
+        for path, item in zip(part, list(parallel_map(lambda p: _decoded(predictor, p), part))):
+            next(ticks, None)
+            if isinstance(item, DataProblem):
+                problems.append(item)
+                continue
+            pr, meta = (_stream_probabilities(predictor, path, chunk, problems) if item is None
+                        else (predictor.predict_arrays(item[0]), item[1]))
+            if pr is not None:
+                _add_rows(predictor, path, pr, meta, window, rows, frame_rows)
+    if hasattr(bar, "close"):
+        bar.close()
     return rows, frame_rows, problems

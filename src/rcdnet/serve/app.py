@@ -142,6 +142,20 @@ def _guard(app: FastAPI, limit: int, max_upload_mb: float) -> None:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+def version_info(path: Path, predictor: Predictor, operating_point: str | None, **limits) -> dict:
+    """``GET /version``: the model, its operating points, the one the page states first, and the service limits."""
+    operating_point = operating_point or ("high_sensitivity" if "high_sensitivity" in predictor.thresholds
+                                          else "default")
+    if operating_point not in predictor.thresholds:
+        raise ValueError(f"{path}: no operating point {operating_point!r}; it has {', '.join(predictor.thresholds)}")
+    config = getattr(predictor, "config", None)
+    return {"rcdnet": __version__, "model_file": path.name, "model_sha256": file_sha256(path)[:16],
+            "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
+            "operating_points": predictor.thresholds, "explain": isinstance(predictor, TorchPredictor),
+            "operating_point": operating_point,
+            "target_sensitivity": config.eval.target_sensitivity if config is not None else None, **limits}
+
+
 def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WORKERS,
                max_megapixels: float | None = None, operating_point: str | None = None) -> FastAPI:
     """The service for one model (run directory, checkpoint, cross-validation directory or ``.onnx``).
@@ -156,17 +170,8 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
     slot = Slots(workers)
     limit = int(max_upload_mb * 2**20)
     max_pixels = int(max_megapixels * 1e6) if max_megapixels else MAX_PIXELS
-    operating_point = operating_point or ("high_sensitivity" if "high_sensitivity" in predictor.thresholds
-                                          else "default")
-    if operating_point not in predictor.thresholds:
-        raise ValueError(f"{path}: no operating point {operating_point!r}; it has {', '.join(predictor.thresholds)}")
-    config = getattr(predictor, "config", None)
-    version = {"rcdnet": __version__, "model_file": path.name, "model_sha256": file_sha256(path)[:16],
-               "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
-               "operating_points": predictor.thresholds, "explain": isinstance(predictor, TorchPredictor),
-               "max_upload_mb": max_upload_mb, "max_megapixels": max_pixels / 1e6, "workers": workers,
-               "operating_point": operating_point,
-               "target_sensitivity": config.eval.target_sensitivity if config is not None else None}
+    version = version_info(path, predictor, operating_point, max_upload_mb=max_upload_mb,
+                           max_megapixels=max_pixels / 1e6, workers=workers)
     model_version = f"{version['model']} {version['model_sha256']}"
     app = FastAPI(title="rcdnet", version=__version__,
                   description="Benign vs malignant breast ultrasound. Research software, not a medical device.")
