@@ -102,3 +102,14 @@ def png_bomb(width: int, height: int) -> bytes:
 def bomb_png() -> bytes:
     """12000 x 12000 pixels (144 MP, over the 40 MP default limit) in about 140 KB."""
     return png_bomb(12000, 12000)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The model hub unreachable at once, as on a machine without internet: the environment variable for new
+    imports and the constant huggingface_hub read when it was first imported (else each download waits on
+    network timeouts)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

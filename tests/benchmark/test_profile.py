@@ -38,8 +38,7 @@ def test_unknown_model_is_refused_before_training(tmp_path):
         preflight(prof)
 
 
-def test_unavailable_weights_are_refused_before_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without internet, without waiting for timeouts
+def test_unavailable_weights_are_refused_before_training(tmp_path, offline_hub, capsys):
     prof = load_profile(_profile(tmp_path, [{"id": "a", "set": {"model": {"name": "rcdnet"}}},
                                             {"id": "r", "set": {"model": {"name": "timm:resnet18"}}},
                                             {"id": "w", "set": {"model": {"name": "resnet50",

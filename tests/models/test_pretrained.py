@@ -41,8 +41,7 @@ def test_converted_weights_recognise_a_cat():
     assert float(p[281:286].sum()) > 0.8
 
 
-def test_hub_model_without_network_gives_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_model_without_network_gives_a_clear_error(offline_hub):
     with pytest.raises(WeightsUnavailable, match="from scratch"):
         create_backbone("resnet18", pretrained=True)
 
