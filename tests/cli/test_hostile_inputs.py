@@ -131,3 +131,14 @@ def test_csv_paths_leaving_the_csv_folder_are_read_and_reported(untrained_checkp
     assert main(["evaluate", str(untrained_checkpoint), "--csv", str(csv), "--out", str(tmp_path / "ev"),
                  "--bootstrap", "20", "--cache", str(cache_dir), "--quiet"]) == 0
     assert "3 CSV rows use relative paths that leave the CSV's folder" in capsys.readouterr().err
+
+
+def test_audit_names_a_bomb_as_a_problem_and_goes_on(tmp_path, bomb_png, data_root):
+    from rcdnet.data.audit import inspect_sample
+    from rcdnet.data.samples import Sample
+
+    (tmp_path / "bomb.png").write_bytes(bomb_png)
+    bomb = inspect_sample(Sample(tmp_path / "bomb.png", "benign", "bomb", "csv"))
+    good = inspect_sample(Sample(GOOD, "malignant", "good", "csv"))
+    assert "bomb.png: 12000x12000 pixels (144 MP) is over the limit" in bomb["problem"] and bomb["width"] == ""
+    assert good["problem"] == "" and good["width"] > 0 and good["mode"] == "L"
