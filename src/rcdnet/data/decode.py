@@ -6,7 +6,7 @@ disk or of uploaded bytes; :func:`read_image` is the single-picture case (datase
   the file name alone; a name only helps for DICOM files written without their 128-byte preamble.
 - Files are hostile until checked: a frame larger than :data:`MAX_PIXELS` (an image bomb: a few hundred KB that
   decode to gigabytes) is refused from its header, before any pixel is decoded, and so is a DICOM whose frames
-  together exceed :data:`MAX_FILE_PIXELS`. Every problem is an :class:`ImageReadError` naming the file.
+  together exceed :data:`FILE_FACTOR` times that. Every problem is an :class:`ImageReadError` naming the file.
 - Nothing from a DICOM header is returned except what decoding the pixels needs, so no patient data can reach
   outputs or logs.
 """
@@ -30,7 +30,7 @@ PIXELS_ENV = "RCDNET_MAX_PIXELS"
 # Ultrasound frames are 0.3-2 megapixels (4K screen captures 8.3); 40 MP leaves room for stitched panoramas and
 # bounds one decoded frame to 120 MB of RGB. A whole DICOM may hold 10 such frames' worth of pixels.
 MAX_PIXELS = int(os.environ.get(PIXELS_ENV) or 40_000_000)
-MAX_FILE_PIXELS = 10 * MAX_PIXELS
+FILE_FACTOR = 10  # a whole file (a DICOM's frames together) may hold this many pictures' worth of pixels
 MIN_SIDE = 8
 Image.MAX_IMAGE_PIXELS = None  # PIL's own warning threshold is replaced by the explicit check below
 
@@ -62,8 +62,9 @@ def _check_pixels(path: Path, w: int, h: int, frames: int = 1, limit: int | None
     if w * h > limit:
         raise TooManyPixels(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} MP) is over the limit of {limit / 1e6:g} MP "
                             f"per image (set {PIXELS_ENV} to change it)")
-    if frames * w * h > 10 * limit:
-        raise TooManyPixels(f"{path}: {frames} frames of {w}x{h} pixels are over the limit of {10 * limit / 1e6:g} MP "
+    if frames * w * h > FILE_FACTOR * limit:
+        raise TooManyPixels(f"{path}: {frames} frames of {w}x{h} pixels are over the limit of "
+                            f"{FILE_FACTOR * limit / 1e6:g} MP "
                             f"per file (set {PIXELS_ENV} to change it)")
     if min(w, h) < MIN_SIDE:
         raise ImageReadError(f"{path}: image too small ({w}x{h}; at least {MIN_SIDE}x{MIN_SIDE} pixels)")
@@ -87,8 +88,6 @@ def kind_of(path: Path, data: bytes | None = None) -> str:
     if head[128:132] == b"DICM":
         return "dicom"
     if _video_signature(head):
-        return "video"
-    if not head and Path(path).suffix.lower() in VIDEO_SUFFIXES:
         return "video"
     if Path(path).suffix.lower() in DICOM_SUFFIXES and not head.startswith((b"\x89PNG", b"\xff\xd8")):
         return "dicom"
