@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    dataset: str
+    sources: tuple[str, ...]
     classes: int
     val_fraction: float
     split_seed: int | None
@@ -68,6 +68,7 @@ class TrainConfig:
     lr: float
     weight_decay: float
     select_metric: str
+    balance_sources: bool
     ema_decay: float
     swa_start: int
     swa_lr: float
@@ -171,9 +172,19 @@ def _build(cls: type, d: dict, where: str) -> Any:
     return cls(**kw)
 
 
+def _renamed(d: dict) -> dict:
+    """Settings renamed since a run was saved, under their new names: ``data.dataset: busi`` (one training source,
+    before several were possible) is ``data.sources: [busi]``."""
+    data = d.get("data")
+    if isinstance(data, dict) and "dataset" in data and "sources" not in data:
+        d = {**d, "data": {("sources" if k == "dataset" else k): ([v] if k == "dataset" else v)
+                           for k, v in data.items()}}
+    return d
+
+
 def config_from_dict(d: dict | None, where: str) -> RunConfig:
     """Any (partial) settings mapping -> a complete, checked :class:`RunConfig` (defaults for what is missing)."""
-    return _build(RunConfig, merge(default_dict(), d or {}, where), where)
+    return _build(RunConfig, merge(default_dict(), _renamed(d or {}), where), where)
 
 
 def _read_yaml(p: Path) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.config import RunConfig
+from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.readers import load_dataset
 from rcdnet.data.split import group_folds
@@ -49,11 +50,11 @@ def cross_validate(cfg: RunConfig, data_root: Path, out: Path, folds: int = 5, *
     if not ctx.main:
         dist.barrier(ctx)  # rank 0 fills the caches first
     data = prepare_training_data(base, data_root, cache_dir=cache_dir, progress=progress and ctx.main)
-    klg = [(s.key, s.label, s.group) for s in data.samples]
+    klg = [(s.key, f"{s.source}/{s.label}", s.group) for s in data.samples]  # stratified by source and class
     splits = fold_splits(klg, folds, cfg.seed)
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "folds.csv", [{"key": key, "label": label, "group": group,
+        write_csv(out / "folds.csv", [{"key": key, "label": label.split("/")[-1], "group": group,
                                        "fold": next(i for i, sp in enumerate(splits) if sp[key] == "val")}
                                       for key, label, group in klg])
         dist.barrier(ctx)
@@ -77,7 +78,7 @@ def cross_validate(cfg: RunConfig, data_root: Path, out: Path, folds: int = 5, *
 def _read_oof(fold_dirs: list[Path]) -> list[dict]:
     rows = []
     for i, d in enumerate(fold_dirs):
-        with open(d / "busi-val_predictions.csv", newline="") as fh:
+        with open(d / f"{VALIDATION}_predictions.csv", newline="") as fh:
             rows += [{**r, "fold": i} for r in csv.DictReader(fh)]
     return rows
 
@@ -94,7 +95,7 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
     pooled = {op: metrics_with_ci(y, p, t, n_boot) for op, t in thresholds.items()}
     fold_rows = []
     for i, d in enumerate(fold_dirs):
-        res = json.loads((d / "metrics.json").read_text())["results"]["busi-val"]["operating_points"]["default"]
+        res = json.loads((d / "metrics.json").read_text())["results"][VALIDATION]["operating_points"]["default"]
         fold_rows.append({"fold": i, "n": res["counts"]["n"], **{m: res[m]["value"] for m in FOLD_METRICS}})
     (out / ENSEMBLE_FILE).write_text(json.dumps({
         "format": ENSEMBLE_FORMAT, "members": [str(d.relative_to(out) / "checkpoints" / "best.pt")

@@ -50,7 +50,7 @@ def test_onnx_exported_before_the_input_record_still_loads(untrained_checkpoint,
     torch_p = TorchPredictor(untrained_checkpoint)
     path = Path(shutil.copy(exported_onnx, tmp_path / "old.onnx"))
     meta = read_metadata(path)
-    for key in ("input", "training_dataset"):  # what metadata of rcdnet-onnx/1 files written before lacked
+    for key in ("input", "training_sources"):  # what metadata of rcdnet-onnx/1 files written before lacked
         meta.pop(key)
     write_metadata(path, meta)
     images = torch_p.preprocessor(read_image(BUSI / "malignant" / "malignant (1).png"))[None]

@@ -184,7 +184,7 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from rcdnet.data.named import chosen_dataset, loose_files
+    from rcdnet.data.named import VALIDATION, chosen_dataset, loose_files
     from rcdnet.explain.run import check_methods, run_explain
     from rcdnet.predict import model_file
     from rcdnet.predict.pytorch import TorchPredictor
@@ -209,7 +209,7 @@ def cmd_explain(args) -> int:
     elif chosen and not args.evaluate:
         pictures = dataset(args.dataset)[1]
     if args.evaluate or args.figure:
-        datasets = dict(dataset(d) for d in ([args.dataset] if chosen else ["busi-val", "udiat"]))
+        datasets = dict(dataset(d) for d in ([args.dataset] if chosen else [VALIDATION, "udiat"]))
     res = run_explain(predictor, output_dir(args.out, "explain", args.checkpoint), pictures=pictures,
                       datasets=datasets, evaluate=args.evaluate, figure=args.figure, method=args.method,
                       methods=args.methods, layer=args.layer, target=args.target, road_images=args.road_images,

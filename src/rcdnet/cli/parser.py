@@ -10,7 +10,8 @@ DESCRIPTION = "rcdnet audit | train | cv | benchmark | evaluate | robustness | e
 
 
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
-    p.add_argument("--data", help="data root holding BUSI/ and UDIAT_DatasetB/ (default: $RCDNET_DATA, else ../shared/data)")
+    p.add_argument("--data", help="data root holding BUSI/, BUS-UCLM/ and UDIAT_DatasetB/ (default: $RCDNET_DATA, "
+                                  "else ../shared/data)")
     p.add_argument("--out", help=out_help)
     p.add_argument("--cache", help="cache folder for preprocessed images and duplicate screening "
                                    "(default: $RCDNET_CACHE, else ~/.cache/rcdnet)")
@@ -19,8 +20,9 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 def _dataset_options(p: argparse.ArgumentParser, default: str | None) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--dataset", default=default, choices=["busi-val", "udiat"],
-                   help="busi-val: the run's own validation split; udiat: the external test set")
+    g.add_argument("--dataset", default=default,
+                   help="val: the run's own validation split; <source>-val: its images from one training source "
+                        "(busi-val, bus-uclm-val); or a dataset: busi, bus-uclm, udiat (the external test set)")
     g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
     g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
 
@@ -38,13 +40,14 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 
 def _add_audit(sub) -> None:
     a = sub.add_parser("audit", help="counts, sizes, masks, unreadable files, duplicates, label conflicts, overlap")
-    a.add_argument("path", nargs="?", help="a data root (BUSI and UDIAT found inside), a folder per class, or a CSV "
+    a.add_argument("path", nargs="?", help="a data root (BUSI, BUS-UCLM and UDIAT found inside), a folder per class, or a CSV "
                                            "(default: --data)")
     _common(a, "folder for the audit CSVs (default: runs/audit)")
 
 
 def _add_train(sub) -> None:
-    t = sub.add_parser("train", help="train on BUSI, evaluate on validation and UDIAT, write the report")
+    t = sub.add_parser("train", help="train on the configured sources, evaluate on validation and UDIAT, "
+                                         "write the report")
     _common(t, "run directory (default: runs/train)")
     _training_options(t)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -109,13 +112,13 @@ def _add_explain(sub) -> None:
     x.add_argument("--target", default="malignant", help="class to explain: malignant (default), benign, or "
                                                          "'predicted' for each image's predicted class")
     x.add_argument("--evaluate", action="store_true", help="agreement with the lesion masks per method "
-                                                           "(--dataset, else busi-val and udiat)")
+                                                           "(--dataset, else val and udiat)")
     x.add_argument("--methods", nargs="+", help="methods for --evaluate (default: gradcam gradcam++ eigencam "
                                                 "layercam scorecam)")
     x.add_argument("--limit", type=int, help="--evaluate: a stratified subset of N masked images per dataset")
     x.add_argument("--road-images", type=int, default=40, help="--evaluate: images scored with ROAD per dataset "
                                                                 "(a stratified subset)")
-    x.add_argument("--figure", action="store_true", help="the Figure-4 grid from busi-val and udiat")
+    x.add_argument("--figure", action="store_true", help="the Figure-4 grid from val and udiat")
     _common(x, "output folder (default: <run dir>/explain)")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from rcdnet.data.decode import ImageReadError, kind_of, read_image, read_mask
-from rcdnet.data.duplicates import find_duplicates, group_samples, label_conflicts
+from rcdnet.data.duplicates import find_duplicates, group_pool
 from rcdnet.data.samples import DataProblem, Sample
 
 
@@ -44,10 +44,10 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
     rows = [inspect_sample(s) for s in all_samples]
     pairs, _ = find_duplicates([s for s, r in zip(all_samples, rows) if not r["problem"]], cache_dir=cache_dir,
                                progress=progress)
-    groups = group_samples(all_samples, pairs)
+    conflicts = group_pool(all_samples, pairs)  # duplicates and patients; conflicts among duplicates only
+    groups = {s.key: s.group for s in all_samples}
     for r in rows:
         r["group"] = groups[r["key"]]
-    conflicts = label_conflicts(all_samples, groups)
     source = {s.key: s.source for s in all_samples}
     summaries = {}
     for name, (samples, problems) in datasets.items():

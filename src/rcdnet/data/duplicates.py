@@ -254,3 +254,14 @@ def label_conflicts(samples: list[Sample], groups: dict[str, str]) -> dict[str, 
     for s in samples:
         members[groups[s.key]].append(s)
     return {g: m for g, m in members.items() if len({s.label for s in m}) > 1}
+
+
+def group_pool(samples: list[Sample], pairs: list[DuplicatePair]) -> dict[str, list[Sample]]:
+    """Set every sample's split group: duplicates joined with the patient a source names (BUS-UCLM's file prefix, a
+    CSV's group column). Returns the label conflicts, found among duplicates alone: one patient may well have a
+    benign and a malignant lesion, one image cannot."""
+    conflicts = label_conflicts(samples, group_samples([dataclasses.replace(s, group=None) for s in samples], pairs))
+    groups = group_samples(samples, pairs)
+    for s in samples:
+        s.group = groups[s.key]
+    return conflicts

@@ -1,6 +1,6 @@
-"""Which images a command on a trained model works on: a named dataset (``busi-val``: the run's own validation
-split; ``busi``, ``udiat``), a user's CSV or class folders, loose files and folders, or whatever a data root holds
-(``rcdnet audit``)."""
+"""Which images a command on a trained model works on: a named dataset (``val``: the run's own validation split,
+``<source>-val`` its part from one training source, e.g. ``busi-val``; ``busi``, ``bus-uclm``, ``udiat``), a user's
+CSV or class folders, loose files and folders, or whatever a data root holds (``rcdnet audit``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ from pathlib import Path
 
 from rcdnet.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from rcdnet.data.readers import (
+    READERS,
+    DatasetError,
     busi_dir,
+    bus_uclm_dir,
     load_dataset,
+    load_sources,
     masks_beside,
     read_busi,
+    read_bus_uclm,
     read_csv,
     read_folder,
     read_udiat,
@@ -19,31 +24,44 @@ from rcdnet.data.readers import (
 )
 from rcdnet.data.samples import CLASSES_3, DataProblem, Sample
 
-VALIDATION = "busi-val"
+VALIDATION = "val"
 
-
-def named_dataset(name: str, data_root: str | Path | None, classes: tuple[str, ...], val_keys: list[str],
-                  training_dataset: str, source: str = "the model") -> tuple[list[Sample], list[DataProblem]]:
-    """(samples, problems) of a named dataset: ``busi-val`` is the run's validation split (``val_keys`` of its
-    ``training_dataset``), any other name a dataset read by ``load_dataset``."""
-    if name != VALIDATION:
+def named_dataset(name: str, data_root: str | Path | None, model) -> tuple[list[Sample], list[DataProblem]]:
+    """(samples, problems) of a named dataset for ``model`` (a predictor: its classes, validation keys and training
+    sources). ``val`` is the run's validation split, ``<source>-val`` its images from one training source (``busi-val``
+    of a BUSI-only run is the whole split); any other name is a dataset read by ``load_dataset``."""
+    classes = tuple(model.classes)
+    if name != VALIDATION and not name.endswith("-val"):
         return load_dataset(name, data_root, classes=classes)
-    if not val_keys:
-        raise ValueError(f"{source}: holds no validation split (busi-val needs a run's own checkpoint)")
-    samples, problems = load_dataset(training_dataset, data_root, classes=classes)
-    val = set(val_keys)
-    return [s for s in samples if s.key in val], problems
+    if not model.val_keys:
+        raise DatasetError(f"{model.source}: holds no validation split ({name} needs a run's own checkpoint)")
+    samples, problems = load_sources(model.training_sources, data_root, classes)
+    val = set(model.val_keys)
+    samples = [s for s in samples if s.key in val]
+    if name != VALIDATION:
+        source = name[:-len("-val")]
+        samples = [s for s in samples if s.source == source]
+        if not samples:
+            raise DatasetError(f"{name}: {model.source} has no validation images from source {source!r} (its "
+                               f"training sources: {', '.join(model.training_sources)})")
+    return samples, problems
+
+
+def dataset_names(model) -> list[str]:
+    """The names ``--dataset`` accepts for ``model``: ``val``, one ``<source>-val`` per training source, and every
+    named dataset."""
+    sources = [s for s in getattr(model, "training_sources", ()) if s in READERS]
+    return [VALIDATION] + [f"{s}-val" for s in sources] + list(READERS)
 
 
 def chosen_dataset(model, name: str | None, *, csv: str | None = None, folder: str | None = None,
                    data_root: str | Path | None = None) -> tuple[str, list[Sample], list[DataProblem]]:
     """(name, samples, problems) for ``--csv``, ``--folder`` or a named dataset, labelled with ``model``'s classes
-    (a predictor: its ``val_keys`` and training dataset give ``busi-val``)."""
-    classes = tuple(model.classes)
+    (a predictor: its validation keys and training sources give ``val``)."""
     if csv or folder:
-        samples, problems = load_dataset(csv_path=csv, folder=folder, classes=classes)
+        samples, problems = load_dataset(csv_path=csv, folder=folder, classes=tuple(model.classes))
         return Path(csv or folder).stem, samples, problems
-    return (name, *named_dataset(name, data_root, classes, model.val_keys, model.training_dataset, model.source))
+    return (name, *named_dataset(name, data_root, model))
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -71,10 +89,11 @@ def loose_files(inputs: list[str | Path]) -> list[Sample]:
 
 
 def detect_datasets(target: Path) -> dict[str, tuple[list[Sample], list[DataProblem]]]:
-    """Every dataset at ``target``: a CSV file, a folder per class, or a data root holding BUSI and / or UDIAT
-    (else read as a folder per class). All three classes are read; each sample's ``source`` is its dataset."""
+    """Every dataset at ``target``: a CSV file, a folder per class, or a data root holding BUSI, BUS-UCLM and / or
+    UDIAT (else read as a folder per class). All three classes are read; each sample's ``source`` is its dataset."""
     target = Path(target)
-    is_class_folder = (target / "benign").is_dir() and busi_dir(target) == target and udiat_dir(target) == target
+    is_class_folder = ((target / "benign").is_dir() and busi_dir(target) == target and udiat_dir(target) == target
+                       and bus_uclm_dir(target) == target)
     if target.is_file():
         datasets = {"csv": read_csv(target, CLASSES_3)}
     elif is_class_folder:
@@ -83,6 +102,8 @@ def detect_datasets(target: Path) -> dict[str, tuple[list[Sample], list[DataProb
         datasets = {}
         if (busi_dir(target) / "benign").is_dir() or (busi_dir(target) / "malignant").is_dir():
             datasets["busi"] = read_busi(target, CLASSES_3)
+        if (bus_uclm_dir(target) / "INFO.csv").is_file():
+            datasets["bus-uclm"] = read_bus_uclm(target, CLASSES_3)
         if (udiat_dir(target) / "original").is_dir():
             datasets["udiat"] = read_udiat(target, CLASSES_3)
         if not datasets:

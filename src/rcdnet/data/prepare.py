@@ -1,4 +1,5 @@
-"""From a data root to train / validation arrays: read, (limit), screen duplicates, group, split, preprocess."""
+"""From a data root to train / validation arrays: read every source, (limit), screen duplicates, group (duplicates
+and patients), split, preprocess."""
 
 from __future__ import annotations
 
@@ -8,14 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.config import RunConfig
-from rcdnet.data.duplicates import (
-    DuplicatePair,
-    find_duplicates,
-    group_samples,
-    label_conflicts,
-)
+from rcdnet.data.duplicates import DuplicatePair, find_duplicates, group_pool
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.readers import load_dataset, load_sources
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
 from rcdnet.data.split import split_train_val
 
@@ -28,15 +24,16 @@ def classes_from_config(cfg: RunConfig) -> tuple[str, ...]:
 
 
 def stratified_limit(samples: list[Sample], n: int, seed: int) -> list[Sample]:
-    """A seeded subset of ``n`` samples with the class proportions of the whole (at least 2 per class)."""
+    """A seeded subset of ``n`` samples with the source and class proportions of the whole (at least 2 of each
+    source and class)."""
     if n >= len(samples):
         return samples
     rng = np.random.default_rng(seed)
-    by_class: dict[str, list[Sample]] = {}
+    by_class: dict[tuple[str, str], list[Sample]] = {}
     for s in samples:
-        by_class.setdefault(s.label, []).append(s)
+        by_class.setdefault((s.source, s.label), []).append(s)
     out = []
-    for label, members in sorted(by_class.items()):
+    for _, members in sorted(by_class.items()):
         k = max(2, round(n * len(members) / len(samples)))
         out += [members[i] for i in sorted(rng.choice(len(members), size=min(k, len(members)), replace=False))]
     return out
@@ -61,7 +58,10 @@ def prepare_training_data(cfg: RunConfig, data_root: Path, *, cache_dir: Path | 
                           saved_split: dict[str, str] | None = None, progress: bool = True) -> PreparedData:
     """Everything before the first epoch. ``saved_split`` (key -> split) reuses a run's split exactly."""
     classes = classes_from_config(cfg)
-    samples, problems = load_dataset(cfg.data.dataset, data_root, classes=classes)
+    clash = sorted(set(cfg.data.external) & set(cfg.data.sources))
+    if clash:
+        raise ValueError(f"data.external {clash} is also in data.sources: an external test set is never trained on")
+    samples, problems = load_sources(cfg.data.sources, data_root, classes)
     if cfg.data.limit:
         samples = stratified_limit(samples, cfg.data.limit, cfg.split_seed)
     external: list[Sample] = []
@@ -72,10 +72,7 @@ def prepare_training_data(cfg: RunConfig, data_root: Path, *, cache_dir: Path | 
     pairs, unreadable = find_duplicates(samples + external, cache_dir=cache_dir, progress=progress)
     problems += [DataProblem(p, why) for p, why in unreadable]
     pool_keys = {s.key for s in samples}
-    groups = group_samples(samples, [p for p in pairs if p.a in pool_keys and p.b in pool_keys])
-    for s in samples:
-        s.group = groups[s.key]
-    conflicts = label_conflicts(samples, groups)
+    conflicts = group_pool(samples, [p for p in pairs if p.a in pool_keys and p.b in pool_keys])
     if cfg.data.drop_label_conflicts and conflicts:
         bad = {s.key for members in conflicts.values() for s in members}
         samples = [s for s in samples if s.key not in bad]

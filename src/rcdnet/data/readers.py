@@ -1,4 +1,4 @@
-"""Dataset readers: BUSI (Kaggle layout), UDIAT Dataset B, and users' own folder-per-class or CSV data.
+"""Dataset readers: BUSI (Kaggle layout), BUS-UCLM, UDIAT Dataset B, and users' own folder-per-class or CSV data.
 
 Every reader returns ``(samples, problems)``: files it cannot use are reported as
 :class:`~rcdnet.data.samples.DataProblem` and skipped, never fatal. Pixel decoding happens later (in
@@ -60,6 +60,10 @@ def busi_dir(root: Path) -> Path:
 
 def udiat_dir(root: Path) -> Path:
     return _find(Path(root), "UDIAT_DatasetB/BUS", "BUS")
+
+
+def bus_uclm_dir(root: Path) -> Path:
+    return _find(Path(root), "BUS-UCLM")
 
 
 def read_busi(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
@@ -161,6 +165,50 @@ def read_udiat(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[S
     return samples, problems
 
 
+def read_bus_uclm(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
+    """Read BUS-UCLM: ``images/<PATIENT>_<NNN>.png``, ``masks/<same name>`` (RGB: green benign, red malignant),
+    labels from ``INFO.csv`` (semicolon-separated: Image;Resolution;Label;Doppler;Marks;...). The patient, the
+    file-name prefix, becomes the sample's group, so that no patient spans two splits."""
+    base = bus_uclm_dir(root)
+    info = base / "INFO.csv"
+    if not info.is_file():
+        raise DatasetError(f"{info}: BUS-UCLM label file missing (labels live only in INFO.csv)")
+    with open(info, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter=";")
+        if not {"Image", "Label"} <= set(reader.fieldnames or []):
+            raise DatasetError(f"{info}: expected semicolon-separated columns Image;Label;..., found "
+                               f"{reader.fieldnames}")
+        rows = list(reader)
+    samples: list[Sample] = []
+    problems: list[DataProblem] = []
+    for line, r in enumerate(rows, start=2):
+        name = (r["Image"] or "").strip()
+        label = normalise_label(r["Label"] or "", CLASSES_3)
+        if label is None:
+            problems.append(DataProblem(f"{info}:line {line}", f"unknown label {r['Label']!r} for image {name}"))
+            continue
+        if label not in classes:
+            continue
+        img, mask = base / "images" / name, base / "masks" / name
+        if not name or not img.is_file():
+            problems.append(DataProblem(str(img), f"listed in INFO.csv (line {line}) but the image file is missing"))
+            continue
+        if not mask.is_file():
+            problems.append(DataProblem(str(img), "image without a mask (kept for classification)"))
+        yes = lambda v: (v or "").strip().lower() in ("y", "yes")  # noqa: E731  (one row spells Doppler "Y")
+        samples.append(Sample(path=img, label=label, key=f"bus-uclm/{Path(name).stem}", source="bus-uclm",
+                              mask_paths=(mask,) if mask.is_file() else (), group=name.rsplit("_", 1)[0],
+                              extra={"doppler": yes(r.get("Doppler")), "marks": yes(r.get("Marks"))}))
+    listed = {(r["Image"] or "").strip() for r in rows}
+    for f in sorted((base / "images").glob("*")):
+        if f.name not in listed and f.suffix.lower() in IMAGE_SUFFIXES:
+            problems.append(DataProblem(str(f), "image not listed in INFO.csv (skipped: no label)"))
+    if not samples:
+        raise DatasetError(f"{base}: no labelled BUS-UCLM images found")
+    samples.sort(key=lambda s: _natural_key(s.key))
+    return samples, problems
+
+
 def read_folder(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
     """Users' data as one folder per class: ``root/benign/*.png``, ``root/malignant/*.png`` (or ``0/``, ``1/``).
     Files named ``*_mask*`` beside an image are taken as its masks."""
@@ -244,16 +292,51 @@ def load_dataset(
     name: str | None = None, data_root: Path | None = None, *, csv_path: Path | None = None,
     folder: Path | None = None, classes: tuple[str, ...] = CLASSES_2,
 ) -> tuple[list[Sample], list[DataProblem]]:
-    """One entry point: a named dataset (``busi``, ``udiat``) under ``data_root``, or a CSV, or a folder."""
+    """One entry point: a named dataset (:data:`READERS`) under ``data_root``, or a CSV, or a folder."""
     if csv_path is not None:
         return read_csv(csv_path, classes)
     if folder is not None:
         return read_folder(folder, classes)
-    root = resolve_data_root(data_root)
-    readers = {"busi": read_busi, "udiat": read_udiat}
-    if name not in readers:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(readers)} or pass --csv / --folder")
-    return readers[name](root, classes)
+    if name not in READERS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(READERS)} or pass --csv / --folder")
+    return READERS[name](resolve_data_root(data_root), classes)
+
+
+def load_sources(sources: tuple[str, ...] | list[str], data_root: Path | None = None,
+                 classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
+    """The training pool of several sources (``data.sources``): each entry a named dataset (:data:`READERS`), a
+    CSV file or a folder per class. Every sample carries its source (a user's file or folder is named by its stem),
+    keys and groups are prefixed by that name so that two sources never share one, and a source listed twice is an
+    error."""
+    samples: list[Sample] = []
+    problems: list[DataProblem] = []
+    seen: dict[str, str] = {}
+    for entry in sources:
+        if entry in READERS:
+            name, (mine, bad) = entry, load_dataset(entry, data_root, classes=classes)
+        else:
+            p = Path(entry)
+            if not p.exists():
+                raise DatasetError(f"data.sources: {entry!r} is neither a dataset name ({', '.join(READERS)}) nor an "
+                                   "existing CSV file or folder")
+            name = p.stem.lower()
+            mine, bad = load_dataset(csv_path=p, classes=classes) if p.is_file() else load_dataset(folder=p,
+                                                                                                 classes=classes)
+            for s in mine:
+                s.key, s.source = f"{name}/{s.key}", name
+        if name in seen:
+            raise DatasetError(f"data.sources: {entry!r} and {seen[name]!r} are both named {name!r}")
+        seen[name] = entry
+        for s in mine:
+            s.group = f"{name}/{s.group}" if s.group else None
+        samples += mine
+        problems += bad
+    if not samples:
+        raise DatasetError("data.sources: no training sources listed")
+    return samples, problems
+
+
+READERS = {"busi": read_busi, "bus-uclm": read_bus_uclm, "udiat": read_udiat}
 
 
 def _natural_key(s: str) -> list:

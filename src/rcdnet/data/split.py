@@ -27,15 +27,15 @@ def group_folds(labels: list[str], groups: list[str], k: int, seed: int = 0) -> 
 
 def split_train_val(samples: list[Sample], groups: dict[str, str], val_fraction: float = 0.3,
                     seed: int = 0) -> dict[str, str]:
-    """Assign every sample to ``train`` or ``val`` so that no duplicate group spans both and each class keeps
-    about ``val_fraction`` of its images in validation: k group folds (k from the fraction, e.g. 3 of 10 folds
-    for 0.3) of :func:`group_folds`. Returns sample key -> split."""
+    """Assign every sample to ``train`` or ``val`` so that no group (duplicates, a patient) spans both and each
+    source and class keeps about ``val_fraction`` of its images in validation: k group folds (k from the fraction,
+    e.g. 3 of 10 folds for 0.3) of :func:`group_folds`, stratified by source and class. Returns key -> split."""
     frac = Fraction(val_fraction).limit_denominator(20)
     if not 0 < frac < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     k, n_val = frac.denominator, frac.numerator
     try:
-        fold_of = group_folds([s.label for s in samples], [groups[s.key] for s in samples], k, seed)
+        fold_of = group_folds([f"{s.source}/{s.label}" for s in samples], [groups[s.key] for s in samples], k, seed)
     except ValueError:
         raise ValueError(f"only {len(set(groups.values()))} groups: too few for a {val_fraction:.0%} group-aware "
                          "split") from None
@@ -44,8 +44,9 @@ def split_train_val(samples: list[Sample], groups: dict[str, str], val_fraction:
 
 def save_split(path: Path, samples: list[Sample], split: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(path, [{"key": s.key, "path": str(s.path), "label": s.label, "group": s.group or "",
-                      "split": split[s.key]} for s in samples], ["key", "path", "label", "group", "split"])
+    write_csv(path, [{"key": s.key, "path": str(s.path), "label": s.label, "source": s.source,
+                      "group": s.group or "", "split": split[s.key]} for s in samples],
+              ["key", "path", "label", "source", "group", "split"])
 
 
 def load_split(path: Path) -> list[dict]:

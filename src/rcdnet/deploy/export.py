@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from rcdnet.data.named import VALIDATION, named_dataset
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.readers import load_dataset, load_sources
 from rcdnet.deploy.onnx import export_onnx
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.predict.onnx import OnnxPredictor
@@ -30,11 +30,10 @@ def split_images(predictor: TorchPredictor, data: str | None, cache: str | None,
     """Preprocessed images and malignant labels of the run's validation split and, ``with_all``, of its training
     pool and external test sets."""
     classes = tuple(predictor.classes)
-    val, _ = named_dataset(VALIDATION, data, classes, predictor.val_keys, predictor.training_dataset,
-                           predictor.source)
+    val, _ = named_dataset(VALIDATION, data, predictor)
     parts = {VALIDATION: val}
     if with_all:
-        pool, _ = load_dataset(predictor.training_dataset, data, classes=classes)
+        pool, _ = load_sources(predictor.training_sources, data, classes)
         keys = set(predictor.val_keys)
         parts["train"] = [s for s in pool if s.key not in keys]
         parts.update({n: load_dataset(n, data, classes=classes)[0] for n in predictor.config.data.external})

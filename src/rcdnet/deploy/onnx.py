@@ -26,7 +26,7 @@ from rcdnet.predict.pytorch import TorchPredictor
 def metadata(predictor: TorchPredictor, **extra) -> dict:
     return {"format": ONNX_FORMAT, "rcdnet_version": __version__, "classes": predictor.classes,
             "thresholds": predictor.thresholds, "temperature": predictor.temperature, "tta": predictor.tta,
-            "model": predictor.model_name, "training_dataset": predictor.training_dataset,
+            "model": predictor.model_name, "training_sources": list(predictor.training_sources),
             "input": predictor.decision.normalise.stats(),
             "preprocessing": dataclasses.asdict(predictor.preprocessor),
             "source_checkpoint": Path(predictor.source).name, "source_sha256": file_sha256(predictor.source), **extra}

@@ -56,7 +56,9 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     """Predict ``samples`` and write ``{name}_predictions.csv``, ``{name}_metrics.json``, ``{name}_roc.png`` and
     ``{name}_confusion.png`` into ``out_dir``. ``images`` may hold their preprocessed arrays already.
 
-    Metrics are binary (malignant vs the rest) at every operating point the checkpoint carries."""
+    Metrics are binary (malignant vs the rest) at every operating point the checkpoint carries; a set drawn from
+    several sources (a multi-source validation split) has them per source as well (``by_source``), each computed
+    on that source's images alone at the same thresholds."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problems: list[DataProblem] = []
@@ -79,6 +81,13 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
         warnings.simplefilter("ignore", UserWarning)
         for op, t in predictor.thresholds.items():
             result["operating_points"][op] = _defined(metrics_with_ci(y, p_mal, t, n_boot, seed))
+        sources = np.array([s.source for s in samples])
+        if len(set(sources)) > 1:
+            result["by_source"] = {
+                src: {"n": int(m.sum()), "n_malignant": int(y[m].sum()),
+                      "operating_points": {op: _defined(metrics_with_ci(y[m], p_mal[m], t, n_boot, seed))
+                                           for op, t in predictor.thresholds.items()}}
+                for src in sorted(set(sources)) for m in [sources == src]}
     rows = [{"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",
              "predicted": predictor.classes[int(np.argmax(pr))],
              **{f"malignant@{op}": int(pm >= t) for op, t in predictor.thresholds.items()}}
@@ -113,7 +122,7 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
     predictor = TorchPredictor(f, tta=True if tta else None) if f.suffix != ".json" else load_predictor(f)
     if isinstance(predictor, TorchPredictor) and ((tta and not predictor.config.eval.tta) or adabn):
         predictor.thresholds = rechoose_for_variant(predictor, adabn, data_root, cache_dir)
-        report(f"operating points chosen again on busi-val for this test-time variant: {predictor.thresholds}")
+        report(f"operating points chosen again on the run's validation split for this test-time variant: {predictor.thresholds}")
     return predictor
 
 

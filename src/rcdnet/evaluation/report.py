@@ -11,6 +11,7 @@ import torch
 
 from rcdnet import runtime
 from rcdnet.config import RunConfig
+from rcdnet.data.named import VALIDATION
 from rcdnet.evaluation.paper import rcdnet_row
 from rcdnet.files import markdown_table
 
@@ -48,14 +49,17 @@ def _fmt(m: dict) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
 
 
-def metrics_table(results: dict[str, dict], op: str) -> str:
+def metrics_table(results: dict[str, dict], op: str, paper_of: dict[str, str] | None = None) -> str:
+    """Our metrics at ``op`` beside the paper's (``paper_of``: result name -> the paper's test set, where they are
+    like with like)."""
     names = list(results)
+    paper_of = paper_of or {}
     header = ["Metric"] + [f"{n} ({who})" for n in names for who in ("ours", "paper")]
     rows = []
     for key, label, paper_key in ROWS:
         cells = []
         for n in names:
-            paper = rcdnet_row(n).get(paper_key) if paper_key else None
+            paper = rcdnet_row(paper_of.get(n, n)).get(paper_key) if paper_key else None
             cells += [_fmt(results[n]["operating_points"][op][key]), f"{paper:.4f}" if paper is not None else "–"]
         rows.append([label] + cells)
     counts = " · ".join(f"{n}: " + ", ".join(f"{k.upper()} {r['operating_points'][op]['counts'][k]}"
@@ -67,6 +71,7 @@ def data_summary(data) -> dict:
     """The report's data section from a :class:`~rcdnet.data.prepare.PreparedData`."""
     tr, va = data.subset("train")[0], data.subset("val")[0]
     labels = sorted({s.label for s in data.samples})
+    sources = list(dict.fromkeys(s.source for s in data.samples))
 
     def count(ss):
         return ", ".join(f"{c} {sum(s.label == c for s in ss)}" for c in labels)
@@ -75,11 +80,18 @@ def data_summary(data) -> dict:
     for s in data.samples:
         groups.setdefault(s.group, []).append(s.key)
     multi = [g for g in groups.values() if len(g) > 1]
-    pool = {s.key for s in data.samples}
-    ext_pairs = [p for p in data.pairs if p.a not in pool and p.b not in pool and not p.a.startswith("busi/")]
+    training = {s.key for s in data.samples} | {s.key for m in data.conflicts.values() for s in m}
+    ext_pairs = [p for p in data.pairs if p.a not in training and p.b not in training]
+    per_source = {}
+    for src in sources if len(sources) > 1 else []:
+        mine_tr, mine_va = ([s for s in part if s.source == src] for part in (tr, va))
+        per_source[f"source {src}"] = (f"train {len(mine_tr)} ({count(mine_tr)}) / validation {len(mine_va)} "
+                                       f"({count(mine_va)})")
     return {
-        "training pool": f"{len(data.samples)} images ({count(data.samples)})",
-        "train / validation": f"{len(tr)} ({count(tr)}) / {len(va)} ({count(va)}), stratified, no duplicate group across",
+        "training pool": f"{len(data.samples)} images ({count(data.samples)}) from {', '.join(sources)}",
+        "train / validation": f"{len(tr)} ({count(tr)}) / {len(va)} ({count(va)}), stratified by source and class, "
+                              "no duplicate or patient group across",
+        **per_source,
         "duplicate groups in the pool": f"{len(multi)} groups holding {sum(map(len, multi))} images",
         "label conflicts left out": f"{len(data.conflicts)} groups: " + "; ".join(
             " = ".join(s.key for s in m) for m in data.conflicts.values()),
@@ -90,8 +102,21 @@ def data_summary(data) -> dict:
     }
 
 
+def per_source_table(results: dict[str, dict], op: str) -> list[str]:
+    """Lines of a table of each multi-source result's metrics per source at ``op`` (none if no result has them)."""
+    rows = [[f"{n}: {src}", str(r["n"]), str(r["n_malignant"])]
+            + [_fmt(r["operating_points"][op][k]) if r["operating_points"][op][k]["value"] is not None else "undefined"
+               for k in ("auc", "sensitivity", "specificity", "accuracy")]
+            for n, res in results.items() for src, r in res.get("by_source", {}).items()]
+    if not rows:
+        return []
+    return ["", "Per source (each computed on that source's images alone, at the same threshold):", "",
+            *markdown_table(["set: source", "n", "malignant", "AUC", "sensitivity", "specificity", "accuracy"], rows)]
+
+
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
                  thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict]) -> None:
+    paper_of = {VALIDATION: "busi-val"} if cfg.data.sources == ("busi",) else {}  # the paper's like-with-like rows
     tot = sum(h["epoch_seconds"] for h in history)
     per_epoch = tot / max(len(history), 1)
     lines = [
@@ -119,7 +144,8 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         lines += ["", f"## Results at the `{op}` operating point", "",
                   "95 % percentile-bootstrap confidence intervals in brackets. The paper reports one number per cell "
                   "(no intervals); its tables appear to average precision/recall/F1 over both classes (macro).", "",
-                  metrics_table(results, op)]
+                  metrics_table(results, op, paper_of)]
+        lines += per_source_table(results, op)
     lines += ["", "## Calibration (expected calibration error, 10 bins)", ""]
     lines += [f"- {n}: ECE {r['ece_before_temperature']:.3f} before, {r['ece']:.3f} after temperature scaling "
               f"(T = {r['temperature']:.3f}, fitted on validation)" for n, r in results.items()]

@@ -198,10 +198,8 @@ def run_robustness(predictor: TorchPredictor, out_dir: Path, *, samples=None, sh
                    ) -> tuple[dict, list[DataProblem]]:
     """``rcdnet robustness``: the shift suite on ``samples`` (default: the run's validation split), the overlay
     analysis on them and on the run's external sets, written to ``out_dir``. Returns (summary, skipped files)."""
-    classes = tuple(predictor.classes)
     if samples is None:
-        samples, _ = named_dataset(VALIDATION, data_root, classes, predictor.val_keys, predictor.training_dataset,
-                                   predictor.source)
+        samples, _ = named_dataset(VALIDATION, data_root, predictor)
     rows, problems, kept, p_mal = shift_suite(predictor, samples, shifts, levels, seed, n_boot, adabn=adabn,
                                               progress=progress, cache_dir=cache_dir)
     if adabn:  # the overlay analysis scores the model as it is, without adaptation
@@ -209,5 +207,5 @@ def run_robustness(predictor: TorchPredictor, out_dir: Path, *, samples=None, sh
             :, predictor.malignant_index]
     overlays = {VALIDATION: overlay_analysis(predictor, kept, p_mal)}
     for name in predictor.config.data.external:
-        overlays[name] = overlay_analysis(predictor, named_dataset(name, data_root, classes, [], "")[0])
+        overlays[name] = overlay_analysis(predictor, named_dataset(name, data_root, predictor)[0])
     return write_outputs(out_dir, rows, overlays), problems

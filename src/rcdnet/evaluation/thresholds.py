@@ -26,8 +26,7 @@ def rechoose_for_variant(predictor: TorchPredictor, adabn: bool, data_root: str 
     """Operating points for a test-time variant the checkpoint's were not chosen for (mirror TTA on a run trained
     without it, or AdaBN): chosen again, for that variant, on the checkpoint's own validation split (AdaBN:
     adapted to the validation images), never on the target set."""
-    val, _ = named_dataset(VALIDATION, data_root, tuple(predictor.classes), predictor.val_keys,
-                           predictor.training_dataset, predictor.source)
+    val, _ = named_dataset(VALIDATION, data_root, predictor)
     val, val_images, _ = preprocess_samples(val, predictor.preprocessor, cache_dir)
     chooser = predictor.adapted(val_images) if adabn else predictor
     return choose_thresholds(chooser, val_images, [s.label for s in val], predictor.config.eval.target_sensitivity)

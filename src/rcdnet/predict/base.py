@@ -22,7 +22,7 @@ class Predictor(Protocol):
     model_name: str                  # the registry name, e.g. "rcdnet"
     source: str                      # the file it was loaded from
     val_keys: list[str]              # the run's validation split (empty when unknown)
-    training_dataset: str            # the dataset it was trained on (names busi-val's source)
+    training_sources: tuple[str, ...]  # the training sources (where its validation split comes from)
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray: ...
 

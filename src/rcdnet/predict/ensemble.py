@@ -47,7 +47,7 @@ class EnsemblePredictor:
                 raise ValueError(f"{spec_file}: members differ in classes or preprocessing")
         self.source = str(spec_file)
         self.classes, self.preprocessor, self.model_name = first.classes, first.preprocessor, first.model_name
-        self.training_dataset = first.training_dataset
+        self.training_sources = first.training_sources
         self.thresholds: dict[str, float] = {str(k): float(v) for k, v in thresholds.items()}
         self.val_keys: list[str] = []
 

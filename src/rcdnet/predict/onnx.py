@@ -76,7 +76,7 @@ class OnnxPredictor:
         self.temperature = float(meta.get("temperature", 1.0))
         self.tta = bool(meta.get("tta", False))
         self.model_name = str(meta.get("model", "unknown"))
-        self.training_dataset = str(meta.get("training_dataset", "busi"))
+        self.training_sources = tuple(meta.get("training_sources") or [meta.get("training_dataset", "busi")])
         self.val_keys: list[str] = []
         self.preprocessor = Preprocessor(**meta["preprocessing"])
         self.batch_size = batch_size or 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from rcdnet.config import AugmentConfig
@@ -60,3 +60,36 @@ class ImageArrayDataset(Dataset):
         if self.augment is not None:
             x = self.augment(x)
         return self.normalise(x), self.labels[i]
+
+
+class SourceBalancedSampler(Sampler[int]):
+    """Training indices drawn so that every source is equally likely in each batch (``train.balance_sources``).
+
+    An epoch is ``len(sources)`` draws with replacement: a source uniformly at random, then one of its images
+    uniformly. Seeded by (seed, epoch) alone, so a resumed run repeats an uninterrupted one; under DDP each of W
+    ranks takes every W-th draw, as :class:`~torch.utils.data.DistributedSampler` does."""
+
+    def __init__(self, sources: list[str], num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        names = sorted(set(sources))
+        arr = np.array(sources)
+        self.members = [np.flatnonzero(arr == n) for n in names]
+        self.num_samples = len(sources) // num_replicas
+        self.num_replicas, self.rank, self.seed, self.epoch = num_replicas, rank, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draws(self) -> np.ndarray:
+        """This epoch's indices for every rank, (num_samples * num_replicas,)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        total = self.num_samples * self.num_replicas
+        which = rng.integers(len(self.members), size=total)
+        pick = rng.random(total)
+        sizes = np.array([len(m) for m in self.members])
+        return np.array([self.members[w][int(u * sizes[w])] for w, u in zip(which, pick)], dtype=int)
+
+    def __iter__(self):
+        return iter(self.draws()[self.rank::self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -38,7 +38,7 @@ from rcdnet.models.input import Normalise
 from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
-from rcdnet.training.dataset import ImageArrayDataset, train_augmentation
+from rcdnet.training.dataset import ImageArrayDataset, SourceBalancedSampler, train_augmentation
 
 
 def seed_everything(seed: int) -> None:
@@ -119,8 +119,10 @@ class Trainer:
         self.val_ds = ImageArrayDataset(val_images, np.array([label_idx[s.label] for s in val_samples]),
                                         self.normalise)
         self.val_keys = [s.key for s in val_samples]
-        self.sampler = DistributedSampler(self.train_ds, num_replicas=self.ctx.world, rank=self.ctx.rank,
-                                          shuffle=True, seed=self.cfg.seed, drop_last=True)
+        self.sampler = (SourceBalancedSampler([s.source for s in tr_samples], self.ctx.world, self.ctx.rank,
+                                              self.cfg.seed) if self.cfg.train.balance_sources else
+                        DistributedSampler(self.train_ds, num_replicas=self.ctx.world, rank=self.ctx.rank,
+                                           shuffle=True, seed=self.cfg.seed, drop_last=True))
         self.train_loader = DataLoader(self.train_ds, batch_size=self.cfg.train.batch_size // self.ctx.world,
                                        sampler=self.sampler, drop_last=True)
         self.val_index = np.arange(self.ctx.rank, len(self.val_ds), self.ctx.world)  # this rank's shard

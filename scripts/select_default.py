@@ -1,0 +1,187 @@
+"""Choose the default configuration by transfer across hospitals (the rule: docs/selection.md, rcdnet.evaluation.selection).
+
+    python scripts/select_default.py run RECIPE [RECIPE ...]   # configs/ablations/RECIPE.yaml -> runs/selection/RECIPE
+    python scripts/select_default.py table > docs/selection.md
+
+`run` does, with the README's own commands (finished steps are skipped, so it resumes), step 1 for every recipe
+given and then step 2 for every recipe:
+1. the two leave-one-source-out folds: `rcdnet train` on BUSI alone with BUS-UCLM as its only external set
+   (`busi-to-bus-uclm/`), and on BUS-UCLM alone with BUSI as its only external set (`bus-uclm-to-busi/`); each fold
+   chooses its epoch and operating points on its own in-source validation split; then `rcdnet evaluate --tta` of the
+   held-out source and of the in-source validation split, the test-time variant;
+2. the finished configuration: `rcdnet train` on every training source (`all/`), whose evaluation ends with the one
+   scoring on UDIAT, and `rcdnet evaluate --tta` on its validation split and on UDIAT.
+
+`table` applies the rule to every recipe whose folds are finished (x {no TTA, TTA}) and prints the page: transfer
+scores, the paired cluster-bootstrap differences from the leader, the choice, and, reported and never read by the
+rule, the in-source validation and UDIAT numbers of the finished configurations with the rank correlations.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path("runs/selection")
+RCDNET = [sys.executable, "-m", "rcdnet"]
+REFERENCE = Path("configs/ablations/paper.yaml")  # options are counted over the paper's recipe
+FOLDS = {"busi-to-bus-uclm": ("busi", "bus-uclm"), "bus-uclm-to-busi": ("bus-uclm", "busi")}
+SOURCES = "[busi, bus-uclm]"
+TAGS = {"": [], "+TTA": ["--tta"]}
+
+
+def sh(args: list) -> None:
+    print("$", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], check=True)
+
+
+def _train(config: Path, out: Path, sources: str, external: str) -> None:
+    if not (out / "report.md").exists():
+        sh(RCDNET + ["train", "--config", config, "--out", out, "--quiet", "--set", f"data.sources={sources}",
+                     "--set", f"data.external={external}"]
+           + (["--resume"] if (out / "checkpoints" / "last.pt").exists() else []))
+
+
+def _evaluate(run: Path, dataset: str, tag: str) -> None:
+    out = run / f"eval{tag}"
+    if not (out / f"{dataset}_metrics.json").exists():
+        sh(RCDNET + ["evaluate", run, "--dataset", dataset, "--out", out, "--quiet", *TAGS[tag]])
+
+
+def run(recipes: list[str]) -> None:
+    """Every recipe's folds first (all the rule reads), then every finished configuration."""
+    configs = {name: Path("configs/ablations") / f"{name}.yaml" for name in recipes}
+    for config in configs.values():
+        if not config.is_file():
+            sys.exit(f"{config}: no such recipe")
+    for name, config in configs.items():
+        for fold, (train_on, held_out) in FOLDS.items():
+            _train(config, ROOT / name / fold, f"[{train_on}]", f"[{held_out}]")
+            for dataset in (held_out, "val"):
+                _evaluate(ROOT / name / fold, dataset, "+TTA")
+    for name, config in configs.items():
+        _train(config, ROOT / name / "all", SOURCES, "[udiat]")
+        for dataset in ("val", "udiat"):
+            _evaluate(ROOT / name / "all", dataset, "+TTA")
+
+
+def _metrics_dir(run: Path, tag: str) -> Path:
+    return run / f"eval{tag}" if tag else run
+
+
+def _clusters(run: Path, dataset: str, keys: list[str]) -> list[str]:
+    """A cluster per held-out image: its patient (BUS-UCLM) joined with its duplicates (the run's screening)."""
+    from rcdnet.data.duplicates import DuplicatePair, group_pool
+    from rcdnet.data.readers import load_dataset
+
+    samples = {s.key: s for s in load_dataset(dataset)[0]}
+    with open(run / "duplicates.csv", newline="") as fh:
+        pairs = [DuplicatePair(r["a"], r["b"], r["kind"], 0, 0, 0.0, 0.0) for r in csv.DictReader(fh)
+                 if r["a"] in samples and r["b"] in samples]
+    mine = [samples[k] for k in keys]
+    group_pool(mine, pairs)
+    return [s.group for s in mine]
+
+
+def _held_out(run: Path, dataset: str, tag: str):
+    import numpy as np
+
+    from rcdnet.evaluation.selection import HeldOut
+
+    with open(_metrics_dir(run, tag) / f"{dataset}_predictions.csv", newline="") as fh:
+        rows = sorted(csv.DictReader(fh), key=lambda r: r["key"])
+    keys = [r["key"] for r in rows]
+    return HeldOut(np.array([r["label"] == "malignant" for r in rows], int),
+                   np.array([float(r["p_malignant"]) for r in rows]), np.array(_clusters(run, dataset, keys)))
+
+
+def n_options(config: Path, tag: str) -> int:
+    """Settings in which a recipe (plus its test-time variant) differs from the paper's, sources aside."""
+    from rcdnet.config import load_config
+
+    def leaves(d: dict, prefix: str = "") -> dict:
+        return {k2: v2 for k, v in d.items() for k2, v2 in
+                (leaves(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+
+    a, b = leaves(load_config(config).to_dict()), leaves(load_config(REFERENCE).to_dict())
+    a["eval.tta"] = a["eval.tta"] or bool(tag)
+    return sum(a[k] != b[k] for k in a if k not in ("data.sources", "data.external"))
+
+
+def _metrics(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def table() -> None:
+    from scipy.stats import spearmanr
+
+    from rcdnet.evaluation.report import environment
+    from rcdnet.evaluation.selection import Candidate, choose
+
+    candidates, finals = [], {}
+    for recipe in sorted(p.name for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else []:
+        for tag in TAGS:
+            runs = {fold: ROOT / recipe / fold for fold in FOLDS}
+            if not all((_metrics_dir(r, tag) / f"{FOLDS[f][1]}_predictions.csv").exists() for f, r in runs.items()):
+                continue
+            name = recipe + tag
+            candidates.append(Candidate(name, n_options(Path("configs/ablations") / f"{recipe}.yaml", tag),
+                                        {f"{FOLDS[f][0]}->{FOLDS[f][1]}": _held_out(r, FOLDS[f][1], tag)
+                                         for f, r in runs.items()}))
+            in_source = _metrics(_metrics_dir(runs["busi-to-bus-uclm"], tag) / "val_metrics.json")
+            all_dir = _metrics_dir(ROOT / recipe / "all", tag)
+            finals[name] = {"busi_val": in_source, "val": _metrics(all_dir / "val_metrics.json"),
+                            "udiat": _metrics(all_dir / "udiat_metrics.json")}
+    if not candidates:
+        sys.exit(f"no recipe under {ROOT} has both folds finished")
+    choice = choose(candidates)
+    env = environment()
+    f = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
+    auc = lambda m: None if m is None else m["operating_points"]["default"]["auc"]["value"]  # noqa: E731
+    print("# Choosing the default by transfer across hospitals\n")
+    print(f"Generated by `python scripts/select_default.py table` from the runs of `python scripts/select_default.py "
+          f"run {' '.join(sorted({c.name.split('+')[0] for c in candidates}))}`; page written {env['date']} at commit "
+          f"`{env['commit']}` on {env['hardware']} (each run's own commit and timing are in its report.md). The rule "
+          "and why it is this one: [docs/selection.md](selection.md#the-rule).\n")
+    directions = list(candidates[0].held_out)
+    print("| configuration | options | " + " | ".join(f"AUC {d}" for d in directions)
+          + " | transfer score | behind the leader [95% CI] | eligible |")
+    print("|---|---|" + "---|" * len(directions) + "---|---|---|")
+    for r in choice.rows:
+        mark = " **(chosen)**" if r["name"] == choice.chosen.name else ""
+        lo, hi = r["ci"]
+        print(f"| {r['name']}{mark} | {r['n_options']} | " + " | ".join(f(r[f'auc {d}']) for d in directions)
+              + f" | {f(r['score'])} | {r['behind_leader']:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+              f"{'yes' if r['eligible'] else 'no'} |")
+    print(f"\nLeader: **{choice.leader.name}**; chosen by the rule: **{choice.chosen.name}**.\n")
+    print("## Reported, never read by the rule\n")
+    print("In-source validation (the old rule's input) and the finished configurations (trained on every source) on "
+          "their pooled validation split and on UDIAT, the external test scored once per finished configuration.\n")
+    print("| configuration | BUSI validation AUC (BUSI-only fold) | pooled validation AUC (all sources) | UDIAT AUC [95% CI] "
+          "| UDIAT sens / spec @0.5 |")
+    print("|---|---|---|---|---|")
+    for c in candidates:
+        m = finals[c.name]
+        u = m["udiat"]["operating_points"]["default"] if m["udiat"] else None
+        print(f"| {c.name} | {f(auc(m['busi_val']))} | {f(auc(m['val']))} | "
+              + (f"{f(u['auc']['value'])} [{f(u['auc']['ci'][0])}, {f(u['auc']['ci'][1])}] | "
+                 f"{f(u['sensitivity']['value'])} / {f(u['specificity']['value'])} |" if u else "– | – |"))
+    scored = [c for c in candidates if finals[c.name]["udiat"]]
+    if len(scored) >= 3:
+        u = [auc(finals[c.name]["udiat"]) for c in scored]
+        new = spearmanr([c.score for c in scored], u)
+        old = spearmanr([auc(finals[c.name]["busi_val"]) for c in scored], u)
+        print(f"\nOver the {len(scored)} finished configurations, Spearman rank correlation with UDIAT AUC: transfer "
+              f"score {new.statistic:+.2f} (p = {new.pvalue:.2f}), BUSI validation AUC {old.statistic:+.2f} "
+              f"(p = {old.pvalue:.2f}). Test-time variants share a checkpoint, so rows are not independent.")
+    else:
+        print(f"\n{len(scored)} finished configurations scored on UDIAT so far: too few for a rank correlation.")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table"):
+        sys.exit(__doc__)
+    run(sys.argv[2:]) if sys.argv[1] == "run" else table()
