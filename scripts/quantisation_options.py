@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from rcdnet.data.named import VALIDATION
 from rcdnet.deploy.export import CALIBRATION_IMAGES, split_images
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.evaluation.report import environment
@@ -40,7 +41,7 @@ def auc_and_speed(path: Path, data: dict) -> tuple[dict, float]:
                                for i in range(0, len(x), 32)])
 
     aucs = {k: roc_auc_score(y, probs(x)[:, 1]) for k, (x, y) in data.items() if k != "train"}
-    batch = data["busi-val"][0][:32, None].astype(np.float32)
+    batch = data[VALIDATION][0][:32, None].astype(np.float32)
     s.run(None, {"image": batch})
     times = []
     for _ in range(5):
@@ -63,12 +64,12 @@ def main() -> None:
     print(f"commit {env['commit']}, {env['date']}, {env['hardware']}; {fp32.name}, mirrored average: "
           f"{predictor.tta}\n")
     print("| option | validation AUC change | UDIAT AUC change | batch 32 images/s |\n|---|---|---|---|")
-    print(f"| fp32 (AUC {base['busi-val']:.4f} / {base['udiat']:.4f}) | 0 | 0 | {base_speed:.0f} |")
+    print(f"| fp32 (AUC {base[VALIDATION]:.4f} / {base['udiat']:.4f}) | 0 | 0 | {base_speed:.0f} |")
     for name, kw in OPTIONS.items():
         out = fp32.with_name("option.int8.onnx")
         quantize_int8(fp32, out, calib, **kw)
         aucs, speed = auc_and_speed(out, data)
-        print(f"| {name} | {aucs['busi-val'] - base['busi-val']:+.4f} | {aucs['udiat'] - base['udiat']:+.4f} | "
+        print(f"| {name} | {aucs[VALIDATION] - base[VALIDATION]:+.4f} | {aucs['udiat'] - base['udiat']:+.4f} | "
               f"{speed:.0f} |", flush=True)
         out.unlink()
         out.with_suffix(".json").unlink(missing_ok=True)

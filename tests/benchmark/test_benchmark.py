@@ -58,7 +58,7 @@ def test_benchmark_writes_tables_and_resumes(tmp_path, data_root, cache_dir, cap
     small = next(r for r in _rows(out / "table2_external.csv") if r["row"] == "small")
     assert float(small["auc_mean"]) == pytest.approx(sum(per_run) / 2, abs=1e-3)  # CSV p rounded to 6 places
     delong = _rows(out / "delong.csv")
-    assert {(d["test_set"], d["other"]) for d in delong} == {(t, o) for t in ("busi-val", "udiat")
+    assert {(d["test_set"], d["other"]) for d in delong} == {(t, o) for t in ("val", "udiat")
                                                               for o in ("small", "rcdnet_no_mixup_ls")}
     assert all(0 <= float(d["p"]) <= float(d["p_holm"]) <= 1 for d in delong)
     assert [r["row"] for r in _rows(out / "ablation.csv")] == ["rcdnet", "rcdnet_no_mixup_ls"]
@@ -97,7 +97,7 @@ def test_benchmark_writes_tables_and_resumes(tmp_path, data_root, cache_dir, cap
     prof = load_profile(str(profile))
     heat = explain_rows(prof, out, data_root, limit=8)
     assert [r for r in heat] == ["rcdnet", "small"]
-    assert {(r["dataset"], r["method"], r["n"]) for r in heat["small"]} >= {("busi-val", "gradcam", 8),
+    assert {(r["dataset"], r["method"], r["n"]) for r in heat["small"]} >= {("val", "gradcam", 8),
                                                                            ("udiat", "gradcam++", 8)}
     write_tables(prof, out, json.loads((out / "efficiency.json").read_text()), heat, n_boot=50)
     md = (out / "benchmark.md").read_text()

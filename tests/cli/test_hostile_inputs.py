@@ -101,7 +101,7 @@ def test_output_that_cannot_be_a_folder_fails_before_the_work(untrained_checkpoi
     blocker.write_text("a file where a folder should be")
     assert main(["predict", str(untrained_checkpoint), str(GOOD), "--out", str(blocker / "p.csv")]) == 2
     assert main(["train", "--out", str(blocker / "run"), "--epochs", "1"]) == 2
-    assert main(["evaluate", str(untrained_checkpoint), "--dataset", "busi-val", "--out", str(blocker / "ev")]) == 2
+    assert main(["evaluate", str(untrained_checkpoint), "--dataset", "val", "--out", str(blocker / "ev")]) == 2
     err = capsys.readouterr().err
     assert err.count("cannot write output there") == 3 and "Traceback" not in err
 

@@ -1,5 +1,6 @@
 """Several training sources: the BUS-UCLM reader on the real files, pooling, patient groups and the split."""
 
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -97,3 +98,30 @@ def test_source_balanced_batches():
 def test_a_config_saved_with_one_dataset_reads_as_one_source():
     cfg = config_from_dict({"data": {"dataset": "busi", "image_size": 224}}, "old run")
     assert cfg.data.sources == ("busi",) and cfg.data.image_size == 224
+
+
+def test_audit_reports_each_source_with_its_overlays_and_patients(tmp_path, data_root, cache_dir):
+    from rcdnet.data.audit import run_audit
+
+    src, dst = data_root / "BUS-UCLM", tmp_path / "root" / "BUS-UCLM"
+    (dst / "images").mkdir(parents=True)
+    (dst / "masks").mkdir()
+    lines = (src / "INFO.csv").read_text().splitlines()
+    first_malignant = next(line.split("_")[0] for line in lines[1:] if line.split(";")[2] == "Malignant")
+    keep = [line for line in lines[1:] if line.split("_")[0] in ("ALWI", first_malignant)]
+    (dst / "INFO.csv").write_text("\n".join([lines[0], *keep]) + "\n")
+    for line in keep:
+        name = line.split(";")[0]
+        for sub in ("images", "masks"):
+            shutil.copy(src / sub / name, dst / sub / name)
+    res = run_audit(tmp_path / "root", tmp_path / "out", cache_dir=cache_dir, progress=False)
+    summary = res["summaries"]["bus-uclm"]
+    assert summary["images"] == len(keep)
+    marked = sum(line.split(";")[4] == "Yes" for line in keep)
+    assert summary["overlay detector vs the dataset's own Marks column"].endswith(f"({marked} marked)")
+    per_class = summary["overlays per class (marks/text, colour)"]
+    assert per_class.startswith("benign: ") and "malignant: " in per_class
+    # the patient is the group: every image of one patient lands in one group, so two patients make two groups
+    assert len({r["group"] for r in res["rows"] if r["dataset"] == "bus-uclm"}) == 2
+    assert summary["patients named by the source"] == summary["split groups (duplicates and patients)"] == 2
+    assert res["table"][-1][""] == "overlay detector vs the dataset's own Marks column"

@@ -177,14 +177,14 @@ def test_explain_command_pictures_table_figure_and_bad_input(untrained_checkpoin
     assert code == 0
     table = json.loads((out / "explain_metrics.json").read_text())
     assert {(r["dataset"], r["method"]) for r in table} == {
-        (d, m) for d in ("busi-val", "udiat") for m in ("gradcam", "eigencam", "centre-prior")}
+        (d, m) for d in ("val", "udiat") for m in ("gradcam", "eigencam", "centre-prior")}
     for r in table:  # stratified subsets (at least 2 per class)
         assert 3 <= r["n"] <= 4 and 2 <= r["n_road"] <= r["n"]
         assert 0 <= r["energy_in_mask"] <= 1 and r["energy_ci"][0] <= r["energy_in_mask"] <= r["energy_ci"][1]
     assert (out / "explain_metrics.md").read_text().count("\n") >= 8
     assert cv2.imread(str(out / "figure4.png")) is not None
     assert set(json.loads((out / "figure4.json").read_text())) <= {
-        f"{d}: {c}" for d in ("busi-val", "udiat") for c in ("benign, correct", "benign, wrong", "malignant, correct",
+        f"{d}: {c}" for d in ("val", "udiat") for c in ("benign, correct", "benign, wrong", "malignant, correct",
                                                              "malignant, wrong")}
 
 

@@ -1,4 +1,5 @@
-"""Train for real on a small real BUSI subset, then evaluate and predict through the CLI (CPU, ~1-2 min)."""
+"""Train for real on a small real subset of two sources (BUSI and BUS-UCLM), then evaluate and predict through the
+CLI (CPU, ~1-2 min)."""
 
 import json
 import shutil
@@ -20,14 +21,14 @@ FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--set", 
 def trained(tmp_path_factory, data_root, cache_dir):
     out = tmp_path_factory.mktemp("run")
     code = main(["train", "--data", str(data_root), "--out", str(out), "--epochs", "1", "--limit", "90",
-                 "--cache", str(cache_dir), *FAST])
+                 "--cache", str(cache_dir), "--set", "data.sources=[busi, bus-uclm]", *FAST])
     assert code == 0
     return out
 
 
 def test_run_directory_holds_everything(trained):
     for name in ("config.yaml", "split.csv", "duplicates.csv", "history.json", "loss_curve.png", "accuracy_curve.png",
-                 "roc.png", "report.md", "metrics.json", "busi-val_predictions.csv", "udiat_predictions.csv",
+                 "roc.png", "report.md", "metrics.json", "val_predictions.csv", "udiat_predictions.csv",
                  "udiat_roc.png", "udiat_confusion.png", "checkpoints/best.pt", "checkpoints/last.pt"):
         assert (trained / name).is_file(), name
     metrics = json.loads((trained / "metrics.json").read_text())
@@ -41,19 +42,27 @@ def test_run_directory_holds_everything(trained):
     report = (trained / "report.md").read_text()
     assert "0.9866" in report and "commit" in report  # paper's number beside ours
     assert "udiat without its internal duplicates" in report
+    assert "source bus-uclm: train" in report and "| val: bus-uclm |" in report
 
 
 def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, capsys):
-    assert main(["evaluate", str(trained), "--dataset", "busi-val", "--data", str(data_root), "--out",
-                 str(tmp_path), "--bootstrap", "100", "--cache", str(cache_dir)]) == 0
+    for name in ("val", "bus-uclm-val"):
+        assert main(["evaluate", str(trained), "--dataset", name, "--data", str(data_root), "--out",
+                     str(tmp_path), "--bootstrap", "100", "--cache", str(cache_dir)]) == 0
     val_keys = [line.split(",")[0] for line in (trained / "split.csv").read_text().splitlines()[1:]
                 if line.endswith(",val")]
-    res = json.loads((tmp_path / "busi-val_metrics.json").read_text())
+    res = json.loads((tmp_path / "val_metrics.json").read_text())
     assert res["n"] == len(val_keys)
-    # the same numbers the training run reported for its validation split
-    ours = json.loads((trained / "busi-val_metrics.json").read_text())
-    assert res["operating_points"]["default"]["auc"]["value"] == pytest.approx(
-        ours["operating_points"]["default"]["auc"]["value"], abs=1e-6)
+    # the same numbers the training run reported for its validation split, pooled and per source: the run's
+    # per-source metrics equal those computed on that source's validation images alone
+    ours = json.loads((trained / "val_metrics.json").read_text())
+    alone = json.loads((tmp_path / "bus-uclm-val_metrics.json").read_text())
+    assert alone["n"] == sum(k.startswith("bus-uclm/") for k in val_keys) == ours["by_source"]["bus-uclm"]["n"]
+    for got, want in ((res, ours), (alone, ours["by_source"]["bus-uclm"])):
+        for op in ("default", "high_sensitivity"):
+            for m in ("auc", "sensitivity", "specificity"):
+                assert got["operating_points"][op][m]["value"] == pytest.approx(
+                    want["operating_points"][op][m]["value"], abs=1e-6), (op, m)
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
@@ -107,7 +116,7 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
                  "--data", str(data_root), "--out", str(tmp_path / "rob"), "--cache", str(cache_dir), "--quiet"]) == 0
     res = json.loads((tmp_path / "rob" / "robustness.json").read_text())
     assert [(r["shift"], r["level"]) for r in res["rows"]] == [("none", 0), ("blur", 2), ("gain", 2)]
-    base = json.loads((trained / "busi-val_metrics.json").read_text())["operating_points"]["default"]["auc"]["value"]
+    base = json.loads((trained / "val_metrics.json").read_text())["operating_points"]["default"]["auc"]["value"]
     assert res["rows"][0]["auc"] == pytest.approx(base, abs=1e-6)  # unshifted = the run's own validation AUC
     # threshold transfer: one threshold, chosen on the unshifted images for the sensitivity target, kept under shifts
     assert len({r["threshold_hs"] for r in res["rows"]}) == 1
@@ -119,7 +128,7 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
     assert main(["robustness", str(trained), "--shifts", "blur", "gain", "--levels", "2", "--bootstrap", "50",
                  "--data", str(data_root), "--out", str(tmp_path / "rob2"), "--cache", str(cache_dir), "--quiet"]) == 0
     assert json.loads((tmp_path / "rob2" / "robustness.json").read_text())["rows"] == res["rows"]
-    assert set(res["overlays"]) == {"busi-val", "udiat"}
+    assert set(res["overlays"]) == {"val", "udiat"}
     assert (tmp_path / "rob" / "robustness.png").is_file()
     for flag in ("--tta", "--adabn"):
         out = tmp_path / flag
@@ -128,11 +137,11 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
         assert json.loads((out / "udiat_metrics.json").read_text())["n"] == 163
     # AdaBN changes the predictor, so its operating points are chosen again on validation (adapted to it): the
     # sensitivity target then holds on validation, as it does for the unadapted model
-    assert main(["evaluate", str(trained), "--dataset", "busi-val", "--adabn", "--bootstrap", "50", "--data",
+    assert main(["evaluate", str(trained), "--dataset", "val", "--adabn", "--bootstrap", "50", "--data",
                  str(data_root), "--out", str(tmp_path / "--adabn"), "--cache", str(cache_dir), "--quiet"]) == 0
-    hs = json.loads((tmp_path / "--adabn" / "busi-val_metrics.json").read_text())["operating_points"]["high_sensitivity"]
+    hs = json.loads((tmp_path / "--adabn" / "val_metrics.json").read_text())["operating_points"]["high_sensitivity"]
     assert hs["sensitivity"]["value"] >= 0.95
-    assert hs["threshold"] != json.loads((trained / "busi-val_metrics.json").read_text())[
+    assert hs["threshold"] != json.loads((trained / "val_metrics.json").read_text())[
         "operating_points"]["high_sensitivity"]["threshold"]
 
 

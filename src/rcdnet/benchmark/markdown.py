@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rcdnet.benchmark.profile import Profile
+from rcdnet.data.named import VALIDATION
 from rcdnet.benchmark.stats import COLUMNS, TEST_SETS
 from rcdnet.evaluation.paper import PAPER_NAMES, PAPER_TABLES
 from rcdnet.files import markdown_table
@@ -65,7 +66,7 @@ def heat_map_lines(profile: Profile, heat: dict[str, list[dict]]) -> list[str]:
 
 def _tables_1_2(profile: Profile, s: dict) -> list[str]:
     lines = []
-    for test_set, title in (("busi-val", "Table 1: internal validation (BUSI)"),
+    for test_set, title in ((VALIDATION, "Table 1: internal validation (BUSI)"),
                             ("udiat", "Table 2: external test (UDIAT)")):
         rows = [[profile.rows[r].label, profile.rows[r].weights, len(s["seeds_found"][r])]
                 + [_cell(s["stats"][r][test_set][k]) for k, _ in COLUMNS]
@@ -91,7 +92,7 @@ def _delong_section(profile: Profile, s: dict) -> list[str]:
 def _ablation_section(profile: Profile, s: dict) -> list[str]:
     if not profile.ablation:
         return []
-    cols = (("busi-val", "auc"), ("busi-val", "accuracy"), ("udiat", "auc"), ("udiat", "accuracy"),
+    cols = ((VALIDATION, "auc"), (VALIDATION, "accuracy"), ("udiat", "auc"), ("udiat", "accuracy"),
             ("udiat", "sensitivity"), ("udiat", "specificity"))
     rows = [[label, profile.rows[rid].weights, len(s["seeds_found"][rid])]
             + [_cell(s["stats"][rid][t][k]) if t in s["stats"][rid] else "" for t, k in cols]

@@ -29,6 +29,7 @@ import yaml
 
 from rcdnet.benchmark.profile import BenchmarkError, Job, Profile, preflight
 from rcdnet.config import RunConfig, read_saved_config
+from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples, preprocess_variants
 from rcdnet.data.readers import load_dataset
@@ -173,7 +174,7 @@ def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[st
         if not cached.is_file():
             report(f"{job.name}: heat maps ({', '.join(methods)}) against the lesion masks")
             predictor = TorchPredictor(job.directory / "checkpoints" / "best.pt")
-            datasets = {n: chosen_dataset(predictor, n, data_root=data_root)[1] for n in ("busi-val", "udiat")}
+            datasets = {n: chosen_dataset(predictor, n, data_root=data_root)[1] for n in (VALIDATION, "udiat")}
             rows, _ = agreement_table(predictor, datasets, list(methods), road_images=min(40, limit or 40),
                                       limit=limit)
             write_table(rows, job.directory / "explain", f"Heat maps of {job.name} (target: malignant)\n")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet.data.named import VALIDATION
 from rcdnet.benchmark.profile import Profile, Row
 from rcdnet.evaluation.delong import delong_test, holm
 from rcdnet.evaluation.metrics import binary_metrics, bootstrap_mean_ci
 
-TEST_SETS = {"busi-val": "internal validation (BUSI)", "udiat": "external test (UDIAT)"}
+TEST_SETS = {VALIDATION: "internal validation (BUSI)", "udiat": "external test (UDIAT)"}
 # the paper's table columns first, then ours
 COLUMNS = [("precision_macro", "Precision"), ("recall_macro", "Recall"), ("f1_macro", "F1-score"),
            ("accuracy", "Accuracy"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity")]

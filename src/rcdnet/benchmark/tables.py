@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rcdnet.data.named import VALIDATION
 from rcdnet.benchmark.markdown import markdown
 from rcdnet.benchmark.profile import Profile
 from rcdnet.benchmark.stats import (
@@ -69,7 +70,7 @@ def write_tables(profile: Profile, out: Path, efficiency: dict[str, dict], heat:
             mean_p.setdefault(row.id, {})[test_set] = (y, P.mean(0))
     delong = delong_rows(profile, mean_p)
     times = training_minutes(profile, out)
-    write_csv(out / "table1_internal.csv", _csv_rows(profile, stats, seeds_of, "busi-val"))
+    write_csv(out / "table1_internal.csv", _csv_rows(profile, stats, seeds_of, VALIDATION))
     write_csv(out / "table2_external.csv", _csv_rows(profile, stats, seeds_of, "udiat"))
     write_csv(out / "ablation.csv", _ablation_rows(profile, stats, seeds_of))
     write_csv(out / "delong.csv", delong)

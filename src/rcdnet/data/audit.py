@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -9,8 +11,10 @@ from pathlib import Path
 from PIL import Image
 
 from rcdnet.data.decode import ImageReadError, kind_of, read_image, read_mask
-from rcdnet.data.duplicates import find_duplicates, group_pool
+from rcdnet.data.duplicates import find_duplicates, group_pool, group_samples
+from rcdnet.data.overlays import detect_overlays
 from rcdnet.data.samples import DataProblem, Sample
+from rcdnet.runtime import parallel_map
 
 
 def _fmt_counts(c: Counter) -> str:
@@ -18,12 +22,14 @@ def _fmt_counts(c: Counter) -> str:
 
 
 def inspect_sample(s: Sample) -> dict:
-    """One image's facts (size, mode, masks) or the problem that stops it being used."""
+    """One image's facts (size, mode, masks, burnt-in overlays) or the problem that stops it being used."""
     row = {"dataset": s.source, "key": s.key, "path": str(s.path), "label": s.label, "width": "", "height": "",
-           "mode": "", "masks": len(s.mask_paths), "problem": ""}
+           "mode": "", "masks": len(s.mask_paths), "marks_or_text": "", "colour": "", "problem": ""}
     try:
         arr = read_image(s.path)
         row["height"], row["width"] = arr.shape[:2]
+        ov = detect_overlays(arr)
+        row["marks_or_text"], row["colour"] = int(ov.has_marks), int(ov.has_colour)
         kind = kind_of(s.path)
         if kind == "image":
             with Image.open(s.path) as im:
@@ -41,10 +47,12 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
     """``datasets``: name -> (samples, reader problems). Returns per-image rows, per-dataset summaries,
     duplicate pairs (with group ids), label conflicts and cross-dataset overlap."""
     all_samples = [s for ss, _ in datasets.values() for s in ss]
-    rows = [inspect_sample(s) for s in all_samples]
+    rows = list(parallel_map(inspect_sample, all_samples))
     pairs, _ = find_duplicates([s for s, r in zip(all_samples, rows) if not r["problem"]], cache_dir=cache_dir,
                                progress=progress)
-    conflicts = group_pool(all_samples, pairs)  # duplicates and patients; conflicts among duplicates only
+    duplicates = group_samples([dataclasses.replace(s, group=None) for s in all_samples], pairs)
+    patients = {s.key: s.group for s in all_samples}  # as the source names them (BUS-UCLM, a CSV's group column)
+    conflicts = group_pool(all_samples, pairs)  # split groups: duplicates and patients; conflicts: duplicates only
     groups = {s.key: s.group for s in all_samples}
     for r in rows:
         r["group"] = groups[r["key"]]
@@ -53,7 +61,7 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
     for name, (samples, problems) in datasets.items():
         mine = [r for r in rows if r["dataset"] == name]
         ok = [r for r in mine if not r["problem"]]
-        member = Counter(groups[r["key"]] for r in mine)
+        member = Counter(duplicates[r["key"]] for r in mine)
         widths, heights = [r["width"] for r in ok], [r["height"] for r in ok]
         summaries[name] = {
             "images": len(mine),
@@ -69,7 +77,20 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
             "duplicate groups (size > 1)": sum(1 for c in member.values() if c > 1),
             "images in duplicate groups": sum(c for c in member.values() if c > 1),
             "label-conflict groups": sum(1 for g, m in conflicts.items() if any(s.source == name for s in m)),
+            "patients named by the source": len({patients[r["key"]] for r in mine if patients[r["key"]]}) or "–",
+            "split groups (duplicates and patients)": len({groups[r["key"]] for r in mine}),
+            "overlays per class (marks/text, colour)": "; ".join(
+                f"{c}: {sum(r['marks_or_text'] for r in ok if r['label'] == c)}, "
+                f"{sum(r['colour'] for r in ok if r['label'] == c)} of {sum(r['label'] == c for r in ok)}"
+                for c in sorted({r["label"] for r in ok})),
         }
+        by_key = {s.key: s for s in samples}
+        annotated = [(r, by_key[r["key"]]) for r in ok if "marks" in by_key[r["key"]].extra]
+        if annotated:  # BUS-UCLM's INFO.csv says which images carry calipers: how far the detector agrees
+            agree = sum(bool(r["marks_or_text"]) == s.extra["marks"] for r, s in annotated)
+            summaries[name]["overlay detector vs the dataset's own Marks column"] = (
+                f"agree on {agree} of {len(annotated)} images "
+                f"({sum(s.extra['marks'] for _, s in annotated)} marked)")
     overlap = [p for p in pairs if source[p.a] != source[p.b]]
     return {"rows": rows, "summaries": summaries, "pairs": pairs, "conflicts": conflicts, "overlap": overlap,
             "problems": [p for _, ps in datasets.values() for p in ps]}
@@ -86,7 +107,8 @@ def run_audit(target: Path, out: Path, cache_dir: Path | None = None, progress: 
     out.mkdir(parents=True, exist_ok=True)
     res = audit(datasets, cache_dir=cache_dir, progress=progress)
     names = list(res["summaries"])
-    res["table"] = [{"": k, **{n: res["summaries"][n][k] for n in names}} for k in res["summaries"][names[0]]]
+    keys = list(dict.fromkeys(k for n in names for k in res["summaries"][n]))
+    res["table"] = [{"": k, **{n: res["summaries"][n].get(k, "–") for n in names}} for k in keys]
     res["bad"] = ([r for r in res["rows"] if r["problem"]]
                   + [{"path": p.path, "problem": p.problem} for p in res["problems"]])
     write_csv(out / "audit_summary.csv", res["table"])
