@@ -19,7 +19,7 @@ import time
 import torch
 
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.report import environment
 from rcdnet.explain.cam import METHODS
 from rcdnet.explain.images import mapper

@@ -25,7 +25,7 @@ import torch
 
 from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.complexity import time_calls
 from rcdnet.evaluation.report import environment
 from rcdnet.predict import OnnxPredictor, predict_sources

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.report import environment
 
 

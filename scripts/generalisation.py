@@ -45,7 +45,7 @@ def run(names: list[str]) -> None:
             if not (sub / "robustness.json").exists():
                 sh(RCDNET + ["robustness", out, "--out", sub, "--levels", "2", "--quiet", *flags])
             if tag:
-                for ds in ("busi-val", "udiat"):
+                for ds in ("val", "udiat"):
                     ev = out / f"eval{tag}"
                     if not (ev / f"{ds}_metrics.json").exists():
                         sh(RCDNET + ["evaluate", out, "--dataset", ds, "--out", ev, "--quiet", *flags])
@@ -57,7 +57,8 @@ def _row(name: str, tag: str) -> dict | None:
     mdir = out / (f"eval{tag}" if tag else "")
     if not rob.exists() or not (mdir / "udiat_metrics.json").exists():
         return None
-    val = json.loads((mdir / "busi-val_metrics.json").read_text())
+    val_file = mdir / "val_metrics.json"  # busi-val_metrics.json in runs made before several sources existed
+    val = json.loads((val_file if val_file.exists() else mdir / "busi-val_metrics.json").read_text())
     ext = json.loads((mdir / "udiat_metrics.json").read_text())
     s = json.loads(rob.read_text())["summary"]
     v, u = val["operating_points"]["default"], ext["operating_points"]["default"]

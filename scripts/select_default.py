@@ -75,7 +75,7 @@ def _metrics_dir(run: Path, tag: str) -> Path:
 def _clusters(run: Path, dataset: str, keys: list[str]) -> list[str]:
     """A cluster per held-out image: its patient (BUS-UCLM) joined with its duplicates (the run's screening)."""
     from rcdnet.data.duplicates import DuplicatePair, group_pool
-    from rcdnet.data.readers import load_dataset
+    from rcdnet.data.sources import load_dataset
 
     samples = {s.key: s for s in load_dataset(dataset)[0]}
     with open(run / "duplicates.csv", newline="") as fh:

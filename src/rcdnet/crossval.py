@@ -20,7 +20,7 @@ import numpy as np
 from rcdnet.config import RunConfig
 from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import group_folds
 from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.metrics import metrics_with_ci, threshold_for_sensitivity

@@ -13,7 +13,7 @@ from rcdnet.config import RunConfig, read_saved_config, save_config
 from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import PreparedData, prepare_training_data
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import load_split, save_split
 from rcdnet.evaluation.calibration import fit_temperature, plot_reliability
 from rcdnet.evaluation.evaluate import evaluate_samples, public

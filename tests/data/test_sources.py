@@ -9,7 +9,8 @@ import pytest
 from rcdnet.config import config_from_dict
 from rcdnet.data.decode import read_image
 from rcdnet.data.duplicates import DuplicatePair, group_pool
-from rcdnet.data.readers import DatasetError, load_sources, read_bus_uclm
+from rcdnet.data.readers import DatasetError, read_bus_uclm
+from rcdnet.data.sources import load_sources
 from rcdnet.data.split import split_train_val
 from rcdnet.training.dataset import SourceBalancedSampler
 

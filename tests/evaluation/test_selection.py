@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from rcdnet.evaluation.selection import Candidate, HeldOut, choose, cluster_draws, paired_difference
+from rcdnet.evaluation.selection import (
+    Candidate,
+    HeldOut,
+    choose,
+    cluster_draws,
+    paired_difference,
+)
 
 
 def _held_out(rng, n_clusters: int, per_cluster: int, separation: float, noise_seed: int) -> HeldOut:

@@ -32,7 +32,7 @@ from rcdnet.config import RunConfig, read_saved_config
 from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples, preprocess_variants
-from rcdnet.data.readers import load_dataset
+from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.complexity import count_parameters, cpu_speed, gflops
 from rcdnet.files import write_csv
 from rcdnet.models.registry import build_model

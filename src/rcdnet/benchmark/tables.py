@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rcdnet.data.named import VALIDATION
 from rcdnet.benchmark.markdown import markdown
 from rcdnet.benchmark.profile import Profile
 from rcdnet.benchmark.stats import (
@@ -22,6 +21,7 @@ from rcdnet.benchmark.stats import (
     summarise,
     training_minutes,
 )
+from rcdnet.data.named import VALIDATION
 from rcdnet.evaluation.metrics import binary_metrics
 from rcdnet.evaluation.plots import plot_roc
 from rcdnet.evaluation.report import environment

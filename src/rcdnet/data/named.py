@@ -8,21 +8,19 @@ from pathlib import Path
 
 from rcdnet.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from rcdnet.data.readers import (
-    READERS,
     DatasetError,
-    busi_dir,
     bus_uclm_dir,
-    load_dataset,
-    load_sources,
+    busi_dir,
     masks_beside,
-    read_busi,
     read_bus_uclm,
+    read_busi,
     read_csv,
     read_folder,
     read_udiat,
     udiat_dir,
 )
 from rcdnet.data.samples import CLASSES_3, DataProblem, Sample
+from rcdnet.data.sources import READERS, load_dataset, load_sources
 
 VALIDATION = "val"
 

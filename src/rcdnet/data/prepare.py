@@ -11,8 +11,8 @@ import numpy as np
 from rcdnet.config import RunConfig
 from rcdnet.data.duplicates import DuplicatePair, find_duplicates, group_pool
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
-from rcdnet.data.readers import load_dataset, load_sources
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
+from rcdnet.data.sources import load_dataset, load_sources
 from rcdnet.data.split import split_train_val
 
 

@@ -1,4 +1,5 @@
-"""Dataset readers: BUSI (Kaggle layout), BUS-UCLM, UDIAT Dataset B, and users' own folder-per-class or CSV data.
+"""Dataset readers: BUSI (Kaggle layout), BUS-UCLM, UDIAT Dataset B, and users' own folder-per-class or CSV data
+(one entry point for them all, and several pooled as training sources: ``data.sources``).
 
 Every reader returns ``(samples, problems)``: files it cannot use are reported as
 :class:`~rcdnet.data.samples.DataProblem` and skipped, never fatal. Pixel decoding happens later (in
@@ -286,57 +287,6 @@ def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list
     if not samples:
         raise DatasetError(f"{csv_path}: no usable rows")
     return samples, problems
-
-
-def load_dataset(
-    name: str | None = None, data_root: Path | None = None, *, csv_path: Path | None = None,
-    folder: Path | None = None, classes: tuple[str, ...] = CLASSES_2,
-) -> tuple[list[Sample], list[DataProblem]]:
-    """One entry point: a named dataset (:data:`READERS`) under ``data_root``, or a CSV, or a folder."""
-    if csv_path is not None:
-        return read_csv(csv_path, classes)
-    if folder is not None:
-        return read_folder(folder, classes)
-    if name not in READERS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(READERS)} or pass --csv / --folder")
-    return READERS[name](resolve_data_root(data_root), classes)
-
-
-def load_sources(sources: tuple[str, ...] | list[str], data_root: Path | None = None,
-                 classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
-    """The training pool of several sources (``data.sources``): each entry a named dataset (:data:`READERS`), a
-    CSV file or a folder per class. Every sample carries its source (a user's file or folder is named by its stem),
-    keys and groups are prefixed by that name so that two sources never share one, and a source listed twice is an
-    error."""
-    samples: list[Sample] = []
-    problems: list[DataProblem] = []
-    seen: dict[str, str] = {}
-    for entry in sources:
-        if entry in READERS:
-            name, (mine, bad) = entry, load_dataset(entry, data_root, classes=classes)
-        else:
-            p = Path(entry)
-            if not p.exists():
-                raise DatasetError(f"data.sources: {entry!r} is neither a dataset name ({', '.join(READERS)}) nor an "
-                                   "existing CSV file or folder")
-            name = p.stem.lower()
-            mine, bad = load_dataset(csv_path=p, classes=classes) if p.is_file() else load_dataset(folder=p,
-                                                                                                 classes=classes)
-            for s in mine:
-                s.key, s.source = f"{name}/{s.key}", name
-        if name in seen:
-            raise DatasetError(f"data.sources: {entry!r} and {seen[name]!r} are both named {name!r}")
-        seen[name] = entry
-        for s in mine:
-            s.group = f"{name}/{s.group}" if s.group else None
-        samples += mine
-        problems += bad
-    if not samples:
-        raise DatasetError("data.sources: no training sources listed")
-    return samples, problems
-
-
-READERS = {"busi": read_busi, "bus-uclm": read_bus_uclm, "udiat": read_udiat}
 
 
 def _natural_key(s: str) -> list:

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from rcdnet.data.named import VALIDATION, named_dataset
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.data.readers import load_dataset, load_sources
+from rcdnet.data.sources import load_dataset, load_sources
 from rcdnet.deploy.onnx import export_onnx
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.predict.onnx import OnnxPredictor

@@ -38,7 +38,11 @@ from rcdnet.models.input import Normalise
 from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
-from rcdnet.training.dataset import ImageArrayDataset, SourceBalancedSampler, train_augmentation
+from rcdnet.training.dataset import (
+    ImageArrayDataset,
+    SourceBalancedSampler,
+    train_augmentation,
+)
 
 
 def seed_everything(seed: int) -> None:
