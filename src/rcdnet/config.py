@@ -38,6 +38,7 @@ class DataConfig:
     denoise_h: float
     letterbox: bool
     inpaint_overlays: bool
+    roi_margin: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,7 @@ class AugmentConfig:
     label_smoothing: float
     ultrasound_variants: int
     ultrasound_p: float
+    box_jitter: float
 
 
 @dataclasses.dataclass(frozen=True)

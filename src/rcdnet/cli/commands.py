@@ -238,14 +238,18 @@ def _render_predictions(rows: list[dict], frames: dict, problems: list, threshol
 
 
 def cmd_predict(args) -> int:
+    from rcdnet.data.boxes import parse_box
     from rcdnet.data.named import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
 
     if args.out:
         writable_file(args.out)
+    box = parse_box(args.box) if args.box else None
     predictor = load_predictor(args.checkpoint)
+    if box is not None and predictor.preprocessor.roi_margin <= 0:
+        raise ValueError(f"--box: {args.checkpoint} classifies whole images (it was trained without data.roi_margin)")
     files = expand_inputs(args.inputs)
-    rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1)
+    rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1, box=box)
     text = _render_predictions(rows, frames, problems, predictor.thresholds, args.format)
     if args.out:
         Path(args.out).write_text(text)

@@ -131,6 +131,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--out", help="write the result to this file instead of the screen (per-frame CSVs beside it)")
     p.add_argument("--smooth", type=int, default=5, help="frames in the moving average of a clip's probability")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the lesion's box in pixels (region-of-interest models: "
+                                                     "the square around it is classified; default: the box around "
+                                                     "a <stem>_mask*.png beside the image)")
 
 
 def _add_export(sub) -> None:

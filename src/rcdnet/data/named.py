@@ -4,14 +4,15 @@ CSV or class folders, loose files and folders, or whatever a data root holds (``
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 from rcdnet.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from rcdnet.data.readers import (
+    MASK_RE,
     DatasetError,
     bus_uclm_dir,
     busi_dir,
-    masks_beside,
     read_bus_uclm,
     read_busi,
     read_csv,
@@ -23,6 +24,7 @@ from rcdnet.data.samples import CLASSES_3, DataProblem, Sample
 from rcdnet.data.sources import READERS, load_dataset, load_sources
 
 VALIDATION = "val"
+
 
 def named_dataset(name: str, data_root: str | Path | None, model) -> tuple[list[Sample], list[DataProblem]]:
     """(samples, problems) of a named dataset for ``model`` (a predictor: its classes, validation keys and training
@@ -78,6 +80,18 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
         else:
             files.append(p)
     return files
+
+
+def masks_beside(image: Path) -> tuple[Path, ...]:
+    """Lesion masks of a loose image file: BUSI-style ``<stem>_mask*.<ext>`` beside it, or UDIAT-style
+    ``../GT/<name>`` when the image sits in an ``original/`` folder."""
+    image = Path(image)
+    found = sorted(f for f in image.parent.glob(f"{glob.escape(image.stem)}_mask*")
+                   if f.suffix.lower() in IMAGE_SUFFIXES and (m := MASK_RE.match(f.stem)) and m["stem"] == image.stem)
+    gt = image.parent.parent / "GT" / image.name
+    if not found and image.parent.name == "original" and gt.is_file():
+        found = [gt]
+    return tuple(found)
 
 
 def loose_files(inputs: list[str | Path]) -> list[Sample]:

@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from rcdnet.data.decode import ImageReadError, read_image, to_gray
+from rcdnet.data.boxes import (
+    Box,
+    BoxError,
+    box_of_mask,
+    check_box,
+    crop,
+    jitter_box,
+    square_around,
+)
+from rcdnet.data.decode import ImageReadError, read_image, read_mask, to_gray
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.runtime import parallel_map, with_progress
 
@@ -36,7 +45,9 @@ class Preprocessor:
     """(H, W, 3) uint8 RGB -> (size, size) uint8 gray: resize, non-local-means denoise, CLAHE.
 
     ``letterbox`` keeps the aspect ratio (pads with black) instead of squashing to a square;
-    ``inpaint_overlays`` removes calipers, text and colour marks first (``data.overlays``)."""
+    ``inpaint_overlays`` removes calipers, text and colour marks first (``data.overlays``); ``roi_margin`` > 0 is the
+    region-of-interest mode: the square around the lesion box (its longer side x (1 + roi_margin), ``data.boxes``)
+    is cut out first, and only that is classified."""
 
     size: int = 224
     clahe_clip: float = 2.0
@@ -44,8 +55,18 @@ class Preprocessor:
     denoise_h: float = 5.0
     letterbox: bool = False
     inpaint_overlays: bool = False
+    roi_margin: float = 0.0
 
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+    def __call__(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
+        return self.finish(self.cut(rgb, box))
+
+    def cut(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
+        """The part of the (H, W, 3) original that is classified: all of it, or the ROI mode's square (black
+        where it reaches past the image)."""
+        return crop(rgb, self.region(rgb.shape[:2], box)) if self.roi_margin > 0 else rgb
+
+    def finish(self, rgb: np.ndarray) -> np.ndarray:
+        """Everything after :meth:`cut`: (overlay inpainting), grayscale, resize, denoise, CLAHE."""
         if self.inpaint_overlays:
             from rcdnet.data.overlays import remove_overlays
 
@@ -58,6 +79,17 @@ class Preprocessor:
             clahe = cv2.createCLAHE(clipLimit=self.clahe_clip, tileGridSize=(self.clahe_tiles, self.clahe_tiles))
             gray = clahe.apply(gray)
         return gray
+
+    def region(self, shape: tuple[int, int], box: Box | None) -> Box:
+        """The part of an (H, W) original that the output shows, (x0, y0, x1, y1): the whole image, or in the ROI
+        mode the square around ``box`` (which must then be given and fit the image)."""
+        h, w = shape[:2]
+        if self.roi_margin <= 0:
+            return 0, 0, w, h
+        if box is None:
+            raise BoxError("the model classifies a lesion region: give its box (predict --box x0,y0,x1,y1, box "
+                           "columns x0,y0,x1,y1 in a CSV, or a lesion mask beside the image)")
+        return square_around(check_box(box, shape), self.roi_margin)
 
     def content_box(self, h: int, w: int) -> tuple[int, int, int, int]:
         """Where an (h, w) original lands in the (size, size) output: (top, left, height, width). The whole square
@@ -80,10 +112,16 @@ class Preprocessor:
     def from_config(cls, data: DataConfig) -> Preprocessor:
         """The preprocessing a run's ``data`` settings describe."""
         return cls(size=data.image_size, clahe_clip=data.clahe_clip, clahe_tiles=data.clahe_tiles,
-                   denoise_h=data.denoise_h, letterbox=data.letterbox, inpaint_overlays=data.inpaint_overlays)
+                   denoise_h=data.denoise_h, letterbox=data.letterbox, inpaint_overlays=data.inpaint_overlays,
+                   roi_margin=data.roi_margin)
 
     def signature(self) -> str:
-        return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of the settings; a setting added later is left out at its neutral value, so caches made
+        before it existed stay valid."""
+        settings = dataclasses.asdict(self)
+        if not settings["roi_margin"]:
+            del settings["roi_margin"]
+        return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def save_npy_atomic(path: Path, arr: np.ndarray) -> None:
@@ -105,27 +143,68 @@ def pixel_seed(gray: np.ndarray) -> int:
     return int(hashlib.sha1(repr(gray.shape).encode() + gray.tobytes()).hexdigest()[:12], 16)
 
 
+def lesion_box(s: Sample, shape: tuple[int, int]) -> Box | None:
+    """The sample's lesion box: the one it was given (CSV columns, ``--box``), else the box around its mask(s),
+    else None."""
+    if s.box is not None:
+        return s.box
+    if s.mask_paths:
+        return box_of_mask(read_mask(s.mask_paths, shape[:2]))
+    return None
+
+
+def cache_name(s: Sample, pre: Preprocessor) -> str:
+    """A sample's cache file stem: its file identity and, in the ROI mode, where its box comes from."""
+    name = file_token(s.path)
+    if pre.roi_margin > 0:
+        origin = repr(s.box) if s.box is not None else "|".join(file_token(m) for m in s.mask_paths)
+        name += "-" + hashlib.sha1(origin.encode()).hexdigest()[:12]
+    return name
+
+
+def cut_gray(s: Sample, pre: Preprocessor) -> np.ndarray:
+    """(h, w) uint8: the sample's grayscale pixels that the model classifies (:meth:`Preprocessor.cut`)."""
+    rgb = read_image(s.path)
+    return to_gray(pre.cut(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi_margin > 0 else None))
+
+
+def _shifted_copies(s: Sample, pre: Preprocessor, n: int, max_level: int, box_jitter: float) -> np.ndarray:
+    """(n, S, S): ``n`` acquisition-shifted copies of a sample, seeded by its pixels; in the ROI mode each copy is
+    cut around a jittered box (``box_jitter``), then shifted."""
+    from rcdnet.data.shifts import random_shift
+
+    rgb = read_image(s.path)
+    gray = to_gray(rgb)
+    rng = np.random.default_rng(pixel_seed(gray))
+    box = lesion_box(s, gray.shape) if pre.roi_margin > 0 else None
+    copies = []
+    for _ in range(n):
+        region = gray
+        if box is not None:
+            region = to_gray(pre.cut(rgb, jitter_box(box, gray.shape, rng, box_jitter) if box_jitter else box))
+        elif pre.roi_margin > 0:
+            pre.region(gray.shape, None)  # raises the ROI mode's "give its box" error
+        copies.append(pre.finish(np.repeat(random_shift(region, rng, p=1.0, max_level=max_level)[..., None], 3, 2)))
+    return np.stack(copies)
+
+
 def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_dir: Path | None = None,
-                        max_level: int = 2, progress: bool = False) -> np.ndarray:
+                        max_level: int = 2, progress: bool = False, box_jitter: float = 0.0) -> np.ndarray:
     """``n`` randomly shifted versions of each (readable) sample, each shift applied to the raw image and then
     preprocessed exactly like a test image (``data.shifts``); cached. Returns (N, n, size, size) uint8.
 
     The shifts are seeded by the image's pixels alone, so every copy of the data (another folder, another machine,
     a new modification time) gets the same variants; the cache is keyed by file identity only to skip decoding."""
-    from rcdnet.data.shifts import random_shift
-
-    cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}-pixels"
+    jitter = f"-j{box_jitter:g}" if pre.roi_margin > 0 and box_jitter else ""
+    cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}{jitter}-pixels"
     cache.mkdir(parents=True, exist_ok=True)
     out = np.zeros((len(samples), n, pre.size, pre.size), np.uint8)
 
     def variants(s: Sample) -> np.ndarray:
-        f = cache / f"{file_token(s.path)}.npy"
+        f = cache / f"{cache_name(s, pre)}.npy"
         if f.exists():
             return np.load(f)
-        gray = to_gray(read_image(s.path))
-        rng = np.random.default_rng(pixel_seed(gray))
-        arr = np.stack([pre(np.repeat(random_shift(gray, rng, p=1.0, max_level=max_level)[..., None], 3, 2))
-                        for _ in range(n)])
+        arr = _shifted_copies(s, pre, n, max_level, box_jitter)
         save_npy_atomic(f, arr)
         return arr
 
@@ -147,13 +226,14 @@ def preprocess_samples(
 
     def load(s: Sample) -> np.ndarray | DataProblem:
         try:
-            f = cache / f"{file_token(s.path)}.npy"
+            f = cache / f"{cache_name(s, pre)}.npy"
             if f.exists():
                 return np.load(f)
-            arr = pre(read_image(s.path))
+            rgb = read_image(s.path)
+            arr = pre(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi_margin > 0 else None)
             save_npy_atomic(f, arr)
             return arr
-        except (ImageReadError, OSError) as exc:
+        except (ImageReadError, BoxError, OSError) as exc:
             return DataProblem(str(s.path), str(exc).replace(f"{s.path}: ", ""))
 
     for s, arr in zip(samples, with_progress(parallel_map(load, samples), len(samples), "preprocess", progress)):

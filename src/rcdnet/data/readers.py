@@ -9,16 +9,17 @@ preprocessing), where unreadable images are reported the same way.
 from __future__ import annotations
 
 import csv
-import glob
 import os
 import re
 from pathlib import Path
 
+from rcdnet.data.boxes import BoxError, parse_box
 from rcdnet.data.decode import IMAGE_SUFFIXES
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
 
 DATA_ENV = "RCDNET_DATA"
-_MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
 _LABEL_ALIASES = {"benign": "benign", "0": "benign", "malignant": "malignant", "1": "malignant", "normal": "normal"}
 
 
@@ -87,7 +88,7 @@ def read_busi(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sa
                 if f.is_file():
                     problems.append(DataProblem(str(f), "not an image file (skipped)"))
                 continue
-            m = _MASK_RE.match(f.stem)
+            m = MASK_RE.match(f.stem)
             if m:
                 masks.setdefault(m["stem"], []).append((int(m["k"] or 0), f))
             else:
@@ -228,10 +229,10 @@ def read_folder(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[
         files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         masks = {}
         for f in files:
-            m = _MASK_RE.match(f.stem)
+            m = MASK_RE.match(f.stem)
             if m:
                 masks.setdefault(str(f.with_name(m["stem"])), []).append(f)
-        images = [f for f in files if not _MASK_RE.match(f.stem)]
+        images = [f for f in files if not MASK_RE.match(f.stem)]
         if not images:
             problems.append(DataProblem(str(sub), "class folder holds no images"))
         for f in images:
@@ -242,22 +243,11 @@ def read_folder(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[
     return samples, problems
 
 
-def masks_beside(image: Path) -> tuple[Path, ...]:
-    """Lesion masks of a loose image file: BUSI-style ``<stem>_mask*.<ext>`` beside it, or UDIAT-style
-    ``../GT/<name>`` when the image sits in an ``original/`` folder."""
-    image = Path(image)
-    found = sorted(f for f in image.parent.glob(f"{glob.escape(image.stem)}_mask*")
-                   if f.suffix.lower() in IMAGE_SUFFIXES and (m := _MASK_RE.match(f.stem)) and m["stem"] == image.stem)
-    gt = image.parent.parent / "GT" / image.name
-    if not found and image.parent.name == "original" and gt.is_file():
-        found = [gt]
-    return tuple(found)
-
-
 def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
-    """Users' data as a CSV with columns ``path,label[,group]`` (labels benign/malignant or 0/1); relative
-    paths are resolved against the CSV's own folder. A relative path that leaves that folder (``../x.png``) is
-    read, and marked (``extra["outside_csv_folder"]``) so that commands can say so."""
+    """Users' data as a CSV with columns ``path,label[,group][,x0,y0,x1,y1]`` (labels benign/malignant or 0/1; the
+    optional lesion box in pixels, for region-of-interest models); relative paths are resolved against the CSV's own
+    folder. A relative path that leaves that folder (``../x.png``) is read, and marked
+    (``extra["outside_csv_folder"]``) so that commands can say so. A malformed box skips its row, named."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: CSV file not found")
@@ -282,8 +272,14 @@ def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list
         if not p.is_file():
             problems.append(DataProblem(str(p), f"file missing ({where})"))
             continue
+        coords = [r.get(k, "") for k in BOX_COLUMNS]
+        try:
+            box = parse_box(",".join(coords), where) if any(coords) else None
+        except BoxError as exc:
+            problems.append(DataProblem(str(p), str(exc)))
+            continue
         samples.append(Sample(path=p, label=label, key=r["path"], source="csv", group=r.get("group") or None,
-                              extra={"outside_csv_folder": True} if outside else {}))
+                              box=box, extra={"outside_csv_folder": True} if outside else {}))
     if not samples:
         raise DatasetError(f"{csv_path}: no usable rows")
     return samples, problems

@@ -15,7 +15,8 @@ class Sample:
 
     ``label`` is a class name (``benign`` / ``malignant`` / ``normal``); ``key`` is a stable identifier
     (``busi/benign (12)``, ``udiat/000012``, or the path for user data); ``group`` is filled by duplicate
-    screening (or given by a user's CSV) and keeps near-duplicates on one side of a split.
+    screening (or given by a source: BUS-UCLM's patient, a CSV's group column) and keeps its images on one side of a
+    split; ``box`` is a lesion box given by the user, (x0, y0, x1, y1) in pixels (``data.boxes``).
     """
 
     path: Path
@@ -24,6 +25,7 @@ class Sample:
     source: str
     mask_paths: tuple[Path, ...] = ()
     group: str | None = None
+    box: tuple[int, int, int, int] | None = None
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_row(self) -> dict:

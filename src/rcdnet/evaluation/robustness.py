@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from rcdnet.data.decode import ImageReadError, read_image, to_gray
+from rcdnet.data.boxes import BoxError
+from rcdnet.data.decode import ImageReadError, read_image
 from rcdnet.data.named import VALIDATION, named_dataset
 from rcdnet.data.overlays import detect_overlays
 from rcdnet.data.preprocess import (
+    cache_name,
+    cut_gray,
     default_cache_dir,
-    file_token,
     preprocess_samples,
     save_npy_atomic,
 )
@@ -47,7 +49,7 @@ def _shifted_images(predictor: TorchPredictor, grays: list[np.ndarray], tokens: 
         if f.exists():
             return np.load(f)
         img = grays[i] if name == "none" else apply_shift(grays[i], name, level, shift_seed)
-        arr = pre(np.repeat(img[..., None], 3, axis=2))
+        arr = pre.finish(np.repeat(img[..., None], 3, axis=2))  # grays hold what the model classifies (ROI: cut)
         save_npy_atomic(f, arr)
         return arr
 
@@ -67,11 +69,11 @@ def shift_suite(predictor: TorchPredictor, samples: list[Sample], shifts: list[s
     grays, tokens, ys, problems, kept = [], [], [], [], []
     for s in samples:
         try:
-            grays.append(to_gray(read_image(s.path)))
-            tokens.append(file_token(s.path))
+            grays.append(cut_gray(s, predictor.preprocessor))
+            tokens.append(cache_name(s, predictor.preprocessor))
             ys.append(int(s.label == "malignant"))
             kept.append(s)
-        except ImageReadError as exc:
+        except (ImageReadError, BoxError) as exc:
             problems.append(DataProblem(str(s.path), str(exc)))
     y = np.array(ys)
     names = shifts or list(SHIFTS)

@@ -15,6 +15,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from rcdnet.data.boxes import Box, paste
 from rcdnet.data.preprocess import Preprocessor
 from rcdnet.explain.agreement import centre_prior
 from rcdnet.models.rcdnet import RcdNet
@@ -132,8 +133,11 @@ class HeatMapper:
         return np.concatenate(out) if out else np.zeros((0, s, s), np.float32)
 
 
-def to_original(heat: np.ndarray, shape: tuple[int, int], pre: Preprocessor) -> np.ndarray:
-    """(S, S) heat map on the preprocessed image -> (H, W) on the original, undoing the squash or letterbox."""
+def to_original(heat: np.ndarray, shape: tuple[int, int], pre: Preprocessor, box: Box | None = None) -> np.ndarray:
+    """(S, S) heat map on the preprocessed image -> (H, W) on the original, undoing the squash or letterbox; for a
+    region-of-interest model (its lesion ``box``), placed on the square it classified and zero elsewhere."""
     h, w = shape
-    top, left, nh, nw = pre.content_box(h, w)
-    return cv2.resize(heat[top:top + nh, left:left + nw], (w, h), interpolation=cv2.INTER_LINEAR)
+    x0, y0, x1, y1 = region = pre.region(shape, box)
+    top, left, nh, nw = pre.content_box(y1 - y0, x1 - x0)
+    up = cv2.resize(heat[top:top + nh, left:left + nw], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return up if region == (0, 0, w, h) else paste(up, region, shape)

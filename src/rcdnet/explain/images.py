@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet.data.boxes import BoxError
 from rcdnet.data.decode import ImageReadError, read_frames, read_mask
+from rcdnet.data.preprocess import lesion_box
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.explain.agreement import energy_in_mask, pointing_game, top_k_iou
 from rcdnet.explain.cam import HeatMapper, to_original
@@ -26,13 +28,15 @@ def mapper(predictor: TorchPredictor, method: str = "gradcam", layer: str | None
 
 
 def _load(sample: Sample, predictor: TorchPredictor) -> dict:
-    """Read one sample (an image, or the first frame of a DICOM or clip): original RGB, preprocessed array, and
-    its lesion mask (or None). Raises ImageReadError."""
+    """Read one sample (an image, or the first frame of a DICOM or clip): original RGB, preprocessed array, its
+    lesion mask (or None) and, for a region-of-interest model, the lesion box it classifies around. Raises
+    ImageReadError, or BoxError for a region-of-interest model and a sample without a box."""
     rgb = next(read_frames(sample.path, max_frames=1)).rgb
     mask = read_mask(sample.mask_paths, rgb.shape[:2]) if sample.mask_paths else None
     if mask is not None and not mask.any():
         mask = None
-    return {"sample": sample, "rgb": rgb, "pre": predictor.preprocessor(rgb), "mask": mask}
+    box = lesion_box(sample, rgb.shape[:2]) if predictor.preprocessor.roi_margin > 0 else None
+    return {"sample": sample, "rgb": rgb, "pre": predictor.preprocessor(rgb, box), "mask": mask, "box": box}
 
 
 def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: list[DataProblem]):
@@ -41,7 +45,7 @@ def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: li
     def load(s: Sample) -> dict | DataProblem:
         try:
             return _load(s, predictor)
-        except ImageReadError as exc:
+        except (ImageReadError, BoxError) as exc:
             return DataProblem(str(s.path), str(exc).removeprefix(f"{s.path}: "))
 
     for i in range(0, len(samples), CHUNK):
@@ -60,7 +64,7 @@ def iter_explained(predictor: TorchPredictor, hm: HeatMapper, samples: list[Samp
         probs = predictor.predict_arrays(pre)
         heats = hm(pre)
         for it, pr, heat in zip(items, probs, heats):
-            it["heat"] = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor)
+            it["heat"] = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor, it["box"])
             it["p_malignant"] = float(pr[predictor.malignant_index])
             it["predicted"] = predictor.classes[int(np.argmax(pr))]
             yield it

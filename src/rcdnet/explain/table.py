@@ -47,7 +47,7 @@ def _score(predictor: TorchPredictor, hm, samples: list[Sample], road_keys: set[
         heats = hm(pre)
         seconds += time.perf_counter() - t0
         for it, heat in zip(items, heats):
-            full = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor)
+            full = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor, it["box"])
             per.append({**agreement(full, it["mask"]), "malignant": it["sample"].label == "malignant"})
         sel = [j for j, it in enumerate(items) if it["sample"].key in road_keys]
         if sel:

@@ -26,6 +26,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rcdnet import __version__
+from rcdnet.data.boxes import Box, BoxError, parse_box
 from rcdnet.data.decode import (
     MAX_PIXELS,
     ImageReadError,
@@ -97,6 +98,8 @@ def decoded(name: str, frames: Iterator[np.ndarray], keep) -> tuple[list, str | 
         raise HTTPException(413, str(exc)) from None
     except ImageReadError as exc:
         raise HTTPException(415, str(exc)) from None
+    except BoxError as exc:
+        raise HTTPException(422, f"{name}: {exc}") from None
     except ValueError as exc:
         raise HTTPException(415, f"{name}: image could not be preprocessed ({exc})") from None
     if not out:
@@ -114,12 +117,28 @@ def prediction_json(predictor: Predictor, name: str, probs: np.ndarray) -> dict:
             "p_malignant_per_frame": [round(float(p), 4) for p in probs[:, predictor.malignant_index]]}
 
 
-def explain_png(predictor: TorchPredictor, name: str, rgb: np.ndarray, method: str) -> bytes:
+def request_box(predictor: Predictor, box: str | None) -> Box | None:
+    """The form field ``box`` (x0,y0,x1,y1) parsed: required by a region-of-interest model, refused by a
+    whole-image one (422 either way)."""
+    roi = predictor.preprocessor.roi_margin > 0
+    if roi and not box:
+        raise HTTPException(422, "this model classifies a marked lesion: send its box as the form field "
+                                 "box=x0,y0,x1,y1 (pixels of the uploaded image)")
+    if box and not roi:
+        raise HTTPException(422, "this model classifies whole images: leave out the box")
+    try:
+        return parse_box(box, "box") if box else None
+    except BoxError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def explain_png(predictor: TorchPredictor, name: str, rgb: np.ndarray, method: str, box: Box | None = None
+                ) -> bytes:
     """Original | heat-map overlay with a caption, as PNG bytes (the caller holds the model's lock)."""
-    pre = predictor.preprocessor(rgb)[None]
+    pre = predictor.preprocessor(rgb, box)[None]
     with mapper(predictor, method) as hm:
         probs = predictor.predict_arrays(pre)[0]
-        heat = to_original(hm(pre)[0], rgb.shape[:2], predictor.preprocessor)
+        heat = to_original(hm(pre)[0], rgb.shape[:2], predictor.preprocessor, box)
     p_mal = float(probs[predictor.malignant_index])
     png = panel(rgb, heat, None, [f"Heat map ({METHOD_NAMES.get(method, method)}): red = regions that raised the "
                                   "malignancy score most", f"p(malignant) = {p_mal:.3f}"])
@@ -153,6 +172,7 @@ def version_info(path: Path, predictor: Predictor, operating_point: str | None, 
             "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
             "operating_points": predictor.thresholds, "explain": isinstance(predictor, TorchPredictor),
             "operating_point": operating_point,
+            "input": "lesion box" if predictor.preprocessor.roi_margin > 0 else "whole image",
             "target_sensitivity": config.eval.target_sensitivity if config is not None else None, **limits}
 
 
@@ -191,26 +211,31 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
         return version
 
     @app.post("/predict")
-    def predict(file: UploadFile = File(...)):
+    def predict(file: UploadFile = File(...), box: str | None = Form(None)):
+        lesion = request_box(predictor, box)
         with slot:
             name, frames = read_upload(file, limit, max_pixels=max_pixels)
-            arrays, warning = decoded(name, frames, predictor.preprocessor)
+            arrays, warning = decoded(name, frames, lambda rgb: predictor.preprocessor(rgb, lesion))
             with lock:
                 probs = predictor.predict_arrays(np.stack(arrays))
         return {**prediction_json(predictor, name, probs), "warning": warning, "model_version": model_version}
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
-    def explain(file: UploadFile = File(...), method: str = Form("gradcam")):
+    def explain(file: UploadFile = File(...), method: str = Form("gradcam"), box: str | None = Form(None)):
         if not isinstance(predictor, TorchPredictor):
             raise HTTPException(501, f"heat maps need a single PyTorch checkpoint; this service runs "
                                      f"{version['runtime']}")
         if method not in SERVED_METHODS:
             raise HTTPException(422, f"method must be one of {', '.join(SERVED_METHODS)}")
+        lesion = request_box(predictor, box)
         with slot:
             name, frames = read_upload(file, limit, max_frames=1, max_pixels=max_pixels)
             rgb = decoded(name, frames, lambda x: x)[0][0]
             with lock:
-                png = explain_png(predictor, name, rgb, method)
+                try:
+                    png = explain_png(predictor, name, rgb, method, lesion)
+                except BoxError as exc:
+                    raise HTTPException(422, f"{name}: {exc}") from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     return app

@@ -117,7 +117,8 @@ class Trainer:
         label_idx = {c: i for i, c in enumerate(self.classes)}
         (tr_samples, tr_images), (val_samples, val_images) = self.data.subset("train"), self.data.subset("val")
         variants = (preprocess_variants(tr_samples, Preprocessor.from_config(self.cfg.data), aug.ultrasound_variants,
-                                        cache_dir, progress=self.progress) if aug.ultrasound_variants else None)
+                                        cache_dir, progress=self.progress, box_jitter=aug.box_jitter)
+                    if aug.ultrasound_variants else None)
         self.train_ds = ImageArrayDataset(tr_images, np.array([label_idx[s.label] for s in tr_samples]),
                                           self.normalise, train_augmentation(size, aug), variants, aug.ultrasound_p)
         self.val_ds = ImageArrayDataset(val_images, np.array([label_idx[s.label] for s in val_samples]),
