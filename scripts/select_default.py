@@ -86,16 +86,22 @@ def _clusters(run: Path, dataset: str, keys: list[str]) -> list[str]:
     return [s.group for s in mine]
 
 
-def _held_out(run: Path, dataset: str, tag: str):
+def _held_out(run: Path, dataset: str, tag: str, common: set[str]):
+    """The held-out predictions on the images every candidate scored (a region-of-interest candidate skips the
+    few images whose mask does not fit them)."""
     import numpy as np
 
     from rcdnet.evaluation.selection import HeldOut
 
-    with open(_metrics_dir(run, tag) / f"{dataset}_predictions.csv", newline="") as fh:
-        rows = sorted(csv.DictReader(fh), key=lambda r: r["key"])
+    rows = sorted((r for r in _predictions(run, dataset, tag) if r["key"] in common), key=lambda r: r["key"])
     keys = [r["key"] for r in rows]
     return HeldOut(np.array([r["label"] == "malignant" for r in rows], int),
                    np.array([float(r["p_malignant"]) for r in rows]), np.array(_clusters(run, dataset, keys)))
+
+
+def _predictions(run: Path, dataset: str, tag: str) -> list[dict]:
+    with open(_metrics_dir(run, tag) / f"{dataset}_predictions.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def n_options(config: Path, tag: str) -> int:
@@ -122,19 +128,22 @@ def table() -> None:
     from rcdnet.evaluation.selection import Candidate, choose
 
     candidates, finals = [], {}
-    for recipe in sorted(p.name for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else []:
-        for tag in TAGS:
-            runs = {fold: ROOT / recipe / fold for fold in FOLDS}
-            if not all((_metrics_dir(r, tag) / f"{FOLDS[f][1]}_predictions.csv").exists() for f, r in runs.items()):
-                continue
-            name = recipe + tag
-            candidates.append(Candidate(name, n_options(Path("configs/ablations") / f"{recipe}.yaml", tag),
-                                        {f"{FOLDS[f][0]}->{FOLDS[f][1]}": _held_out(r, FOLDS[f][1], tag)
-                                         for f, r in runs.items()}))
-            in_source = _metrics(_metrics_dir(runs["busi-to-bus-uclm"], tag) / "val_metrics.json")
-            all_dir = _metrics_dir(ROOT / recipe / "all", tag)
-            finals[name] = {"busi_val": in_source, "val": _metrics(all_dir / "val_metrics.json"),
-                            "udiat": _metrics(all_dir / "udiat_metrics.json")}
+    done = [(recipe, tag) for recipe in (sorted(p.name for p in ROOT.iterdir() if p.is_dir()) if ROOT.is_dir() else [])
+            for tag in TAGS if all((_metrics_dir(ROOT / recipe / f, tag) / f"{held}_predictions.csv").exists()
+                                   for f, (_, held) in FOLDS.items())]
+    common = {f: set.intersection(*({r["key"] for r in _predictions(ROOT / recipe / f, held, tag)}
+                                    for recipe, tag in done)) if done else set()
+              for f, (_, held) in FOLDS.items()}
+    for recipe, tag in done:
+        runs = {fold: ROOT / recipe / fold for fold in FOLDS}
+        name = recipe + tag
+        candidates.append(Candidate(name, n_options(Path("configs/ablations") / f"{recipe}.yaml", tag),
+                                    {f"{FOLDS[f][0]}->{FOLDS[f][1]}": _held_out(r, FOLDS[f][1], tag, common[f])
+                                     for f, r in runs.items()}))
+        in_source = _metrics(_metrics_dir(runs["busi-to-bus-uclm"], tag) / "val_metrics.json")
+        all_dir = _metrics_dir(ROOT / recipe / "all", tag)
+        finals[name] = {"busi_val": in_source, "val": _metrics(all_dir / "val_metrics.json"),
+                        "udiat": _metrics(all_dir / "udiat_metrics.json")}
     if not candidates:
         sys.exit(f"no recipe under {ROOT} has both folds finished")
     choice = choose(candidates)
@@ -147,6 +156,9 @@ def table() -> None:
           f"`{env['commit']}` on {env['hardware']} (each run's own commit and timing are in its report.md). The rule "
           "and why it is this one: [docs/selection.md](selection.md#the-rule).\n")
     directions = list(candidates[0].held_out)
+    print("Held-out images scored by every candidate: " + "; ".join(
+        f"{d}: {len(h.y)} ({int(h.y.sum())} malignant, {len(set(h.clusters))} clusters)"
+        for d, h in candidates[0].held_out.items()) + ".\n")
     print("| configuration | options | " + " | ".join(f"AUC {d}" for d in directions)
           + " | transfer score | behind the leader [95% CI] | eligible |")
     print("|---|---|" + "---|" * len(directions) + "---|---|---|")

@@ -9,7 +9,14 @@ from PIL import Image
 
 from rcdnet.cli import main
 from rcdnet.config import load_config
-from rcdnet.data.boxes import BoxError, box_of_mask, check_box, jitter_box, parse_box, square_around
+from rcdnet.data.boxes import (
+    BoxError,
+    box_of_mask,
+    check_box,
+    jitter_box,
+    parse_box,
+    square_around,
+)
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
 from rcdnet.data.readers import read_csv
 from rcdnet.explain.cam import to_original

@@ -114,6 +114,13 @@ def per_source_table(results: dict[str, dict], op: str) -> list[str]:
             *markdown_table(["set: source", "n", "malignant", "AUC", "sensitivity", "specificity", "accuracy"], rows)]
 
 
+def _input_mode(cfg: RunConfig) -> str:
+    if cfg.data.roi_margin <= 0:
+        return "the whole image"
+    return (f"the square around the lesion box (ROI margin {cfg.data.roi_margin:g}; boxes from the masks; shifted "
+            f"copies cut around boxes jittered by {cfg.augment.box_jitter:g})")
+
+
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
                  thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict]) -> None:
     paper_of = {VALIDATION: "busi-val"} if cfg.data.sources == ("busi",) else {}  # the paper's like-with-like rows
@@ -127,8 +134,7 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         f"{cfg.model.freeze_stages}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"Adam lr {cfg.train.lr}, weight decay {cfg.train.weight_decay}, cosine annealing, "
         f"label smoothing {cfg.augment.label_smoothing}, Mixup alpha {cfg.augment.mixup_alpha}, seed {cfg.seed}",
-        f"- input: {'the square around the lesion box (ROI margin ' + format(cfg.data.roi_margin, 'g') + ', boxes from the masks; shifted copies cut around boxes jittered by ' + format(cfg.augment.box_jitter, 'g') + ')' if cfg.data.roi_margin > 0 else 'the whole image'}, "
-        f"{cfg.data.image_size} px; training sources {', '.join(cfg.data.sources)}",
+        f"- input: {_input_mode(cfg)}, {cfg.data.image_size} px; training sources {', '.join(cfg.data.sources)}",
         f"- generalisation options: ultrasound-shift variants {cfg.augment.ultrasound_variants}, "
         f"overlay inpainting {cfg.data.inpaint_overlays}, letterbox {cfg.data.letterbox}, "
         f"EMA {cfg.train.ema_decay:g}, SWA from epoch {cfg.train.swa_start or 'off'}, "
