@@ -142,7 +142,9 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         f"- training time: {tot / 60:.1f} min in all, {per_epoch:.1f} s per epoch (train + validation); "
         f"peak memory {max((h['peak_memory_mb'] for h in history), default=0):.0f} MB",
         f"- best epoch by validation {best.get('name', 'auc')}: {best['epoch']} "
-        "(validation numbers are therefore slightly optimistic; the external set played no part in any choice)",
+        "(validation numbers are therefore slightly optimistic: the epoch, the temperature and the operating points "
+        "were all chosen on these validation images). Within this run no external set was read before it was scored; "
+        "the configuration itself may have been chosen with earlier external scores in view (docs/selection.md)",
         "", "## Data", "",
     ]
     lines += [f"- {k}: {v}" for k, v in data_summary.items()]
