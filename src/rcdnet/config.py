@@ -71,6 +71,7 @@ class TrainConfig:
     weight_decay: float
     select_metric: str
     balance_sources: bool
+    localise_weight: float
     ema_decay: float
     swa_start: int
     swa_lr: float

@@ -152,3 +152,33 @@ def test_roi_export_matches_pytorch(roi_checkpoint, tmp_path):
     _, img = _blob_image(tmp_path)
     x = np.stack([torch_p.preprocessor(img, b) for b in ((250, 100, 290, 140), (10, 10, 80, 80))])
     assert np.abs(onnx_p.predict_arrays(x) - torch_p.predict_arrays(x)).max() < 1e-4
+
+
+def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_path):
+    from rcdnet.models.registry import build_model
+    from rcdnet.predict.pytorch import TorchPredictor
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.training.localise import mask_loss
+
+    # the loss counts exactly the items whose mask counts, and is zero (with gradients) when none does
+    logits = torch.randn(4, 1, 7, 7, requires_grad=True)
+    masks = (torch.rand(4, 1, 224, 224) > 0.7).float()
+    counts = torch.tensor([True, False, True, False])
+    both = mask_loss(logits, masks, counts)
+    assert both.item() == pytest.approx(mask_loss(logits[counts], masks[counts], counts[counts]).item(), rel=1e-6)
+    both.backward()
+    assert logits.grad[~counts].abs().max() == 0 and logits.grad[counts].abs().max() > 0
+    none = mask_loss(logits, masks, torch.zeros(4, dtype=torch.bool))
+    assert none.item() == 0 and none.requires_grad
+    # a checkpoint with the head: its lesion map has the input's size and maps back onto the original
+    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "letterbox": True}})
+    path = tmp_path / "loc.pt"
+    torch.manual_seed(0)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, path)
+    predictor = TorchPredictor(path)
+    _, img = _blob_image(tmp_path)
+    maps = predictor.localise(predictor.preprocessor(img)[None])
+    assert maps.shape == (1, 96, 96) and 0 <= maps.min() and maps.max() <= 1
+    back = to_original(maps[0], img.shape[:2], predictor.preprocessor)
+    assert back.shape == (300, 400)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from rcdnet.data.boxes import (
     Box,
@@ -90,6 +91,11 @@ class Preprocessor:
             raise BoxError("the model classifies a lesion region: give its box (predict --box x0,y0,x1,y1, box "
                            "columns x0,y0,x1,y1 in a CSV, or a lesion mask beside the image)")
         return square_around(check_box(box, shape), self.roi_margin)
+
+    def geometry(self, plane: np.ndarray, box: Box | None = None) -> np.ndarray:
+        """An (H, W) uint8 plane aligned with the image (a lesion mask) -> (size, size), placed exactly where the
+        image's pixels land (the ROI mode's cut, then the squash or letterbox), without denoising or CLAHE."""
+        return self.resize(crop(plane, self.region(plane.shape, box)) if self.roi_margin > 0 else plane)
 
     def content_box(self, h: int, w: int) -> tuple[int, int, int, int]:
         """Where an (h, w) original lands in the (size, size) output: (top, left, height, width). The whole square
@@ -211,6 +217,39 @@ def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_
     for i, arr in enumerate(with_progress(parallel_map(variants, samples), len(samples), "shifted variants", progress)):
         out[i] = arr
     return out
+
+
+def preprocess_masks(samples: list[Sample], pre: Preprocessor, cache_dir: Path | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The samples' lesion masks laid out like their preprocessed images (:meth:`Preprocessor.geometry`): (N, S, S)
+    uint8 (255 = lesion, area-averaged at the edges) and (N,) bool, False for a sample without a usable mask (none,
+    or one that does not fit its image), whose plane is all zero. Cached like the images."""
+    cache = Path(cache_dir or default_cache_dir()) / "masks" / pre.signature()
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def load(s: Sample) -> np.ndarray | None:
+        if not s.mask_paths:
+            return None
+        f = cache / f"{cache_name(s, pre)}.npy"
+        if f.exists():
+            return np.load(f)
+        try:
+            with Image.open(s.path) as im:
+                shape = (im.height, im.width)
+            mask = read_mask(s.mask_paths, shape)
+            arr = pre.geometry(mask.astype(np.uint8) * 255, lesion_box(s, shape) if pre.roi_margin > 0 else None)
+        except (ImageReadError, BoxError, OSError):
+            return None
+        save_npy_atomic(f, arr)
+        return arr
+
+    planes = list(parallel_map(load, samples))
+    has = np.array([p is not None for p in planes], bool)
+    out = np.zeros((len(samples), pre.size, pre.size), np.uint8)
+    for i, p in enumerate(planes):
+        if p is not None:
+            out[i] = p
+    return out, has
 
 
 def preprocess_samples(

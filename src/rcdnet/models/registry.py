@@ -48,7 +48,7 @@ def is_vit(timm_name: str) -> bool:
 
 def create_model(name: str, num_classes: int = 2, pretrained: bool = True, weights: str | None = None,
                  image_size: int | None = None, **head: Any) -> nn.Module:
-    """Build a registered model. ``head`` (RcdNet only): ``dsc_channels``, ``use_cbam``, ``drop_rate``.
+    """Build a registered model. ``head`` (RcdNet only): ``dsc_channels``, ``use_cbam``, ``drop_rate``, ``localise``.
 
     Any timm model name also works as a plain baseline (``timm:<name>``). ``image_size`` sizes a ViT's position
     embedding (convolutional models take any size)."""
@@ -67,7 +67,10 @@ def build_model(cfg: RunConfig, num_classes: int, pretrained: bool, image_size: 
     """The model a run configuration describes (``image_size`` overrides ``data.image_size``, e.g. to count FLOPs
     at 224 px)."""
     m = cfg.model
-    head = ({"dsc_channels": m.dsc_channels, "use_cbam": m.use_cbam, "drop_rate": m.drop_rate}
+    localise = cfg.train.localise_weight > 0
+    if localise and not m.name.startswith("rcdnet"):
+        raise ValueError(f"train.localise_weight: only RcdNet models have a localisation head, not {m.name!r}")
+    head = ({"dsc_channels": m.dsc_channels, "use_cbam": m.use_cbam, "drop_rate": m.drop_rate, "localise": localise}
             if m.name.startswith("rcdnet") else {"drop_rate": m.drop_rate})
     return create_model(m.name, num_classes=num_classes, pretrained=pretrained, weights=m.weights,
                         image_size=image_size or cfg.data.image_size, **head)

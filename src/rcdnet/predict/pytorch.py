@@ -70,6 +70,18 @@ class TorchPredictor:
         return self.decision.model_input(to_grey(images))
 
     @torch.inference_mode()
+    def localise(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, S, S) float32 lesion probability per pixel from the localisation head, upsampled
+        to the input size (map it onto the original with :func:`rcdnet.explain.cam.to_original`)."""
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = self.model_input(images[i:i + self.batch_size])
+            z = torch.nn.functional.interpolate(self.model.localise(x), size=x.shape[-2:], mode="bilinear")
+            out.append(torch.sigmoid(z)[:, 0].numpy())
+        s = self.preprocessor.size
+        return np.concatenate(out) if out else np.zeros((0, s, s), np.float32)
+
+    @torch.inference_mode()
     def logits_arrays(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, C) logits before the temperature (mirrored-image average if ``tta``)."""
         out = [self.decision.logits(to_grey(images[i:i + self.batch_size])).numpy()

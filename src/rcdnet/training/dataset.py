@@ -25,16 +25,23 @@ class ImageArrayDataset(Dataset):
 
     An item is what :class:`rcdnet.models.input.DecisionFunction` feeds the model, with the augmentation (if any)
     applied to the grey levels scaled to [0, 1] before ``normalise``. ``variants`` (N, K, S, S), if given, are
-    acquisition-shifted versions of each image; one replaces the original with probability ``variant_p``."""
+    acquisition-shifted versions of each image; one replaces the original with probability ``variant_p``.
+
+    ``masks`` (N, S, S) uint8 with ``has_mask`` (N,) bool (a localisation head): items are then (input, label,
+    (1, S, S) mask in [0, 1] under the same augmentation, whether it counts). A shifted copy may have moved the
+    lesion (zoom, aspect), so an item drawn from one does not count for the mask loss."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, normalise: Normalise,
-                 augment: v2.Compose | None = None, variants: np.ndarray | None = None, variant_p: float = 0.5):
+                 augment: v2.Compose | None = None, variants: np.ndarray | None = None, variant_p: float = 0.5,
+                 masks: np.ndarray | None = None, has_mask: np.ndarray | None = None):
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.variants = torch.from_numpy(np.ascontiguousarray(variants)) if variants is not None else None
         self.variant_p = variant_p
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.normalise = normalise
         self.augment = augment
+        self.masks = torch.from_numpy(np.ascontiguousarray(masks)) if masks is not None else None
+        self.has_mask = torch.as_tensor(has_mask if has_mask is not None else np.zeros(len(images), bool))
         self.epoch_seed: int | None = None
 
     def set_epoch_seed(self, seed: int) -> None:
@@ -44,7 +51,7 @@ class ImageArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         if self.epoch_seed is None or (self.augment is None and self.variants is None):
             return self._item(i)
         with torch.random.fork_rng(devices=[]):
@@ -52,14 +59,18 @@ class ImageArrayDataset(Dataset):
             return self._item(i)
 
     @torch.no_grad()
-    def _item(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = self.images[i]
+    def _item(self, i: int) -> tuple[torch.Tensor, ...]:
+        img, counts = self.images[i], self.has_mask[i]
         if self.variants is not None and torch.rand(()) < self.variant_p:
             img = self.variants[i, int(torch.randint(self.variants.shape[1], ()))]
+            counts = torch.tensor(False)
         x = to_unit(img.unsqueeze(0).float())
+        if self.masks is None:
+            return self.normalise(self.augment(x) if self.augment is not None else x), self.labels[i]
+        xm = torch.cat([x, self.masks[i].unsqueeze(0).float() / 255.0])  # one draw of the augmentation for both
         if self.augment is not None:
-            x = self.augment(x)
-        return self.normalise(x), self.labels[i]
+            xm = self.augment(xm)
+        return self.normalise(xm[:1]), self.labels[i], xm[1:], counts
 
 
 class SourceBalancedSampler(Sampler[int]):

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from rcdnet import __version__, runtime
 from rcdnet.config import RunConfig
 from rcdnet.data.prepare import PreparedData, classes_from_config
-from rcdnet.data.preprocess import Preprocessor, preprocess_variants
+from rcdnet.data.preprocess import Preprocessor, preprocess_masks, preprocess_variants
 from rcdnet.models.input import Normalise
 from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
@@ -43,6 +43,7 @@ from rcdnet.training.dataset import (
     SourceBalancedSampler,
     train_augmentation,
 )
+from rcdnet.training.localise import mask_dice, mask_loss, mix_batch
 
 
 def seed_everything(seed: int) -> None:
@@ -116,11 +117,17 @@ class Trainer:
         aug, size = self.cfg.augment, self.cfg.data.image_size
         label_idx = {c: i for i, c in enumerate(self.classes)}
         (tr_samples, tr_images), (val_samples, val_images) = self.data.subset("train"), self.data.subset("val")
+        pre = Preprocessor.from_config(self.cfg.data)
+        self.localise = self.cfg.train.localise_weight > 0
+        masks = preprocess_masks(tr_samples, pre, cache_dir) if self.localise else (None, None)
+        self.val_masks = preprocess_masks(val_samples, pre, cache_dir) if self.localise else None
+        self.val_images = val_images
         variants = (preprocess_variants(tr_samples, Preprocessor.from_config(self.cfg.data), aug.ultrasound_variants,
                                         cache_dir, progress=self.progress, box_jitter=aug.box_jitter)
                     if aug.ultrasound_variants else None)
         self.train_ds = ImageArrayDataset(tr_images, np.array([label_idx[s.label] for s in tr_samples]),
-                                          self.normalise, train_augmentation(size, aug), variants, aug.ultrasound_p)
+                                          self.normalise, train_augmentation(size, aug), variants, aug.ultrasound_p,
+                                          *masks)
         self.val_ds = ImageArrayDataset(val_images, np.array([label_idx[s.label] for s in val_samples]),
                                         self.normalise)
         self.val_keys = [s.key for s in val_samples]
@@ -141,8 +148,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=tr.lr, weight_decay=tr.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=tr.epochs)
         self.mixup = (Mixup(mixup_alpha=aug.mixup_alpha, label_smoothing=aug.label_smoothing,
-                            num_classes=len(self.classes)) if aug.mixup_alpha > 0 else None)
-        self.loss_fn = SoftTargetCrossEntropy() if self.mixup else (
+                            num_classes=len(self.classes)) if aug.mixup_alpha > 0 and not self.localise else None)
+        self.mix_masks = aug.mixup_alpha > 0 and self.localise  # Mixup that mixes the masks as well (mix_batch)
+        self.loss_fn = SoftTargetCrossEntropy() if self.mixup or self.mix_masks else (
             LabelSmoothingCrossEntropy(aug.label_smoothing) if aug.label_smoothing > 0 else torch.nn.CrossEntropyLoss())
         self.ema = ModelEmaV3(self.model, decay=tr.ema_decay) if tr.ema_decay > 0 else None
         self.swa_start = tr.swa_start
@@ -202,15 +210,21 @@ class Trainer:
         self.train_ds.set_epoch_seed(seed)
         train_mode(self.model, self.frozen)
         loss_sum, correct, n = 0.0, 0, 0
-        for x, y in self.train_loader:
-            x = x.to(self.ctx.device, memory_format=torch.channels_last)
-            y = y.to(self.ctx.device)
+        for batch in self.train_loader:
+            x = batch[0].to(self.ctx.device, memory_format=torch.channels_last)
+            y = batch[1].to(self.ctx.device)
+            mask, counts = (t.to(self.ctx.device) for t in batch[2:]) if self.localise else (None, None)
             target = y
             if self.mixup:
                 x, target = self.mixup(x, y)
+            elif self.mix_masks:
+                x, target, mask, counts = mix_batch(x, y, mask, counts, self.cfg.augment, len(self.classes))
             with dist.autocast(self.ctx, self.precision):
-                logits = self.net(x)
+                out = self.net(x)
+                logits, mask_logits = out if isinstance(out, tuple) else (out, None)
                 loss = self.loss_fn(logits.float(), target)
+                if mask_logits is not None:
+                    loss = loss + self.cfg.train.localise_weight * mask_loss(mask_logits.float(), mask, counts)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -241,6 +255,10 @@ class Trainer:
         inv = np.argsort(order)
         return z[inv], y[inv]
 
+    def validate_masks(self) -> float:
+        """Mean Dice of the localiser's masks on the validation images that have one."""
+        return mask_dice(self.eval_model, self.normalise, self.val_images, *self.val_masks, self.ctx.device)
+
     def fit(self) -> dict:
         epochs = self.cfg.train.epochs
         select = self.cfg.train.select_metric
@@ -258,6 +276,7 @@ class Trainer:
             val_auc = _auc(y, p, self.classes)
             rec = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                    "val_acc": val_acc, "val_auc": val_auc, "lr": self.optimizer.param_groups[0]["lr"],
+                   **({"val_dice": self.validate_masks()} if self.localise else {}),
                    "train_seconds": round(t_train, 2), "epoch_seconds": round(time.time() - t0, 2),
                    "train_images_per_s": round(per_epoch / t_train, 2), "processes": self.ctx.world,
                    "peak_memory_mb": round(peak_memory_mb(), 1)}
