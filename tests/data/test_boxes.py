@@ -19,7 +19,6 @@ from rcdnet.data.boxes import (
 )
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
 from rcdnet.data.readers import read_csv
-from rcdnet.explain.cam import to_original
 
 PLAIN = {"denoise_h": 0.0, "clahe_clip": 0.0}  # so that pixel values can be checked exactly
 
@@ -77,13 +76,13 @@ def test_a_box_reaching_past_the_edge_is_padded_black(tmp_path):
 def test_heat_maps_map_back_onto_the_original(tmp_path):
     heat = np.ones((60, 60), np.float32)
     roi = Preprocessor(size=60, roi_margin=0.5, **PLAIN)
-    back = to_original(heat, (300, 400), roi, (250, 100, 290, 140))
+    back = roi.to_original(heat, (300, 400), (250, 100, 290, 140))
     assert back.shape == (300, 400)
     assert back[90:150, 240:300].min() == 1 and back.sum() == 60 * 60
     for letterbox in (False, True):  # whole-image models: squash and letterbox both cover the original exactly
         pre = Preprocessor(size=60, letterbox=letterbox, **PLAIN)
         ramp = np.tile(np.linspace(0, 1, 60, dtype=np.float32), (60, 1))
-        back = to_original(ramp, (300, 400), pre)
+        back = pre.to_original(ramp, (300, 400))
         assert back.shape == (300, 400) and back[:, 0].max() < 0.05 and back[:, -1].min() > 0.95
 
 
@@ -180,5 +179,47 @@ def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_p
     _, img = _blob_image(tmp_path)
     maps = predictor.localise(predictor.preprocessor(img)[None])
     assert maps.shape == (1, 96, 96) and 0 <= maps.min() and maps.max() <= 1
-    back = to_original(maps[0], img.shape[:2], predictor.preprocessor)
+    back = predictor.preprocessor.to_original(maps[0], img.shape[:2])
     assert back.shape == (300, 400)
+
+
+def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_checkpoint, tmp_path, capsys):
+    from rcdnet.models.registry import build_model
+    from rcdnet.predict.localise import Localiser, box_iou, region_box
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+
+    prob = np.zeros((300, 400), np.float32)
+    prob[100:140, 250:290] = 0.9
+    prob[10:15, 10:15] = 0.8  # a smaller second region: the largest one is kept
+    assert region_box(prob) == (250, 100, 290, 140)
+    assert region_box(prob * 0.4) == (250, 100, 290, 140)  # nothing reaches 0.5: above half the maximum
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}})
+    loc = tmp_path / "loc.pt"
+    torch.manual_seed(1)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, loc)
+    path, img = _blob_image(tmp_path)
+    found = Localiser(str(loc)).box(img)
+    check_box(found, img.shape[:2], "found")
+    assert main(["predict", str(roi_checkpoint), str(path), "--localiser", str(loc), "--format", "json"]) == 0
+    automatic = json.loads(capsys.readouterr().out)["predictions"][0]["p_malignant"]
+    assert main(["predict", str(roi_checkpoint), str(path), "--box", ",".join(map(str, found)), "--format",
+                 "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["p_malignant"] == automatic
+    # evaluate: boxes from the localiser, and how they agree with the masks
+    mask = np.zeros((300, 400), np.uint8)
+    mask[100:140, 250:290] = 255
+    for cls in ("benign", "malignant"):  # a folder per class, each image with its mask beside it
+        (tmp_path / "cases" / cls).mkdir(parents=True)
+        Image.fromarray(img).save(tmp_path / "cases" / cls / "blob.png")
+        Image.fromarray(mask).save(tmp_path / "cases" / cls / "blob_mask.png")
+    assert main(["evaluate", str(roi_checkpoint), "--folder", str(tmp_path / "cases"), "--localiser", str(loc),
+                 "--out", str(tmp_path / "ev"), "--bootstrap", "20", "--cache", str(tmp_path / "cache")]) == 0
+    res = json.loads((tmp_path / "ev" / "cases_metrics.json").read_text())
+    assert res["localisation"]["with_masks"] == 2
+    assert res["localisation"]["mean_box_iou"] == pytest.approx(box_iou(found, (250, 100, 290, 140)))
+    # a whole-image model refuses the localiser; a model without a head cannot be one
+    assert main(["predict", str(loc), str(path), "--localiser", str(loc)]) == 2
+    assert main(["predict", str(roi_checkpoint), str(path), "--localiser", str(roi_checkpoint)]) == 2
+    assert "no localisation head" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from rcdnet.explain.agreement import (
     pointing_game,
     top_k_iou,
 )
-from rcdnet.explain.cam import HeatMapper, default_layer, to_original
+from rcdnet.explain.cam import HeatMapper, default_layer
 from rcdnet.explain.render import CAPTION_PX
 from rcdnet.models.input import Normalise, to_grey, to_unit
 from rcdnet.models.registry import create_model
@@ -70,13 +70,13 @@ def test_centre_prior_peaks_in_the_middle():
 def test_to_original_undoes_squash_and_letterbox():
     heat = np.zeros((224, 224), np.float32)
     heat[:112] = 1  # top half hot
-    out = to_original(heat, (300, 500), Preprocessor(size=224))
+    out = Preprocessor(size=224).to_original(heat, (300, 500))
     assert out.shape == (300, 500) and out[:140].min() > 0.99 and out[160:].max() < 0.01
     # letterboxed 300x600: content rows 56..168 of the 224 square; padding must be cropped away
     lb = Preprocessor(size=224, letterbox=True)
     heat = np.zeros((224, 224), np.float32)
     heat[56:168, :112] = 1  # left half of the content
-    out = to_original(heat, (300, 600), lb)
+    out = lb.to_original(heat, (300, 600))
     assert out.shape == (300, 600)
     assert out[:, :280].min() > 0.99 and out[:, 320:].max() < 0.01
 

@@ -139,14 +139,24 @@ def cmd_benchmark(args) -> int:
 def cmd_evaluate(args) -> int:
     from rcdnet.data.named import chosen_dataset
     from rcdnet.evaluation.evaluate import evaluate_dataset, predictor_for_evaluation
+    from rcdnet.predict.localise import Localiser, locate
 
     predictor = predictor_for_evaluation(args.checkpoint, tta=args.tta, adabn=args.adabn, data_root=args.data,
                                          cache_dir=args.cache, report=_err)
     name, samples, problems = chosen_dataset(predictor, args.dataset, csv=args.csv, folder=args.folder,
                                              data_root=args.data)
     out = writable_dir(output_dir(args.out, "evaluate", args.checkpoint))
+    extra = None
+    if args.localiser:
+        if predictor.preprocessor.roi_margin <= 0:
+            raise ValueError(f"--localiser: {args.checkpoint} classifies whole images (trained without data.roi_margin)")
+        samples, found, bad = locate(Localiser(args.localiser), samples)
+        problems, extra = problems + bad, {"localisation": found}
+        print(f"automatic mode: boxes from {args.localiser}; against the lesion masks ({found['with_masks']} images): "
+              f"mean box IoU {found['mean_box_iou']:.3f}, lesions found (IoU >= 0.5) {found['found_iou_0.5']:.3f}"
+              if found["with_masks"] else f"automatic mode: boxes from {args.localiser} (no masks to check them)")
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
-                           cache_dir=args.cache, progress=not args.quiet)
+                           cache_dir=args.cache, progress=not args.quiet, extra=extra)
     for op, m in res["operating_points"].items():
         print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
@@ -241,15 +251,19 @@ def cmd_predict(args) -> int:
     from rcdnet.data.boxes import parse_box
     from rcdnet.data.named import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
+    from rcdnet.predict.localise import Localiser
 
     if args.out:
         writable_file(args.out)
     box = parse_box(args.box) if args.box else None
     predictor = load_predictor(args.checkpoint)
-    if box is not None and predictor.preprocessor.roi_margin <= 0:
-        raise ValueError(f"--box: {args.checkpoint} classifies whole images (it was trained without data.roi_margin)")
+    if (box is not None or args.localiser) and predictor.preprocessor.roi_margin <= 0:
+        raise ValueError(f"--box / --localiser: {args.checkpoint} classifies whole images (it was trained without "
+                         "data.roi_margin)")
+    localiser = Localiser(args.localiser) if args.localiser else None
     files = expand_inputs(args.inputs)
-    rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1, box=box)
+    rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1, box=box,
+                                             localiser=localiser)
     text = _render_predictions(rows, frames, problems, predictor.thresholds, args.format)
     if args.out:
         Path(args.out).write_text(text)

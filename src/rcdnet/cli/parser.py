@@ -84,6 +84,10 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--tta", action="store_true", help="average over each image and its mirror (one checkpoint)")
     e.add_argument("--adabn", action="store_true", help="re-estimate batch-norm statistics on this dataset's "
                                                         "images first (AdaBN; labels are not used; one checkpoint)")
+    e.add_argument("--localiser", metavar="MODEL", help="region-of-interest models: the lesion boxes found by this "
+                                                        "model's localisation head (the automatic mode) instead of "
+                                                        "the boxes around the lesion masks; their agreement with the "
+                                                        "masks is reported")
     _common(e, "output folder (default: <run dir>/eval)")
 
 
@@ -134,6 +138,9 @@ def _add_predict(sub) -> None:
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the lesion's box in pixels (region-of-interest models: "
                                                      "the square around it is classified; default: the box around "
                                                      "a <stem>_mask*.png beside the image)")
+    p.add_argument("--localiser", metavar="MODEL", help="the automatic mode: a model with a localisation head "
+                                                        "finds the lesion box that a region-of-interest model "
+                                                        "classifies (unless --box is given)")
 
 
 def _add_export(sub) -> None:

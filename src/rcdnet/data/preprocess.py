@@ -25,6 +25,7 @@ from rcdnet.data.boxes import (
     check_box,
     crop,
     jitter_box,
+    paste,
     square_around,
 )
 from rcdnet.data.decode import ImageReadError, read_image, read_mask, to_gray
@@ -96,6 +97,16 @@ class Preprocessor:
         """An (H, W) uint8 plane aligned with the image (a lesion mask) -> (size, size), placed exactly where the
         image's pixels land (the ROI mode's cut, then the squash or letterbox), without denoising or CLAHE."""
         return self.resize(crop(plane, self.region(plane.shape, box)) if self.roi_margin > 0 else plane)
+
+    def to_original(self, plane: np.ndarray, shape: tuple[int, int], box: Box | None = None) -> np.ndarray:
+        """(size, size) map on the preprocessed image (a heat map, the localiser's lesion map) -> (H, W) on the
+        original, undoing the squash or letterbox; in the ROI mode (the lesion ``box``) placed on the square that was
+        classified, zero elsewhere."""
+        h, w = shape[:2]
+        x0, y0, x1, y1 = region = self.region(shape, box)
+        top, left, nh, nw = self.content_box(y1 - y0, x1 - x0)
+        up = cv2.resize(plane[top:top + nh, left:left + nw], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        return up if region == (0, 0, w, h) else paste(up, region, shape)
 
     def content_box(self, h: int, w: int) -> tuple[int, int, int, int]:
         """Where an (h, w) original lands in the (size, size) output: (top, left, height, width). The whole square

@@ -52,7 +52,7 @@ def _defined(metrics: dict) -> dict:
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
                      n_boot: int = 2000, cache_dir: Path | None = None, seed: int = 0,
-                     images: np.ndarray | None = None, progress: bool = False) -> dict:
+                     images: np.ndarray | None = None, progress: bool = False, extra: dict | None = None) -> dict:
     """Predict ``samples`` and write ``{name}_predictions.csv``, ``{name}_metrics.json``, ``{name}_roc.png`` and
     ``{name}_confusion.png`` into ``out_dir``. ``images`` may hold their preprocessed arrays already.
 
@@ -72,7 +72,8 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     result = {"dataset": name, "n": len(samples), "n_malignant": int(y.sum()), "checkpoint": predictor.source,
               "temperature": getattr(predictor, "temperature", 1.0), "tta": getattr(predictor, "tta", False),
               "ece": expected_calibration_error(y, p_mal), "ece_before_temperature": expected_calibration_error(y, p_raw),
-              "operating_points": {}, "skipped_files": [str(p) for p in problems], "runtime": describe()}
+              "operating_points": {}, "skipped_files": [str(p) for p in problems], "runtime": describe(),
+              **(extra or {})}
     present = sorted({"malignant" if v else "benign" for v in y})
     if len(present) < 2:
         result["note"] = (f"only {present[0]} cases: AUC, the ROC curve and the "
@@ -127,12 +128,14 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
 
 
 def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path, *, n_boot: int = 2000,
-                     adabn: bool = False, cache_dir: str | Path | None = None, progress: bool = False) -> dict:
-    """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked."""
+                     adabn: bool = False, cache_dir: str | Path | None = None, progress: bool = False,
+                     extra: dict | None = None) -> dict:
+    """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked;
+    ``extra`` is stored in the metrics file too."""
     if not adabn:
-        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir, progress=progress)
+        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir, progress=progress, extra=extra)
     samples, images, bad = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
     res = evaluate_samples(predictor.adapted(images), samples, name, out_dir, n_boot, cache_dir, images=images,
-                           progress=progress)
+                           progress=progress, extra=extra)
     res["skipped_files"] += [str(p) for p in bad]
     return res

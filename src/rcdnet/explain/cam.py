@@ -2,12 +2,12 @@
 
 :class:`HeatMapper` wraps one CAM method and one target layer; use it in a ``with`` block so its hooks are
 removed afterwards. Shapes: (N, S, S) uint8 preprocessed images -> (N, S, S) float32 maps in [0, 1];
-:func:`to_original` maps one (S, S) map back onto the original (H, W) image.
+:meth:`Preprocessor.to_original <rcdnet.data.preprocess.Preprocessor.to_original>` maps one (S, S) map back onto
+the original (H, W) image.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytorch_grad_cam as pgc
 import torch
@@ -15,8 +15,6 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from rcdnet.data.boxes import Box, paste
-from rcdnet.data.preprocess import Preprocessor
 from rcdnet.explain.agreement import centre_prior
 from rcdnet.models.rcdnet import RcdNet
 
@@ -131,13 +129,3 @@ class HeatMapper:
             out.append(np.nan_to_num(maps.astype(np.float32)))
         s = images.shape[-1]
         return np.concatenate(out) if out else np.zeros((0, s, s), np.float32)
-
-
-def to_original(heat: np.ndarray, shape: tuple[int, int], pre: Preprocessor, box: Box | None = None) -> np.ndarray:
-    """(S, S) heat map on the preprocessed image -> (H, W) on the original, undoing the squash or letterbox; for a
-    region-of-interest model (its lesion ``box``), placed on the square it classified and zero elsewhere."""
-    h, w = shape
-    x0, y0, x1, y1 = region = pre.region(shape, box)
-    top, left, nh, nw = pre.content_box(y1 - y0, x1 - x0)
-    up = cv2.resize(heat[top:top + nh, left:left + nw], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    return up if region == (0, 0, w, h) else paste(up, region, shape)

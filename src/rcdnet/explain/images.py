@@ -13,7 +13,7 @@ from rcdnet.data.decode import ImageReadError, read_frames, read_mask
 from rcdnet.data.preprocess import lesion_box
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.explain.agreement import energy_in_mask, pointing_game, top_k_iou
-from rcdnet.explain.cam import HeatMapper, to_original
+from rcdnet.explain.cam import HeatMapper
 from rcdnet.explain.render import panel, save_png
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.runtime import parallel_map
@@ -64,7 +64,7 @@ def iter_explained(predictor: TorchPredictor, hm: HeatMapper, samples: list[Samp
         probs = predictor.predict_arrays(pre)
         heats = hm(pre)
         for it, pr, heat in zip(items, probs, heats):
-            it["heat"] = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor, it["box"])
+            it["heat"] = predictor.preprocessor.to_original(heat, it["rgb"].shape[:2], it["box"])
             it["p_malignant"] = float(pr[predictor.malignant_index])
             it["predicted"] = predictor.classes[int(np.argmax(pr))]
             yield it

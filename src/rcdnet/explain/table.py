@@ -12,7 +12,7 @@ import numpy as np
 from rcdnet.data.prepare import stratified_limit
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.explain.agreement import road_scores
-from rcdnet.explain.cam import METHODS, REFERENCE, to_original
+from rcdnet.explain.cam import METHODS, REFERENCE
 from rcdnet.explain.images import CHUNK, agreement, loaded_chunks, mapper
 from rcdnet.files import markdown_table, write_csv
 from rcdnet.predict.pytorch import TorchPredictor
@@ -47,7 +47,7 @@ def _score(predictor: TorchPredictor, hm, samples: list[Sample], road_keys: set[
         heats = hm(pre)
         seconds += time.perf_counter() - t0
         for it, heat in zip(items, heats):
-            full = to_original(heat, it["rgb"].shape[:2], predictor.preprocessor, it["box"])
+            full = predictor.preprocessor.to_original(heat, it["rgb"].shape[:2], it["box"])
             per.append({**agreement(full, it["mask"]), "malignant": it["sample"].label == "malignant"})
         sel = [j for j, it in enumerate(items) if it["sample"].key in road_keys]
         if sel:

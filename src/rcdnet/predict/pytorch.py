@@ -72,7 +72,7 @@ class TorchPredictor:
     @torch.inference_mode()
     def localise(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, S, S) float32 lesion probability per pixel from the localisation head, upsampled
-        to the input size (map it onto the original with :func:`rcdnet.explain.cam.to_original`)."""
+        to the input size (map it onto the original with :meth:`Preprocessor.to_original`)."""
         out = []
         for i in range(0, len(images), self.batch_size):
             x = self.model_input(images[i:i + self.batch_size])

@@ -29,25 +29,28 @@ def smooth(p: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(p, k, "same") / np.convolve(np.ones_like(p), k, "same")
 
 
-def _box(predictor: Predictor, path: Path, box: Box | None, shape: tuple[int, int]) -> Box | None:
-    """The lesion box a region-of-interest model classifies: the one given, else the box around a lesion mask
-    beside the file (``<stem>_mask*.png``); None for a whole-image model."""
-    if predictor.preprocessor.roi_margin <= 0:
-        return None
-    if box is None and (masks := masks_beside(path)):
-        return box_of_mask(read_mask(masks, shape))
-    return box
+def _box(predictor: Predictor, path: Path, box: Box | None, rgb: np.ndarray, localiser=None) -> Box | None:
+    """The lesion box a region-of-interest model classifies: the one given, else the one ``localiser`` finds in
+    ``rgb`` (the automatic mode), else the box around a lesion mask beside the file (``<stem>_mask*.png``); None
+    for a whole-image model."""
+    if predictor.preprocessor.roi_margin <= 0 or box is not None:
+        return box if predictor.preprocessor.roi_margin > 0 else None
+    if localiser is not None:
+        return localiser.box(rgb)
+    if masks := masks_beside(path):
+        return box_of_mask(read_mask(masks, rgb.shape[:2]))
+    return None
 
 
 def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems: list[DataProblem],
-                          box: Box | None = None):
+                          box: Box | None = None, localiser=None):
     """A video, decoded and classified ``chunk`` frames at a time (a clip never sits whole in memory):
     (probabilities (F, C) or None when unreadable, frames read). A clip that ended early keeps its frames and is
     also listed in ``problems``."""
     probs, meta, batch = [], [], []
     try:
         for fr in read_frames(path):
-            batch.append(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb.shape[:2])))
+            batch.append(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb, localiser)))
             meta.append(Frame(np.empty(0, np.uint8), fr.index, fr.time))
             if len(batch) == chunk:
                 probs.append(predictor.predict_arrays(np.stack(batch)))
@@ -61,14 +64,14 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
     return np.concatenate(probs), meta
 
 
-def _decoded(predictor: Predictor, path: Path, box: Box | None = None
+def _decoded(predictor: Predictor, path: Path, box: Box | None = None, localiser=None
              ) -> tuple[np.ndarray, list[Frame]] | DataProblem | None:
     """Runs on a worker thread: a still image or DICOM file decoded and preprocessed, (F, S, S) uint8 with each
     frame's index and time; a :class:`DataProblem` if it cannot be read; None for a video (streamed instead)."""
     if kind_of(path) == "video":
         return None
     try:
-        frames = [(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb.shape[:2])),
+        frames = [(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb, localiser)),
                    Frame(np.empty(0, np.uint8), fr.index, fr.time)) for fr in read_frames(path)]
     except (ImageReadError, BoxError) as exc:
         return DataProblem(str(path), str(exc).removeprefix(f"{path}: "))
@@ -89,7 +92,8 @@ def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame
 
 
 def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, chunk: int = 32, progress: bool = False,
-                    box: Box | None = None) -> tuple[list[dict], dict[str, list[dict]], list[DataProblem]]:
+                    box: Box | None = None, localiser=None
+                    ) -> tuple[list[dict], dict[str, list[dict]], list[DataProblem]]:
     """Returns one row per file (for a multi-frame DICOM or a video: the clip's result from the mean per-frame
     probability), per-frame rows for every multi-frame file (with the probability smoothed over ``window``
     frames), and the files that could not be read, which are skipped. A clip that ended early (a truncated video)
@@ -97,8 +101,9 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
 
     Images and DICOM files are decoded and preprocessed ``chunk`` files at a time on the policy's worker threads
     (:mod:`rcdnet.runtime`), then classified; a video is decoded and classified as it streams. A region-of-interest
-    model classifies the square around ``box`` (or around the lesion mask beside each file); a file without one is
-    a problem that names it."""
+    model classifies the square around ``box``, else around the lesion ``localiser``
+    (:class:`~rcdnet.predict.localise.Localiser`) finds in each frame, else around the lesion mask beside each file;
+    a file without one is a problem that names it."""
     rows, frame_rows, problems = [], {}, []
     bar = with_progress(range(len(paths)), len(paths), "predict", progress, unit="file")
     ticks = iter(bar)
@@ -106,12 +111,12 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
         part = [Path(p) for p in paths[start:start + chunk]]
         # decode and preprocess a chunk on the worker threads, then classify it: the two phases take turns, as
         # torch's threads and the workers running side by side on the same cores slow each other down
-        for path, item in zip(part, list(parallel_map(lambda p: _decoded(predictor, p, box), part))):
+        for path, item in zip(part, list(parallel_map(lambda p: _decoded(predictor, p, box, localiser), part))):
             next(ticks, None)
             if isinstance(item, DataProblem):
                 problems.append(item)
                 continue
-            pr, meta = (_stream_probabilities(predictor, path, chunk, problems, box) if item is None
+            pr, meta = (_stream_probabilities(predictor, path, chunk, problems, box, localiser) if item is None
                         else (predictor.predict_arrays(item[0]), item[1]))
             if pr is not None:
                 _add_rows(predictor, path, pr, meta, window, rows, frame_rows)

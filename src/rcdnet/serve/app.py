@@ -34,7 +34,7 @@ from rcdnet.data.decode import (
     TooManyPixels,
     read_frames,
 )
-from rcdnet.explain.cam import METHODS, REFERENCE, to_original
+from rcdnet.explain.cam import METHODS, REFERENCE
 from rcdnet.explain.images import mapper
 from rcdnet.explain.render import panel
 from rcdnet.files import file_sha256
@@ -138,7 +138,7 @@ def explain_png(predictor: TorchPredictor, name: str, rgb: np.ndarray, method: s
     pre = predictor.preprocessor(rgb, box)[None]
     with mapper(predictor, method) as hm:
         probs = predictor.predict_arrays(pre)[0]
-        heat = to_original(hm(pre)[0], rgb.shape[:2], predictor.preprocessor, box)
+        heat = predictor.preprocessor.to_original(hm(pre)[0], rgb.shape[:2], box)
     p_mal = float(probs[predictor.malignant_index])
     png = panel(rgb, heat, None, [f"Heat map ({METHOD_NAMES.get(method, method)}): red = regions that raised the "
                                   "malignancy score most", f"p(malignant) = {p_mal:.3f}"])
