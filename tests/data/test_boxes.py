@@ -223,3 +223,26 @@ def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_ch
     assert main(["predict", str(loc), str(path), "--localiser", str(loc)]) == 2
     assert main(["predict", str(roi_checkpoint), str(path), "--localiser", str(roi_checkpoint)]) == 2
     assert "no localisation head" in capsys.readouterr().err
+
+
+def test_the_localiser_exports_with_its_lesion_map(tmp_path):
+    from rcdnet.deploy.onnx import export_onnx
+    from rcdnet.models.registry import build_model
+    from rcdnet.predict.localise import Localiser
+    from rcdnet.predict.onnx import OnnxPredictor
+    from rcdnet.predict.pytorch import TorchPredictor
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+
+    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}})
+    loc = tmp_path / "loc.pt"
+    torch.manual_seed(2)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, loc)
+    torch_p = TorchPredictor(loc)
+    onnx_file = export_onnx(torch_p, tmp_path / "loc.onnx")
+    onnx_p = OnnxPredictor(onnx_file)
+    _, img = _blob_image(tmp_path)
+    x = torch_p.preprocessor(img)[None]
+    assert onnx_p.has_localiser and np.abs(onnx_p.localise(x) - torch_p.localise(x)).max() < 1e-4
+    assert np.abs(onnx_p.predict_arrays(x) - torch_p.predict_arrays(x)).max() < 1e-4
+    assert Localiser(str(onnx_file)).box(img) == Localiser(str(loc)).box(img)  # the documented step, either way

@@ -81,11 +81,14 @@ def export_model(checkpoint: str | Path, onnx_path: str | Path, *, data: str | N
     val_images = images[VALIDATION][0][:verify_images]
     fp32 = OnnxPredictor(out)
     diff = float(np.abs(fp32.predict_arrays(val_images) - predictor.predict_arrays(val_images)).max())
+    if fp32.has_localiser:  # the lesion map is verified like the probabilities
+        diff = max(diff, float(np.abs(fp32.localise(val_images) - predictor.localise(val_images)).max()))
     ok = diff < MAX_ABS_DIFF
     _update_sidecar(out, verification={"images": len(val_images), "max_abs_diff_probability": diff,
                                        "tolerance": MAX_ABS_DIFF, "passed": ok})
+    what = "|p_onnx - p_torch| and |lesion map_onnx - _torch|" if fp32.has_localiser else "|p_onnx - p_torch|"
     report(f"{out}: {out.stat().st_size / 2**20:.1f} MB; verified on {len(val_images)} validation images: "
-           f"max |p_onnx - p_torch| = {diff:.2e} ({'ok' if ok else 'FAILED'}, tolerance {MAX_ABS_DIFF:g})")
+           f"max {what} = {diff:.2e} ({'ok' if ok else 'FAILED'}, tolerance {MAX_ABS_DIFF:g})")
     if not ok:
         raise ExportError(f"the ONNX model differs from PyTorch by {diff:.2e}")
     if int8:

@@ -19,6 +19,7 @@ import torch
 
 from rcdnet import __version__
 from rcdnet.files import file_sha256
+from rcdnet.models.input import WithLesionMap
 from rcdnet.predict.onnx import METADATA_KEY, ONNX_FORMAT
 from rcdnet.predict.pytorch import TorchPredictor
 
@@ -47,14 +48,18 @@ def write_metadata(onnx_path: Path, meta: dict) -> None:
 
 
 def export_onnx(predictor: TorchPredictor, path: str | Path, opset: int = 18) -> Path:
-    """Write the decision function of ``predictor`` as ONNX (dynamic batch) with its metadata."""
+    """Write the decision function of ``predictor`` as ONNX (dynamic batch) with its metadata; a model with a
+    localisation head gets a second output, ``lesion_map`` (:class:`~rcdnet.models.input.WithLesionMap`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     s = predictor.preprocessor.size
     example = torch.full((2, 1, s, s), 128.0)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    torch.onnx.export(predictor.decision.eval(), (example,), str(path), input_names=["image"],
-                      output_names=["probabilities"], dynamic_shapes={"image": {0: batch}}, opset_version=opset,
-                      external_data=False, dynamo=True, verbose=False)
-    write_metadata(path, metadata(predictor, precision="fp32"))
+    graph, outputs = predictor.decision.eval(), ["probabilities"]
+    if getattr(predictor.model, "localiser", None) is not None:
+        graph, outputs = WithLesionMap(predictor.decision).eval(), ["probabilities", "lesion_map"]
+    torch.onnx.export(graph, (example,), str(path), input_names=["image"], output_names=outputs,
+                      dynamic_shapes={"image": {0: batch}}, opset_version=opset, external_data=False, dynamo=True,
+                      verbose=False)
+    write_metadata(path, metadata(predictor, precision="fp32", outputs=outputs))
     return path

@@ -72,3 +72,21 @@ class DecisionFunction(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(image) / self.temperature, dim=1)
+
+    def lesion_map(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 1, S, S) grey levels 0..255 -> (N, 1, S, S) lesion probability per pixel from the model's localisation
+        head (no mirroring), upsampled to the input size."""
+        z = self.model.localise(self.model_input(image))
+        return torch.sigmoid(nn.functional.interpolate(z, size=image.shape[-2:], mode="bilinear"))
+
+
+class WithLesionMap(nn.Module):
+    """The exported graph of a model with a localisation head: (N, 1, S, S) grey levels -> (probabilities (N, C),
+    lesion map (N, 1, S, S)), the decision and where the lesion is, in one pass each."""
+
+    def __init__(self, decision: DecisionFunction):
+        super().__init__()
+        self.decision = decision
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decision(image), self.decision.lesion_map(image)

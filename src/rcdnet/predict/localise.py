@@ -12,6 +12,7 @@ from rcdnet.data.boxes import Box, box_of_mask
 from rcdnet.data.decode import ImageReadError, read_image
 from rcdnet.data.preprocess import lesion_box
 from rcdnet.data.samples import DataProblem, Sample
+from rcdnet.predict.onnx import OnnxPredictor
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.runtime import parallel_map
 
@@ -26,8 +27,10 @@ class Localiser:
     no pixel reaches the threshold, the region above half the map's maximum is taken, so there is always a box."""
 
     def __init__(self, model: str):
-        self.predictor = TorchPredictor(model)
-        if getattr(self.predictor.model, "localiser", None) is None:
+        self.predictor = OnnxPredictor(model) if str(model).endswith(".onnx") else TorchPredictor(model)
+        has = (self.predictor.has_localiser if isinstance(self.predictor, OnnxPredictor)
+               else getattr(self.predictor.model, "localiser", None) is not None)
+        if not has:
             raise ValueError(f"{model}: has no localisation head (train it with train.localise_weight > 0)")
         self.source = self.predictor.source
 

@@ -87,6 +87,20 @@ class OnnxPredictor:
         return self.classes.index("malignant")
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
-        out = [self.session.run(None, {"image": images[i:i + self.batch_size, None].astype(np.float32)})[0]
+        out = [self.session.run(["probabilities"], {"image": images[i:i + self.batch_size, None].astype(np.float32)})[0]
                for i in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    @property
+    def has_localiser(self) -> bool:
+        return "lesion_map" in {o.name for o in self.session.get_outputs()}
+
+    def localise(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, S, S) float32 lesion probability per pixel (a model exported with its
+        localisation head: the graph's ``lesion_map`` output)."""
+        if not self.has_localiser:
+            raise ValueError(f"{self.source}: has no localisation head (no lesion_map output)")
+        out = [self.session.run(["lesion_map"], {"image": images[i:i + self.batch_size, None].astype(np.float32)})[0]
+               for i in range(0, len(images), self.batch_size)]
+        s = self.preprocessor.size
+        return np.concatenate(out)[:, 0] if out else np.zeros((0, s, s), np.float32)

@@ -73,11 +73,8 @@ class TorchPredictor:
     def localise(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, S, S) float32 lesion probability per pixel from the localisation head, upsampled
         to the input size (map it onto the original with :meth:`Preprocessor.to_original`)."""
-        out = []
-        for i in range(0, len(images), self.batch_size):
-            x = self.model_input(images[i:i + self.batch_size])
-            z = torch.nn.functional.interpolate(self.model.localise(x), size=x.shape[-2:], mode="bilinear")
-            out.append(torch.sigmoid(z)[:, 0].numpy())
+        out = [self.decision.lesion_map(to_grey(images[i:i + self.batch_size]))[:, 0].numpy()
+               for i in range(0, len(images), self.batch_size)]
         s = self.preprocessor.size
         return np.concatenate(out) if out else np.zeros((0, s, s), np.float32)
 
