@@ -83,3 +83,22 @@ def test_bootstrap_of_a_seed_mean():
     lo, hi = bootstrap_mean_ci(y, np.stack([p, q]), n_boot=500)["auc"]
     mean_auc = (binary_metrics(y, p)["auc"] + binary_metrics(y, q)["auc"]) / 2
     assert lo < mean_auc < hi
+
+
+def test_cluster_bootstrap_counts_copies_of_one_case_once():
+    from rcdnet.evaluation.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p = np.clip(0.25 * y + 0.75 * rng.random(60), 0, 1)
+    copies_y, copies_p, groups = np.repeat(y, 4), np.repeat(p, 4), np.repeat(np.arange(60), 4)
+    width = lambda ci: ci["auc"][1] - ci["auc"][0]  # noqa: E731
+    unique = width(bootstrap_ci(y, p, n_boot=2000))
+    as_images = width(bootstrap_ci(copies_y, copies_p, n_boot=2000))
+    as_groups = width(bootstrap_ci(copies_y, copies_p, n_boot=2000, groups=groups))
+    # four copies of each case, resampled as images, look like four times the evidence (half the width); resampled
+    # as groups they are what they are: 60 cases
+    assert as_images < 0.6 * unique
+    assert as_groups == pytest.approx(unique, rel=0.15)
+    # one image per group is the image bootstrap itself
+    assert bootstrap_ci(y, p, n_boot=500, groups=np.arange(60)) == bootstrap_ci(y, p, n_boot=500)

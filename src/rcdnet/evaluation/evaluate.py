@@ -74,6 +74,9 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
               "ece": expected_calibration_error(y, p_mal), "ece_before_temperature": expected_calibration_error(y, p_raw),
               "operating_points": {}, "skipped_files": [str(p) for p in problems], "runtime": describe(),
               **(extra or {})}
+    groups = np.array([s.group or s.key for s in samples]) if any(s.group for s in samples) else None
+    result["ci_resampling"] = (f"groups ({len(set(groups))} patients / duplicate groups for {len(samples)} images)"
+                               if groups is not None else "images")
     present = sorted({"malignant" if v else "benign" for v in y})
     if len(present) < 2:
         result["note"] = (f"only {present[0]} cases: AUC, the ROC curve and the "
@@ -81,12 +84,13 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     with warnings.catch_warnings():  # a one-class set: said once in the note, not by every sklearn call
         warnings.simplefilter("ignore", UserWarning)
         for op, t in predictor.thresholds.items():
-            result["operating_points"][op] = _defined(metrics_with_ci(y, p_mal, t, n_boot, seed))
+            result["operating_points"][op] = _defined(metrics_with_ci(y, p_mal, t, n_boot, seed, groups))
         sources = np.array([s.source for s in samples])
         if len(set(sources)) > 1:
             result["by_source"] = {
                 src: {"n": int(m.sum()), "n_malignant": int(y[m].sum()),
-                      "operating_points": {op: _defined(metrics_with_ci(y[m], p_mal[m], t, n_boot, seed))
+                      "operating_points": {op: _defined(metrics_with_ci(y[m], p_mal[m], t, n_boot, seed,
+                                                                        None if groups is None else groups[m]))
                                            for op, t in predictor.thresholds.items()}}
                 for src in sorted(set(sources)) for m in [sources == src]}
     rows = [{"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",

@@ -66,11 +66,33 @@ def _vector_metrics(Y: np.ndarray, P: np.ndarray, threshold: float) -> dict[str,
 
 
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap (resampling images with replacement): metric -> (low, high).
+                 level: float = 0.95, groups: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap: metric -> (low, high). Resamples images with replacement, or, given ``groups`` (N,)
+    (a patient, a duplicate group), whole groups: every image of a drawn group comes along, so near-copies of one
+    lesion do not count as independent evidence.
 
-    Resamples holding a single class are redrawn-free skipped for AUC and class-wise rates (NaN-aware)."""
+    Resamples holding a single class are skipped for AUC and class-wise rates (NaN-aware)."""
+    if groups is not None:
+        return cluster_bootstrap_ci(y, p, groups, threshold, n_boot, seed, level)
     return bootstrap_mean_ci(y, np.asarray(p, float)[None], threshold, n_boot, seed, level)
+
+
+def cluster_bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float = 0.5,
+                         n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """:func:`bootstrap_ci` drawing groups: resample the G groups with replacement, score the images they hold."""
+    y, p = np.asarray(y, int), np.asarray(p, float)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(n_boot):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), size=len(members))])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = _vector_metrics(y[idx][None], p[idx][None], threshold)
+        for k in METRICS:
+            out[k].append(float(m[k][0]))
+    alpha = (1 - level) / 2
+    return {k: (float(np.nanquantile(v, alpha)), float(np.nanquantile(v, 1 - alpha))) for k, v in out.items()}
 
 
 def bootstrap_mean_ci(y: np.ndarray, P: np.ndarray, threshold: float = 0.5, n_boot: int = 2000, seed: int = 0,
@@ -93,10 +115,11 @@ def bootstrap_mean_ci(y: np.ndarray, P: np.ndarray, threshold: float = 0.5, n_bo
 
 
 def metrics_with_ci(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot: int = 2000,
-                    seed: int = 0) -> dict[str, dict]:
-    """Point estimates and CIs together: metric -> {"value": v, "ci": [lo, hi]} plus the confusion counts."""
+                    seed: int = 0, groups: np.ndarray | None = None) -> dict[str, dict]:
+    """Point estimates and CIs together: metric -> {"value": v, "ci": [lo, hi]} plus the confusion counts; the CIs
+    resample ``groups`` whole when given (:func:`bootstrap_ci`)."""
     point = binary_metrics(y, p, threshold)
-    ci = bootstrap_ci(y, p, threshold, n_boot, seed) if n_boot > 0 else {}
+    ci = bootstrap_ci(y, p, threshold, n_boot, seed, groups=groups) if n_boot > 0 else {}
     out: dict[str, dict] = {m: {"value": point[m], "ci": list(ci[m]) if m in ci else None} for m in METRICS}
     out["counts"] = {k: point[k] for k in ("tp", "fp", "tn", "fn", "n")}
     out["threshold"] = threshold

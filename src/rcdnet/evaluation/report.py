@@ -152,8 +152,13 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
     lines += [f"- `{op}`: p(malignant) >= {t:.4f}" for op, t in thresholds.items()]
     for op in thresholds:
         lines += ["", f"## Results at the `{op}` operating point", "",
-                  "95 % percentile-bootstrap confidence intervals in brackets. The paper reports one number per cell "
-                  "(no intervals); its tables appear to average precision/recall/F1 over both classes (macro).", "",
+                  "95 % percentile-bootstrap confidence intervals in brackets, from "
+                  f"{cfg.eval.bootstrap} resamples of "
+                  + "; ".join(f"{n}: {r.get('ci_resampling', 'images')}" for n, r in results.items())
+                  + ". The paper reports one number per cell "
+                  "(no intervals); its tables appear to average precision/recall/F1 over both classes (macro). "
+                  f"Sensitivity and specificity at `high_sensitivity` on {VALIDATION} are in-sample: its threshold "
+                  "was chosen on those very images.", "",
                   metrics_table(results, op, paper_of)]
         lines += per_source_table(results, op)
     lines += ["", "## Calibration (expected calibration error, 10 bins)", ""]
