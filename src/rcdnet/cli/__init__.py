@@ -1,5 +1,5 @@
 """Command-line tool: ``rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export |
-serve``. Each subcommand parses its arguments, calls one library function and prints the result."""
+serve | site-validate``. Each subcommand parses its arguments, calls one library function and prints the result."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import sys
 from rcdnet import runtime
 from rcdnet.cli import commands
 from rcdnet.cli.parser import build_parser
+from rcdnet.cli.site import cmd_site_validate
 
 INTERMIXED = {"explain", "predict"}  # subcommands with a variable number of input files
 HANDLERS = {"audit": commands.cmd_audit, "train": commands.cmd_train, "cv": commands.cmd_cv,
             "benchmark": commands.cmd_benchmark, "evaluate": commands.cmd_evaluate,
             "robustness": commands.cmd_robustness, "explain": commands.cmd_explain, "predict": commands.cmd_predict,
-            "export": commands.cmd_export, "serve": commands.cmd_serve}
+            "export": commands.cmd_export, "serve": commands.cmd_serve, "site-validate": cmd_site_validate}
 
 
 def parse(argv: list[str]):

@@ -6,7 +6,8 @@ import argparse
 
 from rcdnet import __version__
 
-DESCRIPTION = "rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export | serve"
+DESCRIPTION = ("rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export | serve | "
+               "site-validate")
 
 
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -169,12 +170,25 @@ def _add_serve(sub) -> None:
                                               "point; the default where the model has one) or default")
 
 
+def _add_site_validate(sub) -> None:
+    v = sub.add_parser("site-validate", help="a site's own labelled cases: performance there, recalibrated operating "
+                                             "points (cross-validated), a learning curve, a model file with them")
+    v.add_argument("checkpoint", help="run directory, checkpoint, exported .onnx or cross-validation directory")
+    _dataset_options(v, default=None)
+    v.add_argument("--target-sensitivity", type=float, default=0.95, help="the site's rule-out target (default 0.95)")
+    v.add_argument("--folds", type=int, default=5, help="cross-validation folds, by patient / duplicate group")
+    v.add_argument("--method", default="auto", choices=["auto", "temperature", "platt", "isotonic"],
+                   help="calibration map (auto: the lowest held-out log loss)")
+    v.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (of groups) for the intervals")
+    _common(v, "output folder (default: <run dir>/site-validate); the new model file is written there")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rcdnet", description=DESCRIPTION)
     ap.add_argument("--version", action="version", version=f"rcdnet {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     for add in (_add_audit, _add_train, _add_cv, _add_benchmark, _add_evaluate, _add_robustness, _add_explain,
-                _add_predict, _add_export, _add_serve):
+                _add_predict, _add_export, _add_serve, _add_site_validate):
         add(sub)
     ap.subcommands = dict(sub.choices)  # name -> its parser (cli.parse reads options among files with it)
     return ap

@@ -17,6 +17,7 @@ from rcdnet.evaluation.plots import plot_confusion, plot_roc
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
+from rcdnet.predict.site import with_site
 from rcdnet.runtime import describe, with_progress
 
 
@@ -124,7 +125,12 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
     if f.suffix == ".json" and (tta or adabn):
         raise ValueError(f"{model}: --tta and --adabn are test-time variants of one checkpoint; an ensemble is "
                          "evaluated as its members were calibrated")
+    if f.suffix != ".json" and (tta or adabn) and TorchPredictor(f).site_record:
+        raise ValueError(f"{model}: carries a site calibration, fitted to the model as it is; --tta and --adabn are "
+                         "variants of the original checkpoint (evaluate that instead)")
     predictor = TorchPredictor(f, tta=True if tta else None) if f.suffix != ".json" else load_predictor(f)
+    if f.suffix != ".json":  # load_predictor applied an ensemble's
+        predictor = with_site(predictor, predictor.site_record, str(f))
     if isinstance(predictor, TorchPredictor) and ((tta and not predictor.config.eval.tta) or adabn):
         predictor.thresholds = rechoose_for_variant(predictor, adabn, data_root, cache_dir)
         report(f"operating points chosen again on the run's validation split for this test-time variant: {predictor.thresholds}")

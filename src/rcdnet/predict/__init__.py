@@ -3,6 +3,8 @@
     load_predictor(path)   a run directory or ``.pt`` checkpoint -> :class:`TorchPredictor` (PyTorch)
                            a cross-validation directory or ``ensemble.json`` -> :class:`EnsemblePredictor`
                            an exported ``.onnx`` -> :class:`OnnxPredictor` (ONNX Runtime)
+                           any of them carrying a site's calibration (``rcdnet site-validate``) -> wrapped in
+                           :class:`~rcdnet.predict.site.SitePredictor`
     predict_sources        images, DICOM and video files -> one row per file (+ per-frame rows for clips)
 """
 
@@ -14,6 +16,7 @@ from rcdnet.predict.base import Predictor, prediction_row
 from rcdnet.predict.ensemble import ENSEMBLE_FILE, EnsemblePredictor
 from rcdnet.predict.onnx import OnnxPredictor
 from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.predict.site import with_site
 from rcdnet.predict.sources import predict_sources
 
 __all__ = ["ENSEMBLE_FILE", "EnsemblePredictor", "OnnxPredictor", "Predictor", "TorchPredictor", "load_predictor",
@@ -36,7 +39,9 @@ def load_predictor(path: str | Path, batch_size: int | None = None) -> Predictor
     """Any trained model (see the module docstring), at its own settings."""
     f = model_file(path)
     if f.suffix == ".onnx":
-        return OnnxPredictor(f, batch_size=batch_size)
-    if f.suffix == ".json":
-        return EnsemblePredictor(f, batch_size=batch_size)
-    return TorchPredictor(f, batch_size=batch_size)
+        predictor = OnnxPredictor(f, batch_size=batch_size)
+    elif f.suffix == ".json":
+        predictor = EnsemblePredictor(f, batch_size=batch_size)
+    else:
+        predictor = TorchPredictor(f, batch_size=batch_size)
+    return with_site(predictor, predictor.site_record, str(f))

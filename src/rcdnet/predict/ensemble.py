@@ -50,6 +50,7 @@ class EnsemblePredictor:
         self.training_sources = first.training_sources
         self.thresholds: dict[str, float] = {str(k): float(v) for k, v in thresholds.items()}
         self.val_keys: list[str] = []
+        self.site_record: dict | None = spec.get("site_calibration")
 
     @property
     def malignant_index(self) -> int:

@@ -78,6 +78,7 @@ class OnnxPredictor:
         self.model_name = str(meta.get("model", "unknown"))
         self.training_sources = tuple(meta.get("training_sources") or [meta.get("training_dataset", "busi")])
         self.val_keys: list[str] = []
+        self.site_record: dict | None = meta.get("site_calibration")
         self.preprocessor = Preprocessor(**meta["preprocessing"])
         self.batch_size = batch_size or 32
         self.session = session(path, threads)

@@ -36,6 +36,7 @@ class TorchPredictor:
         self.classes: list[str] = list(ckpt["classes"])
         self.thresholds: dict[str, float] = dict(ckpt.get("thresholds") or {"default": 0.5})
         self.val_keys: list[str] = list(ckpt.get("val_keys") or [])
+        self.site_record: dict | None = ckpt.get("site_calibration")  # applied by load_predictor (predict.site)
         self.training_sources = self.config.data.sources
         self.model_name = self.config.model.name
         model = build_model(self.config, len(self.classes), pretrained=False)

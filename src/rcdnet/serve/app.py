@@ -132,11 +132,12 @@ def request_box(predictor: Predictor, box: str | None) -> Box | None:
         raise HTTPException(422, str(exc)) from None
 
 
-def explain_png(predictor: TorchPredictor, name: str, rgb: np.ndarray, method: str, box: Box | None = None
+def explain_png(predictor: Predictor, name: str, rgb: np.ndarray, method: str, box: Box | None = None
                 ) -> bytes:
-    """Original | heat-map overlay with a caption, as PNG bytes (the caller holds the model's lock)."""
+    """Original | heat-map overlay with a caption, as PNG bytes (the caller holds the model's lock). The heat map
+    is the PyTorch model's; the probability is the predictor's (with a site's calibration, if it has one)."""
     pre = predictor.preprocessor(rgb, box)[None]
-    with mapper(predictor, method) as hm:
+    with mapper(torch_model(predictor), method) as hm:
         probs = predictor.predict_arrays(pre)[0]
         heat = predictor.preprocessor.to_original(hm(pre)[0], rgb.shape[:2], box)
     p_mal = float(probs[predictor.malignant_index])
@@ -161,6 +162,12 @@ def _guard(app: FastAPI, limit: int, max_upload_mb: float) -> None:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+def torch_model(predictor: Predictor) -> TorchPredictor | None:
+    """The PyTorch model behind ``predictor`` (itself, or the one a site calibration wraps), None if there is none."""
+    base = getattr(predictor, "base", predictor)
+    return base if isinstance(base, TorchPredictor) else None
+
+
 def version_info(path: Path, predictor: Predictor, operating_point: str | None, **limits) -> dict:
     """``GET /version``: the model, its operating points, the one the page states first, and the service limits."""
     operating_point = operating_point or ("high_sensitivity" if "high_sensitivity" in predictor.thresholds
@@ -168,12 +175,17 @@ def version_info(path: Path, predictor: Predictor, operating_point: str | None, 
     if operating_point not in predictor.thresholds:
         raise ValueError(f"{path}: no operating point {operating_point!r}; it has {', '.join(predictor.thresholds)}")
     config = getattr(predictor, "config", None)
+    site = getattr(predictor, "site", None)
+    target = (site.provenance.get("target_sensitivity") if site is not None
+              else config.eval.target_sensitivity if config is not None else None)
     return {"rcdnet": __version__, "model_file": path.name, "model_sha256": file_sha256(path)[:16],
             "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
-            "operating_points": predictor.thresholds, "explain": isinstance(predictor, TorchPredictor),
+            "operating_points": predictor.thresholds, "explain": torch_model(predictor) is not None,
             "operating_point": operating_point,
             "input": "lesion box" if predictor.preprocessor.roi_margin > 0 else "whole image",
-            "target_sensitivity": config.eval.target_sensitivity if config is not None else None, **limits}
+            "calibration": getattr(predictor, "calibration", "as trained: the development hospital's validation images"),
+            "site_cases": site.provenance.get("n_cases") if site is not None else None,
+            "target_sensitivity": target, **limits}
 
 
 def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WORKERS,
@@ -222,7 +234,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
     def explain(file: UploadFile = File(...), method: str = Form("gradcam"), box: str | None = Form(None)):
-        if not isinstance(predictor, TorchPredictor):
+        if torch_model(predictor) is None:
             raise HTTPException(501, f"heat maps need a single PyTorch checkpoint; this service runs "
                                      f"{version['runtime']}")
         if method not in SERVED_METHODS:

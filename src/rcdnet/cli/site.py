@@ -1,0 +1,59 @@
+"""``rcdnet site-validate``: a site's own labelled cases -> how the model does there, its recalibrated operating
+points (cross-validated), the learning curve, and a model file carrying the site's calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cmd_site_validate(args) -> int:
+    from rcdnet.cli.commands import _err, output_dir
+    from rcdnet.data.named import chosen_dataset
+    from rcdnet.deploy.site import provenance, write_site_model
+    from rcdnet.evaluation.calibration import plot_reliability
+    from rcdnet.evaluation.report import environment
+    from rcdnet.evaluation.site import (
+        local_cases,
+        plot_learning_curve,
+        site_markdown,
+        validate_site,
+    )
+    from rcdnet.files import writable_dir
+    from rcdnet.predict import load_predictor, model_file
+
+    if not (args.csv or args.folder or args.dataset):
+        raise ValueError("give the site's labelled cases: --csv FILE, --folder DIR or --dataset NAME")
+    if not 0 < args.target_sensitivity < 1:
+        raise ValueError(f"--target-sensitivity must be between 0 and 1, got {args.target_sensitivity}")
+    predictor = load_predictor(args.checkpoint)
+    predictor = getattr(predictor, "base", predictor)  # a site calibration is fitted to the model as it is
+    original = dict(predictor.thresholds)
+    if "high_sensitivity" not in original:
+        raise ValueError(f"{model_file(args.checkpoint)}: holds no operating points chosen on validation (a run's "
+                         "own checkpoint has them): there is nothing to compare the site's with")
+    name, samples, problems = chosen_dataset(predictor, args.dataset, csv=args.csv, folder=args.folder,
+                                             data_root=args.data)
+    where = args.csv or args.folder or args.dataset
+    out = writable_dir(output_dir(args.out, "site-validate", args.checkpoint))
+    kept, p, y, groups, bad = local_cases(predictor, samples, args.cache, progress=not args.quiet)
+    result = validate_site(p, y, groups, original=original, target=args.target_sensitivity, folds=args.folds,
+                           method=args.method, n_boot=args.bootstrap, where=str(where))
+    result.site.provenance = provenance(model_file(args.checkpoint), str(where), kept, result.summary, original)
+    saved = write_site_model(args.checkpoint, result.site, out)
+    env = environment()
+    (out / "site_validation.json").write_text(json.dumps({"env": env, **result.summary,
+                                                          "site_calibration": result.site.to_dict(),
+                                                          "model_file": str(saved)}, indent=1))
+    plot_learning_curve(result.summary["learning_curve"], args.target_sensitivity, out / "learning_curve.png")
+    plot_reliability({"before": result.curves["before"], f"after ({result.site.method}, held out)":
+                      result.curves["after"]}, out / "reliability.png")
+    (out / "site_validation.md").write_text(site_markdown(result.summary, Path(str(args.checkpoint)).name, str(where),
+                                                          env))
+    print((out / "site_validation.md").read_text().split("\n## How many", 1)[0].rstrip())
+    for p_ in problems + bad:
+        _err(f"skipped {p_}")
+    print(f"\nsite calibration: {result.site.method}, operating points {result.site.thresholds}")
+    print(f"model with the site's calibration: {saved}")
+    print(f"written: {out}/site_validation.md, site_validation.json, learning_curve.png, reliability.png")
+    return 0
