@@ -246,3 +246,23 @@ def test_the_localiser_exports_with_its_lesion_map(tmp_path):
     assert onnx_p.has_localiser and np.abs(onnx_p.localise(x) - torch_p.localise(x)).max() < 1e-4
     assert np.abs(onnx_p.predict_arrays(x) - torch_p.predict_arrays(x)).max() < 1e-4
     assert Localiser(str(onnx_file)).box(img) == Localiser(str(loc)).box(img)  # the documented step, either way
+
+
+def test_explain_outlines_the_lesion_the_model_found(tmp_path, capsys):
+    from rcdnet.models.registry import build_model
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+
+    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}})
+    loc = tmp_path / "loc.pt"
+    torch.manual_seed(1)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, loc)
+    path, img = _blob_image(tmp_path)
+    mask = np.zeros((300, 400), np.uint8)
+    mask[100:140, 250:290] = 255
+    Image.fromarray(mask).save(tmp_path / "blob_mask.png")
+    assert main(["explain", str(loc), str(path), "--out", str(tmp_path / "ex"), "--quiet"]) == 0
+    rows = (tmp_path / "ex" / "explain.csv").read_text().splitlines()
+    assert "found_dice" in rows[0]
+    dice = float(rows[1].split(",")[rows[0].split(",").index("found_dice")])
+    assert 0 <= dice <= 1

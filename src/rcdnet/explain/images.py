@@ -63,8 +63,11 @@ def iter_explained(predictor: TorchPredictor, hm: HeatMapper, samples: list[Samp
         pre = np.stack([it["pre"] for it in items])
         probs = predictor.predict_arrays(pre)
         heats = hm(pre)
-        for it, pr, heat in zip(items, probs, heats):
+        lesions = predictor.localise(pre) if getattr(predictor.model, "localiser", None) is not None else None
+        for j, (it, pr, heat) in enumerate(zip(items, probs, heats)):
             it["heat"] = predictor.preprocessor.to_original(heat, it["rgb"].shape[:2], it["box"])
+            it["found"] = (None if lesions is None else
+                           predictor.preprocessor.to_original(lesions[j], it["rgb"].shape[:2], it["box"]) >= 0.5)
             it["p_malignant"] = float(pr[predictor.malignant_index])
             it["predicted"] = predictor.classes[int(np.argmax(pr))]
             yield it
@@ -84,7 +87,8 @@ def caption(it: dict, method: str, layer: str) -> list[str]:
     s = it["sample"]
     truth = f"  true: {s.label}" if s.label in ("benign", "malignant", "normal") else ""
     return [f"{Path(s.path).name}: {it['predicted']}  p(malignant)={it['p_malignant']:.3f}{truth}",
-            f"{method} on {layer}" + ("  green: lesion mask" if it["mask"] is not None else "  (no mask)")]
+            f"{method} on {layer}" + ("  green: lesion mask" if it["mask"] is not None else "  (no mask)")
+            + ("  white: lesion the model found" if it.get("found") is not None else "")]
 
 
 def explain_samples(predictor: TorchPredictor, samples: list[Sample], out_dir: Path, method: str = "gradcam",
@@ -101,10 +105,14 @@ def explain_samples(predictor: TorchPredictor, samples: list[Sample], out_dir: P
                 name += "_"
             used.add(name)
             png = out_dir / f"{name}.png"
-            save_png(png, panel(it["rgb"], it["heat"], it["mask"], caption(it, method, hm.layer)))
+            save_png(png, panel(it["rgb"], it["heat"], it["mask"], caption(it, method, hm.layer), it["found"]))
             row = {"image": str(s.path), "predicted": it["predicted"], "p_malignant": round(it["p_malignant"], 4),
-                   "heat_map": str(png), "energy_in_mask": "", "pointing_hit": "", "iou_top10": ""}
+                   "heat_map": str(png), "energy_in_mask": "", "pointing_hit": "", "iou_top10": "",
+                   **({"found_dice": ""} if it["found"] is not None else {})}
             if it["mask"] is not None:  # agreement with the lesion mask; blank without one
                 row.update(agreement(it["heat"], it["mask"]))
+                if it["found"] is not None:  # and the localisation head's lesion against it
+                    a, b = it["found"], it["mask"]
+                    row["found_dice"] = round(float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1)), 4)
             rows.append(row)
     return rows, problems

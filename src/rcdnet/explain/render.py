@@ -10,24 +10,29 @@ import numpy as np
 CAPTION_PX = 44  # height of the caption band under each panel pair
 
 
-def overlay(rgb: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.45) -> np.ndarray:
-    """(H, W, 3) uint8 image + (H, W) heat in [0, 1] (+ boolean mask outline, green) -> (H, W, 3) uint8."""
+def overlay(rgb: np.ndarray, heat: np.ndarray, mask: np.ndarray | None = None, alpha: float = 0.45,
+            found: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 image + (H, W) heat in [0, 1] (+ boolean outlines: the lesion mask in green, the lesion the
+    model's localisation head found in white) -> (H, W, 3) uint8."""
     colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     out = cv2.addWeighted(rgb, 1 - alpha, colour, alpha, 0)
-    if mask is not None:
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, (0, 255, 0), max(1, round(min(rgb.shape[:2]) / 250)))
+    for outline, rgb_colour in ((mask, (0, 255, 0)), (found, (255, 255, 255))):
+        if outline is not None:
+            contours, _ = cv2.findContours(outline.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(out, contours, -1, rgb_colour, max(1, round(min(rgb.shape[:2]) / 250)))
     return out
 
 
-def panel(rgb: np.ndarray, heat: np.ndarray, mask: np.ndarray | None, caption: list[str]) -> np.ndarray:
-    """Original | overlay side by side with a caption band below: (H + 44, 2W, 3) uint8."""
+def panel(rgb: np.ndarray, heat: np.ndarray, mask: np.ndarray | None, caption: list[str],
+          found: np.ndarray | None = None) -> np.ndarray:
+    """Original | overlay (with the outlines of :func:`overlay`) side by side, a caption band below:
+    (H + 44, 2W, 3) uint8."""
     h, w = rgb.shape[:2]
     band = np.full((CAPTION_PX, 2 * w, 3), 255, np.uint8)
     scale = max(0.35, min(0.6, w / 900))
     for i, line in enumerate(caption[:2]):
         cv2.putText(band, line, (6, 17 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([np.hstack([rgb, overlay(rgb, heat, mask)]), band])
+    return np.vstack([np.hstack([rgb, overlay(rgb, heat, mask, found=found)]), band])
 
 
 def save_png(path: Path, rgb: np.ndarray) -> None:

@@ -137,12 +137,16 @@ def explain_png(predictor: Predictor, name: str, rgb: np.ndarray, method: str, b
     """Original | heat-map overlay with a caption, as PNG bytes (the caller holds the model's lock). The heat map
     is the PyTorch model's; the probability is the predictor's (with a site's calibration, if it has one)."""
     pre = predictor.preprocessor(rgb, box)[None]
-    with mapper(torch_model(predictor), method) as hm:
+    model = torch_model(predictor)
+    with mapper(model, method) as hm:
         probs = predictor.predict_arrays(pre)[0]
         heat = predictor.preprocessor.to_original(hm(pre)[0], rgb.shape[:2], box)
+    found = (predictor.preprocessor.to_original(model.localise(pre)[0], rgb.shape[:2], box) >= 0.5
+             if getattr(model.model, "localiser", None) is not None else None)
     p_mal = float(probs[predictor.malignant_index])
+    outline = ", white outline = the lesion the model found" if found is not None else ""
     png = panel(rgb, heat, None, [f"Heat map ({METHOD_NAMES.get(method, method)}): red = regions that raised the "
-                                  "malignancy score most", f"p(malignant) = {p_mal:.3f}"])
+                                  f"malignancy score most{outline}", f"p(malignant) = {p_mal:.3f}"], found)
     return cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
