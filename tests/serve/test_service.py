@@ -31,9 +31,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(untrained_checkpoint, data_root):
     """A real server on 127.0.0.1 in a background thread (upload limit 2 MB); stopped after the module."""
-    port = _free_port()
     app = create_app(untrained_checkpoint, max_upload_mb=2, workers=2)
     SERVED["app"] = app
+    yield from _serve(app)
+
+
+def _serve(app):
+    port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -159,3 +163,45 @@ def test_web_page_in_headless_chromium(server, tmp_path):
     assert f"probability ≥ {decision['threshold']:.3f}" in rule and detail_hidden
     assert prob == f"{100 * api['p_malignant']:.1f} %"
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+def test_a_box_drawn_on_the_page_is_what_a_region_model_classifies(tmp_path, data_root):
+    import torch
+    from playwright.sync_api import sync_playwright
+
+    from rcdnet.config import load_config
+    from rcdnet.models.registry import build_model
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+
+    torch.manual_seed(0)
+    cfg = load_config(None, {"data": {"roi_margin": 0.5, "image_size": 96}})
+    roi = tmp_path / "roi.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "thresholds": {"default": 0.5}}, roi)
+    app = create_app(roi, workers=2)
+    for url in _serve(app):
+        assert httpx.post(url + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())}).status_code == 422
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url + "/")
+            page.wait_for_function("document.getElementById('version').textContent.length > 0")
+            page.set_input_files("#file", str(IMAGE))
+            page.wait_for_selector("#marker:not([hidden])", timeout=30_000)
+            c = page.locator("#canvas").bounding_box()
+            page.mouse.move(c["x"] + 0.3 * c["width"], c["y"] + 0.25 * c["height"])
+            page.mouse.down()
+            page.mouse.move(c["x"] + 0.6 * c["width"], c["y"] + 0.55 * c["height"], steps=5)
+            page.mouse.up()
+            box = page.inner_text("#boxtext").removeprefix("box ").removesuffix(" (pixels)").replace(" ", "")
+            page.click("#classify")
+            page.wait_for_selector("#verdict:not(:empty)", timeout=60_000)
+            prob = page.inner_text("#prob")
+            browser.close()
+        x0, y0, x1, y1 = map(int, box.split(","))
+        h, w = cv2.imread(str(IMAGE)).shape[:2]
+        assert abs(x0 - 0.3 * w) < 3 and abs(y1 - 0.55 * h) < 3  # the box in the image's own pixels
+        api = httpx.post(url + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())}, data={"box": box},
+                         timeout=60).json()
+        assert prob == f"{100 * api['p_malignant']:.1f} %"
