@@ -29,7 +29,9 @@ def main(pairs: list[str]) -> None:
           "flatter is cross-validated by group (each case is scored by a calibration and threshold fitted without "
           "it); the model's AUC, with nothing fitted, is on all cases.\n")
     print("Made by `python scripts/site_demo.py " + " ".join(pairs) + "`; each report carries its commit, hardware "
-          "and date.\n")
+          "and date. `default-usaug_320` is the default run (`make main`: BUSI, ultrasound-shift augmentation, 320 px, "
+          "mirror TTA); `paper-busi` is the paper's recipe trained on BUSI alone (the BUSI fold of "
+          "`scripts/select_default.py run paper`). Neither was trained on UDIAT.\n")
     for pair in pairs:
         name, model = pair.split("=", 1)
         out = OUT / name

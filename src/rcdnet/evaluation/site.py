@@ -150,6 +150,9 @@ def validate_site(p: np.ndarray, y: np.ndarray, groups: np.ndarray, *, original:
         "local_threshold_held_out": {k: at_local[k] for k in ("sensitivity", "specificity", "accuracy")},
         "learning_curve": learning_curve(p, y, groups, method, target, folds, seed=seed),
     }
+    last = summary["learning_curve"][-1]  # all fitting cases: one draw, so its interval is the bootstrap's
+    last["sensitivity_range"], last["specificity_range"] = at_local["sensitivity"]["ci"], at_local["specificity"]["ci"]
+    last["range"] = "95 % CI over groups"
     site = fit_site(method, p, y, target)
     return SiteResult(site, summary, {"before": (y, p), "after": (y, held["p"])})
 
@@ -198,7 +201,8 @@ def site_markdown(s: dict, model: str, cases: str, env: dict) -> str:
         f"sensitivity {_fmt(held['sensitivity'])}, specificity {_fmt(held['specificity'])}", "",
         "## How many local cases the target needs", "",
         f"Held-out sensitivity at the locally chosen threshold (target {s['target_sensitivity']:.2f}) when only n "
-        "cases are used to fit; the mean over repeated draws and the range (2.5-97.5 %) of the draws.", "",
+        "cases are used to fit; the mean over repeated draws and the range (2.5-97.5 %) of the draws (for all "
+        "cases, one fit per fold: its 95 % bootstrap interval over groups instead).", "",
         "| fitting cases | sensitivity (range) | specificity (range) |", "|---|---|---|",
         *(f"| {r['fitting_cases']} | {r['sensitivity']:.3f} ({r['sensitivity_range'][0]:.3f}-"
           f"{r['sensitivity_range'][1]:.3f}) | {r['specificity']:.3f} ({r['specificity_range'][0]:.3f}-"
