@@ -140,19 +140,6 @@ def test_predict_box_on_the_command_line(roi_checkpoint, untrained_checkpoint, t
     assert main(["predict", str(roi_checkpoint), str(path), "--box", "1,2,3"]) == 2
 
 
-def test_roi_export_matches_pytorch(roi_checkpoint, tmp_path):
-    from rcdnet.deploy.onnx import export_onnx
-    from rcdnet.predict.onnx import OnnxPredictor
-    from rcdnet.predict.pytorch import TorchPredictor
-
-    torch_p = TorchPredictor(roi_checkpoint)
-    onnx_p = OnnxPredictor(export_onnx(torch_p, tmp_path / "roi.onnx"))
-    assert onnx_p.preprocessor == torch_p.preprocessor and onnx_p.preprocessor.roi_margin == 0.5
-    _, img = _blob_image(tmp_path)
-    x = np.stack([torch_p.preprocessor(img, b) for b in ((250, 100, 290, 140), (10, 10, 80, 80))])
-    assert np.abs(onnx_p.predict_arrays(x) - torch_p.predict_arrays(x)).max() < 1e-4
-
-
 def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_path):
     from rcdnet.models.registry import build_model
     from rcdnet.predict.pytorch import TorchPredictor
@@ -225,27 +212,27 @@ def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_ch
     assert "no localisation head" in capsys.readouterr().err
 
 
-def test_the_localiser_exports_with_its_lesion_map(tmp_path):
+def test_roi_export_with_its_lesion_map_matches_pytorch(tmp_path):
+    """One export covers both: a region-of-interest model (its crop travels as preprocessing metadata) with a
+    localisation head (a second output, lesion_map)."""
     from rcdnet.deploy.onnx import export_onnx
     from rcdnet.models.registry import build_model
-    from rcdnet.predict.localise import Localiser
     from rcdnet.predict.onnx import OnnxPredictor
     from rcdnet.predict.pytorch import TorchPredictor
     from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
-    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}})
-    loc = tmp_path / "loc.pt"
+    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "roi_margin": 0.5}})
+    path = tmp_path / "roi_loc.pt"
     torch.manual_seed(2)
     torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
-                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, loc)
-    torch_p = TorchPredictor(loc)
-    onnx_file = export_onnx(torch_p, tmp_path / "loc.onnx")
-    onnx_p = OnnxPredictor(onnx_file)
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, path)
+    torch_p = TorchPredictor(path)
+    onnx_p = OnnxPredictor(export_onnx(torch_p, tmp_path / "roi_loc.onnx"))
+    assert onnx_p.preprocessor == torch_p.preprocessor and onnx_p.preprocessor.roi_margin == 0.5
     _, img = _blob_image(tmp_path)
-    x = torch_p.preprocessor(img)[None]
-    assert onnx_p.has_localiser and np.abs(onnx_p.localise(x) - torch_p.localise(x)).max() < 1e-4
+    x = np.stack([torch_p.preprocessor(img, b) for b in ((250, 100, 290, 140), (10, 10, 80, 80))])
     assert np.abs(onnx_p.predict_arrays(x) - torch_p.predict_arrays(x)).max() < 1e-4
-    assert Localiser(str(onnx_file)).box(img) == Localiser(str(loc)).box(img)  # the documented step, either way
+    assert onnx_p.has_localiser and np.abs(onnx_p.localise(x) - torch_p.localise(x)).max() < 1e-4
 
 
 def test_explain_outlines_the_lesion_the_model_found(tmp_path, capsys):

@@ -35,7 +35,7 @@ def test_the_score_is_the_mean_held_out_auc():
 
 def test_a_clearly_better_candidate_wins_over_simpler_ones():
     paper, strong = _candidate("paper", 0, 0.8, 10), _candidate("strong", 2, 3.0, 20)
-    choice = choose([paper, strong], n_boot=300)
+    choice = choose([paper, strong], n_boot=200)
     assert choice.leader is strong and choice.chosen is strong
     row = next(r for r in choice.rows if r["name"] == "paper")
     assert row["behind_leader"] > 0 and row["ci"][0] > 0 and not row["eligible"]
@@ -44,7 +44,7 @@ def test_a_clearly_better_candidate_wins_over_simpler_ones():
 def test_a_leader_within_the_noise_loses_to_the_simpler_candidate():
     # same separation, different noise: the leader is ahead by chance only, so the one with fewer options is chosen
     cands = [_candidate("paper", 0, 1.0, 1), _candidate("usaug", 1, 1.0, 2), _candidate("usaug_320+TTA", 3, 1.0, 3)]
-    choice = choose(cands, n_boot=300)
+    choice = choose(cands, n_boot=200)
     assert choice.chosen.name == "paper"
     assert all(r["eligible"] for r in choice.rows)
     assert choice.leader.score == max(c.score for c in cands)
@@ -54,15 +54,15 @@ def test_the_margin_is_a_paired_test_not_a_tie_band():
     # equal quality, independent noise: a lead well above the old 0.001 tie band, inside the noise: not chosen
     paper, rival = _candidate("paper", 0, 1.0, 1), _candidate("rival", 1, 1.0, 4)
     assert rival.score - paper.score > 0.005
-    d, lo, hi = paired_difference(rival, paper, n_boot=400)
+    d, lo, hi = paired_difference(rival, paper, n_boot=200)
     assert d == pytest.approx(rival.score - paper.score) and lo < 0 < hi
-    assert choose([paper, rival], n_boot=400).chosen is paper
+    assert choose([paper, rival], n_boot=200).chosen is paper
     # a small lead that holds on every cluster (the same images, a consistent gain) is measurable: chosen
     better = Candidate("better", 1, {d: HeldOut(h.y, h.p + 0.1 * h.y * (h.clusters % 2), h.clusters)
                                      for d, h in paper.held_out.items()})
-    d, lo, hi = paired_difference(better, paper, n_boot=400)
+    d, lo, hi = paired_difference(better, paper, n_boot=200)
     assert 0.005 < d < 0.02 and lo > 0
-    assert choose([paper, better], n_boot=400).chosen is better
+    assert choose([paper, better], n_boot=200).chosen is better
 
 
 def test_ties_in_options_go_to_the_higher_score():

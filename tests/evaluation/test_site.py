@@ -131,3 +131,18 @@ def test_site_validate_command_end_to_end(site_model, tmp_path, capsys):
     sited = load_predictor(res["model_file"])
     assert sited.thresholds == res["site_calibration"]["thresholds"]
     assert (tmp_path / "sv" / "learning_curve.png").is_file() and (tmp_path / "sv" / "reliability.png").is_file()
+
+
+def test_an_ensemble_carries_a_site_calibration_beside_its_members(site_model):
+    from rcdnet.predict.ensemble import ENSEMBLE_FORMAT
+
+    original, _, site = site_model
+    spec = original.parent / "ensemble.json"
+    spec.write_text(json.dumps({"format": ENSEMBLE_FORMAT, "members": [original.name],
+                                "thresholds": {"default": 0.5, "high_sensitivity": 0.3}}))
+    sited = write_site_model(spec, site, original.parent / "unused")
+    assert sited == original.parent / "ensemble.site.json"  # beside the original: member paths still hold
+    base, loaded = load_predictor(spec), load_predictor(sited)
+    x = base.preprocessor(read_image(BUSI / "benign" / "benign (3).png"))[None]
+    assert loaded.predict_arrays(x)[0, 1] == pytest.approx(site.apply(base.predict_arrays(x)[:, 1])[0], abs=1e-6)
+    assert loaded.thresholds == site.thresholds

@@ -21,7 +21,8 @@ FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--set", 
 def trained(tmp_path_factory, data_root, cache_dir):
     out = tmp_path_factory.mktemp("run")
     code = main(["train", "--data", str(data_root), "--out", str(out), "--epochs", "1", "--limit", "90",
-                 "--cache", str(cache_dir), "--set", "data.sources=[busi, bus-uclm]", *FAST])
+                 "--cache", str(cache_dir), "--set", "data.sources=[busi, bus-uclm]", "--set",
+                 "train.balance_sources=true", *FAST])
     assert code == 0
     return out
 
@@ -149,8 +150,7 @@ def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cach
     cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=1", "train.batch_size=16", "eval.bootstrap=50",
                                        "augment.ultrasound_variants=2", "train.ema_decay=0.9",
                                        "data.inpaint_overlays=true", "data.letterbox=true", "eval.tta=true",
-                                       "eval.adabn=true", "train.localise_weight=0.5", "train.balance_sources=true",
-                                       "data.sources=[busi, bus-uclm]"]))
+                                       "eval.adabn=true", "train.localise_weight=0.5"]))
     metrics = run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, progress=False)
     dice = json.loads((tmp_path / "history.json").read_text())[0]["val_dice"]
     assert 0 < dice < 1  # the localisation head trained beside the classifier and was scored on the masks

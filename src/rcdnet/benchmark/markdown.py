@@ -71,7 +71,8 @@ def _tables_1_2(profile: Profile, s: dict) -> list[str]:
         rows = [[profile.rows[r].label, profile.rows[r].weights, len(s["seeds_found"][r])]
                 + [_cell(s["stats"][r][test_set][k]) for k, _ in COLUMNS]
                 for r in profile.comparison if test_set in s["stats"].get(r, {})]
-        paper = [[PAPER_NAMES[rid]] + [f"{v:.4f}" for v in vals] for rid, vals in PAPER_TABLES[test_set].items()]
+        paper_set = "busi-val" if test_set == VALIDATION else test_set  # benchmark profiles train on BUSI alone
+        paper = [[PAPER_NAMES[rid]] + [f"{v:.4f}" for v in vals] for rid, vals in PAPER_TABLES[paper_set].items()]
         lines += [f"## {title}", "", *markdown_table(["Model", "Weights", "seeds"] + [c for _, c in COLUMNS], rows),
                   "", "The paper's rows (one run each, ImageNet-pretrained full-size models, no CI): ", "",
                   *markdown_table(["Model (paper)", "Precision", "Recall", "F1-score", "Accuracy"], paper), ""]
