@@ -49,17 +49,36 @@ def _vector_metrics(Y: np.ndarray, P: np.ndarray, threshold: float) -> dict[str,
     fn = (~pred & pos).sum(1).astype(float)
     tn = (~pred & ~pos).sum(1).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        prec1 = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-        rec1 = tp / (tp + fn)
-        prec0 = np.where(tn + fn > 0, tn / (tn + fn), 0.0)
-        rec0 = tn / (tn + fp)
-        f1 = np.where(prec1 + rec1 > 0, 2 * prec1 * rec1 / (prec1 + rec1), 0.0)
-        f0 = np.where(prec0 + rec0 > 0, 2 * prec0 * rec0 / (prec0 + rec0), 0.0)
         n_pos, n_neg = pos.sum(1), (~pos).sum(1)
         ranks = rankdata(P, axis=1)
         auc = ((ranks * pos).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        return _rates(tp, fp, fn, tn, auc)
+
+
+def _weighted_metrics(y: np.ndarray, p: np.ndarray, W: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """:func:`_vector_metrics` for B resamples given as weights: ``W`` (B, N), how often each image was drawn."""
+    order = np.argsort(p, kind="mergesort")
+    ps, pos, Ws = p[order], y[order] == 1, W[:, order].astype(float)
+    pred = ps >= threshold
+    tp, fp = (Ws * (pred & pos)).sum(1), (Ws * (pred & ~pos)).sum(1)
+    fn, tn = (Ws * (~pred & pos)).sum(1), (Ws * (~pred & ~pos)).sum(1)
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # runs of tied scores: half credit within a run
+    neg, posw = np.add.reduceat(Ws * ~pos, starts, axis=1), np.add.reduceat(Ws * pos, starts, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (posw * (np.cumsum(neg, axis=1) - neg / 2)).sum(1) / (posw.sum(1) * neg.sum(1))
+        return _rates(tp, fp, fn, tn, auc)
+
+
+def _rates(tp, fp, fn, tn, auc) -> dict[str, np.ndarray]:
+    """Every metric from the (B,) confusion counts and AUCs of B resamples."""
+    prec1 = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+    rec1 = tp / (tp + fn)
+    prec0 = np.where(tn + fn > 0, tn / (tn + fn), 0.0)
+    rec0 = tn / (tn + fp)
+    f1 = np.where(prec1 + rec1 > 0, 2 * prec1 * rec1 / (prec1 + rec1), 0.0)
+    f0 = np.where(prec0 + rec0 > 0, 2 * prec0 * rec0 / (prec0 + rec0), 0.0)
     return {
-        "accuracy": (tp + tn) / Y.shape[1],
+        "accuracy": (tp + tn) / (tp + fp + fn + tn),
         "precision_macro": (prec0 + prec1) / 2, "recall_macro": (rec0 + rec1) / 2, "f1_macro": (f0 + f1) / 2,
         "precision": prec1, "recall": rec1, "f1": f1, "sensitivity": rec1, "specificity": rec0, "auc": auc,
     }
@@ -82,17 +101,19 @@ def cluster_bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray, thres
     """:func:`bootstrap_ci` drawing groups: resample the G groups with replacement, score the images they hold."""
     y, p = np.asarray(y, int), np.asarray(p, float)
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    n_groups = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
-    out: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(n_boot):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(members), size=len(members))])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = _vector_metrics(y[idx][None], p[idx][None], threshold)
+    out: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    for start in range(0, n_boot, 500):  # draws as the image bootstrap draws them: groups of one give its CIs
+        b = min(500, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups)) + n_groups * np.arange(b)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=b * n_groups).reshape(b, n_groups)
+        m = _weighted_metrics(y, p, counts[:, inverse], threshold)
         for k in METRICS:
-            out[k].append(float(m[k][0]))
+            out[k].append(m[k])
     alpha = (1 - level) / 2
-    return {k: (float(np.nanquantile(v, alpha)), float(np.nanquantile(v, 1 - alpha))) for k, v in out.items()}
+    return {k: (float(np.nanquantile(np.concatenate(v), alpha)), float(np.nanquantile(np.concatenate(v), 1 - alpha)))
+            for k, v in out.items()}
 
 
 def bootstrap_mean_ci(y: np.ndarray, P: np.ndarray, threshold: float = 0.5, n_boot: int = 2000, seed: int = 0,
