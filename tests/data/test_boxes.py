@@ -33,6 +33,18 @@ def _blob_image(tmp_path, name="blob.png"):
     return path, img
 
 
+def _checkpoint(path, settings: dict, seed: int = 0, **extra):
+    """A real, untrained checkpoint of the model ``settings`` describe (on top of the defaults), at ``path``."""
+    from rcdnet.models.registry import build_model
+    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+
+    torch.manual_seed(seed)
+    cfg = load_config(None, settings)
+    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
+                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": [], **extra}, path)
+    return path
+
+
 def test_parse_and_check_boxes_name_the_file():
     assert parse_box("10,20,30,40") == (10, 20, 30, 40)
     for bad in ("10,20,30", "a,b,c,d", "1.5,2,3,4", ""):
@@ -102,16 +114,8 @@ def test_boxes_from_masks_and_jitter():
 
 @pytest.fixture(scope="module")
 def roi_checkpoint(tmp_path_factory):
-    from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
-
-    torch.manual_seed(0)
-    cfg = load_config(None, {"data": {"roi_margin": 0.5, "image_size": 96}})
-    path = tmp_path_factory.mktemp("roi") / "roi.pt"
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
-                "model": build_model(cfg, 2, pretrained=False).state_dict(), "thresholds": {"default": 0.5},
-                "val_keys": []}, path)
-    return path
+    return _checkpoint(tmp_path_factory.mktemp("roi") / "roi.pt", {"data": {"roi_margin": 0.5, "image_size": 96}},
+                       thresholds={"default": 0.5})
 
 
 def test_predict_box_on_the_command_line(roi_checkpoint, untrained_checkpoint, tmp_path, capsys):
@@ -141,9 +145,7 @@ def test_predict_box_on_the_command_line(roi_checkpoint, untrained_checkpoint, t
 
 
 def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_path):
-    from rcdnet.models.registry import build_model
     from rcdnet.predict.pytorch import TorchPredictor
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
     from rcdnet.training.localise import mask_loss
 
     # the loss counts exactly the items whose mask counts, and is zero (with gradients) when none does
@@ -157,11 +159,8 @@ def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_p
     none = mask_loss(logits, masks, torch.zeros(4, dtype=torch.bool))
     assert none.item() == 0 and none.requires_grad
     # a checkpoint with the head: its lesion map has the input's size and maps back onto the original
-    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "letterbox": True}})
-    path = tmp_path / "loc.pt"
-    torch.manual_seed(0)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
-                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, path)
+    path = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5},
+                                             "data": {"image_size": 96, "letterbox": True}})
     predictor = TorchPredictor(path)
     _, img = _blob_image(tmp_path)
     maps = predictor.localise(predictor.preprocessor(img)[None])
@@ -171,9 +170,7 @@ def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_p
 
 
 def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_checkpoint, tmp_path, capsys):
-    from rcdnet.models.registry import build_model
     from rcdnet.predict.localise import Localiser, box_iou, region_box
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
     prob = np.zeros((300, 400), np.float32)
     prob[100:140, 250:290] = 0.9
@@ -181,11 +178,7 @@ def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_ch
     assert region_box(prob) == (250, 100, 290, 140)
     assert region_box(prob * 0.4) == (250, 100, 290, 140)  # nothing reaches 0.5: above half the maximum
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
-    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}})
-    loc = tmp_path / "loc.pt"
-    torch.manual_seed(1)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
-                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, loc)
+    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}}, seed=1)
     path, img = _blob_image(tmp_path)
     found = Localiser(str(loc)).box(img)
     check_box(found, img.shape[:2], "found")
@@ -216,16 +209,11 @@ def test_roi_export_with_its_lesion_map_matches_pytorch(tmp_path):
     """One export covers both: a region-of-interest model (its crop travels as preprocessing metadata) with a
     localisation head (a second output, lesion_map)."""
     from rcdnet.deploy.onnx import export_onnx
-    from rcdnet.models.registry import build_model
     from rcdnet.predict.onnx import OnnxPredictor
     from rcdnet.predict.pytorch import TorchPredictor
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
-    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "roi_margin": 0.5}})
-    path = tmp_path / "roi_loc.pt"
-    torch.manual_seed(2)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
-                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, path)
+    path = _checkpoint(tmp_path / "roi_loc.pt", {"train": {"localise_weight": 0.5},
+                                                 "data": {"image_size": 96, "roi_margin": 0.5}}, seed=2)
     torch_p = TorchPredictor(path)
     onnx_p = OnnxPredictor(export_onnx(torch_p, tmp_path / "roi_loc.onnx"))
     assert onnx_p.preprocessor == torch_p.preprocessor and onnx_p.preprocessor.roi_margin == 0.5
@@ -236,14 +224,8 @@ def test_roi_export_with_its_lesion_map_matches_pytorch(tmp_path):
 
 
 def test_explain_outlines_the_lesion_the_model_found(tmp_path, capsys):
-    from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
-    cfg = load_config(None, {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}})
-    loc = tmp_path / "loc.pt"
-    torch.manual_seed(1)
-    torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
-                "model": build_model(cfg, 2, pretrained=False).state_dict(), "val_keys": []}, loc)
+    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}}, seed=1)
     path, img = _blob_image(tmp_path)
     mask = np.zeros((300, 400), np.uint8)
     mask[100:140, 250:290] = 255
