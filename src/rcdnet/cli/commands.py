@@ -139,7 +139,7 @@ def cmd_benchmark(args) -> int:
 def cmd_evaluate(args) -> int:
     from rcdnet.data.named import chosen_dataset
     from rcdnet.evaluation.evaluate import evaluate_dataset, predictor_for_evaluation
-    from rcdnet.predict.localise import Localiser, locate
+    from rcdnet.predict.localise import Localiser, locate, needs_roi
 
     predictor = predictor_for_evaluation(args.checkpoint, tta=args.tta, adabn=args.adabn, data_root=args.data,
                                          cache_dir=args.cache, report=_err)
@@ -148,8 +148,7 @@ def cmd_evaluate(args) -> int:
     out = writable_dir(output_dir(args.out, "evaluate", args.checkpoint))
     extra = None
     if args.localiser:
-        if predictor.preprocessor.roi_margin <= 0:
-            raise ValueError(f"--localiser: {args.checkpoint} classifies whole images (trained without data.roi_margin)")
+        needs_roi(predictor, "--localiser", args.checkpoint)
         samples, found, bad = locate(Localiser(args.localiser), samples)
         problems, extra = problems + bad, {"localisation": found}
         print(f"automatic mode: boxes from {args.localiser}; against the lesion masks ({found['with_masks']} images): "
@@ -251,15 +250,14 @@ def cmd_predict(args) -> int:
     from rcdnet.data.boxes import parse_box
     from rcdnet.data.named import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
-    from rcdnet.predict.localise import Localiser
+    from rcdnet.predict.localise import Localiser, needs_roi
 
     if args.out:
         writable_file(args.out)
     box = parse_box(args.box) if args.box else None
     predictor = load_predictor(args.checkpoint)
-    if (box is not None or args.localiser) and predictor.preprocessor.roi_margin <= 0:
-        raise ValueError(f"--box / --localiser: {args.checkpoint} classifies whole images (it was trained without "
-                         "data.roi_margin)")
+    if box is not None or args.localiser:
+        needs_roi(predictor, "--box / --localiser", args.checkpoint)
     localiser = Localiser(args.localiser) if args.localiser else None
     files = expand_inputs(args.inputs)
     rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1, box=box,

@@ -43,6 +43,12 @@ class Localiser:
         return region_box(self.probability_map(rgb))
 
 
+def needs_roi(predictor, option: str, model: str) -> None:
+    """``option`` (a lesion box, given or found) means something to a region-of-interest model only: else an error."""
+    if predictor.preprocessor.roi_margin <= 0:
+        raise ValueError(f"{option}: {model} classifies whole images (it was trained without data.roi_margin)")
+
+
 def region_box(prob: np.ndarray) -> Box:
     """The box around the largest connected region of ``prob`` (H, W) at or above :data:`THRESHOLD` (else above half
     its maximum)."""

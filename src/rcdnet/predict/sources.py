@@ -33,8 +33,10 @@ def _box(predictor: Predictor, path: Path, box: Box | None, rgb: np.ndarray, loc
     """The lesion box a region-of-interest model classifies: the one given, else the one ``localiser`` finds in
     ``rgb`` (the automatic mode), else the box around a lesion mask beside the file (``<stem>_mask*.png``); None
     for a whole-image model."""
-    if predictor.preprocessor.roi_margin <= 0 or box is not None:
-        return box if predictor.preprocessor.roi_margin > 0 else None
+    if predictor.preprocessor.roi_margin <= 0:
+        return None
+    if box is not None:
+        return box
     if localiser is not None:
         return localiser.box(rgb)
     if masks := masks_beside(path):
