@@ -4,7 +4,9 @@
     python scripts/publish_results.py runs/benchmark-cpu docs/benchmark.md      # benchmark.md of `rcdnet benchmark`
 
 Every number in the page comes from the run; the commit, hardware and date are in its header, and the run's
-configuration (config.yaml, or the benchmark's profile.yaml) is appended.
+configuration (config.yaml, or the benchmark's profile.yaml) is appended. A training run's report is rendered again
+from its saved results with today's wording first (nothing is re-scored). Only a run made from a clean tree is
+published, and only from a clean tree.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ def main() -> None:
     if report is None:
         sys.exit(f"{run_dir}: holds neither report.md nor benchmark.md (is it a finished run or benchmark?)")
     command = "rcdnet train" if report.name == "report.md" else "rcdnet benchmark"
+    if "+local changes" in report.read_text().split("\n## ", 1)[0]:
+        sys.exit(f"{report}: the run was made from a tree with local changes; publish only runs of a clean commit")
+    if report.name == "report.md":
+        from rcdnet.evaluation.report import render_report
+
+        render_report(run_dir)
+        if "+local changes" in report.read_text().split("\n## ", 1)[0]:
+            sys.exit("this tree has local changes: commit them, then publish")
     config = run_dir / ("config.yaml" if report.name == "report.md" else "profile.yaml")
     figures = page.parent / "figures" / page.stem
     figures.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,7 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
     external = {}
     for name in cfg.data.external:
         samples, _ = load_dataset(name, data_root, classes=tuple(ensemble.classes))
-        res = evaluate_samples(ensemble, samples, f"ensemble-{name}", out, n_boot, cache_dir)
+        res = evaluate_samples(ensemble, samples, f"ensemble-{name}", out, n_boot, cache_dir, ledger=True)
         external[name] = public(res)
     summary = {"env": environment(), "folds": fold_rows, "pooled_oof": pooled, "n_oof": len(oof),
                "fold_mean": {m: float(np.mean([r[m] for r in fold_rows])) for m in FOLD_METRICS},

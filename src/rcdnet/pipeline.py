@@ -107,11 +107,18 @@ def evaluate_run(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: P
     results = {VALIDATION: evaluate_samples(predictor, va_samples, VALIDATION, run_dir, n_boot, cache_dir,
                                             images=va_images)}
     extra = {}
+    dedup = dedup_subset(va_samples, data.pairs)
+    if len(dedup) < len(va_samples):
+        keep = {s.key for s in dedup}
+        extra[f"{VALIDATION} with each duplicate group reduced to one image"] = evaluate_samples(
+            predictor, dedup, f"{VALIDATION}-dedup", run_dir / "sensitivity", n_boot, cache_dir,
+            images=va_images[[s.key in keep for s in va_samples]])
     for name in cfg.data.external:
         ext, _ = load_dataset(name, data_root, classes=tuple(predictor.classes))
         ext, ext_images, _ = preprocess_samples(ext, predictor.preprocessor, cache_dir)
         ext_predictor = predictor.adapted(ext_images) if cfg.eval.adabn else predictor
-        results[name] = evaluate_samples(ext_predictor, ext, name, run_dir, n_boot, cache_dir, images=ext_images)
+        results[name] = evaluate_samples(ext_predictor, ext, name, run_dir, n_boot, cache_dir, images=ext_images,
+                                         ledger=True)
         dedup = dedup_subset(ext, data.pairs)
         if len(dedup) < len(ext):
             keep = {s.key for s in dedup}

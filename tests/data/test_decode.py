@@ -160,3 +160,27 @@ def test_predict_command_on_dicom_and_video_writes_no_patient_data(untrained_che
     assert json.loads(js.out)["predictions"][0]["frames"] == 1
     everything += js.out + js.err
     assert SECRET_NAME not in everything and "Doe" not in everything and SECRET_ID not in everything
+
+
+def test_real_scanner_dicom_files_compressed_and_not(untrained_checkpoint, capsys):
+    """Files from real ultrasound devices (pydicom-data): uncompressed RGB, the same frame as lossless and lossy
+    JPEG 2000 (YBR_RCT / YBR_ICT), and a 16-bit palette-colour ALOKA image."""
+    from pydicom.data import get_testdata_file
+
+    files = {n: get_testdata_file(n) for n in ("US1_UNCR.dcm", "US1_J2KR.dcm", "US1_J2KI.dcm", "gdcm-US-ALOKA-16.dcm")}
+    assert all(files.values()), f"pydicom-data is not installed: {files}"
+    frames = {n: list(read_frames(p)) for n, p in files.items()}
+    assert all(len(f) == 1 for f in frames.values())
+    plain = frames["US1_UNCR.dcm"][0].rgb
+    assert plain.shape == (480, 640, 3) and plain.dtype == np.uint8 and plain.std() > 10
+    assert np.array_equal(frames["US1_J2KR.dcm"][0].rgb, plain)  # lossless: the very same pixels
+    lossy = frames["US1_J2KI.dcm"][0].rgb.astype(int)
+    assert 0 < np.abs(lossy - plain).mean() < 3  # lossy: close, not equal
+    aloka = frames["gdcm-US-ALOKA-16.dcm"][0].rgb
+    assert aloka.shape == (480, 640, 3) and aloka.dtype == np.uint8 and aloka.std() > 10
+    capsys.readouterr()
+    assert main(["predict", str(untrained_checkpoint), *map(str, files.values()), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["predictions"]) == 4 and not out["errors"]
+    by_name = {p["image"].rsplit("/", 1)[-1]: p["p_malignant"] for p in out["predictions"]}
+    assert by_name["US1_UNCR.dcm"] == by_name["US1_J2KR.dcm"]

@@ -24,6 +24,12 @@ def test_every_shift_is_deterministic_for_a_seed_and_changes_the_image(img, name
     assert a.shape != img.shape or not np.array_equal(a, img)
 
 
+def test_random_shifts_follow_their_seed(img):
+    """Same seed, same image (above); another seed, another image: the seed is what makes it reproducible."""
+    for name in ("speckle", "tgc"):
+        assert not np.array_equal(apply_shift(img, name, 2, seed=7), apply_shift(img, name, 2, seed=8)), name
+
+
 def test_shifts_do_what_their_names_say(img):
     f = img.astype(float)
     assert apply_shift(img, "gain", 2).mean() > img.mean()

@@ -68,3 +68,21 @@ def test_export_command_verifies_against_pytorch(untrained_checkpoint, data_root
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["verification"]["passed"] and side["verification"]["images"] == 8
     assert "max |p_onnx - p_torch|" in capsys.readouterr().out
+
+
+def test_export_keeps_a_fitted_temperature_and_both_operating_points(untrained_checkpoint, images, tmp_path):
+    import torch
+
+    from rcdnet.deploy.onnx import export_onnx
+
+    ckpt = torch.load(untrained_checkpoint, weights_only=True)
+    ckpt["temperature"], ckpt["thresholds"] = 2.5, {"default": 0.5, "high_sensitivity": 0.12}
+    torch.save(ckpt, tmp_path / "calibrated.pt")
+    torch_p = Predictor(tmp_path / "calibrated.pt")
+    onnx_p = OnnxPredictor(export_onnx(torch_p, tmp_path / "calibrated.onnx"))
+    want = torch_p.predict_arrays(images)
+    assert np.abs(onnx_p.predict_arrays(images) - want).max() < 1e-4
+    assert np.abs(want - Predictor(untrained_checkpoint).predict_arrays(images)).max() > 1e-3  # T really applied
+    assert read_metadata(tmp_path / "calibrated.onnx")["thresholds"] == ckpt["thresholds"]
+    for p in want:
+        assert prediction_row(onnx_p, "x", p) == prediction_row(torch_p, "x", p)

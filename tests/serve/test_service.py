@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import uvicorn
 
-from rcdnet.data.decode import to_gray
+from rcdnet.data.decode import read_image, to_gray
+from rcdnet.predict import load_predictor
 from rcdnet.serve.app import create_app
 from tests.conftest import BUSI
 from tests.data.test_decode import SECRET_ID, SECRET_NAME, make_dicom, truncated_video
@@ -64,11 +65,14 @@ def test_health_version_docs(server):
     assert {"/predict", "/explain", "/health", "/version"} <= set(httpx.get(server + "/openapi.json").json()["paths"])
 
 
-def test_predict_image_and_dicom(server, tmp_path):
+def test_predict_image_and_dicom(server, tmp_path, untrained_checkpoint):
     r = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes(), "image/png")}, timeout=60)
     assert r.status_code == 200, r.text
     p = r.json()
-    assert p["label"] in ("benign", "malignant") and 0 <= p["p_malignant"] <= 1
+    model = load_predictor(untrained_checkpoint)
+    direct = model.predict_arrays(model.preprocessor(read_image(IMAGE))[None])[0, model.malignant_index]
+    assert p["p_malignant"] == pytest.approx(direct, abs=6e-4)  # the same as the model on the same file
+    assert p["label"] == ("malignant" if direct >= 0.5 else "benign")
     assert p["operating_points"]["default"]["threshold"] == 0.5 and p["frames"] == 1 and p["model_version"]
     dcm = make_dicom(tmp_path / "x.dcm", to_gray(cv2.cvtColor(cv2.imread(str(IMAGE)), cv2.COLOR_BGR2RGB)))
     r = httpx.post(server + "/predict", files={"file": ("x.dcm", dcm.read_bytes(), "application/dicom")}, timeout=60)

@@ -137,8 +137,9 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from rcdnet.data.named import chosen_dataset
+    from rcdnet.data.named import chosen_dataset, from_training_sources
     from rcdnet.evaluation.evaluate import evaluate_dataset, predictor_for_evaluation
+    from rcdnet.evaluation.ledger import sentence
     from rcdnet.predict.localise import Localiser, locate, needs_roi
 
     predictor = predictor_for_evaluation(args.checkpoint, tta=args.tta, adabn=args.adabn, data_root=args.data,
@@ -155,13 +156,16 @@ def cmd_evaluate(args) -> int:
               f"mean box IoU {found['mean_box_iou']:.3f}, lesions found (IoU >= 0.5) {found['found_iou_0.5']:.3f}"
               if found["with_masks"] else f"automatic mode: boxes from {args.localiser} (no masks to check them)")
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
-                           cache_dir=args.cache, progress=not args.quiet, extra=extra)
+                           cache_dir=args.cache, progress=not args.quiet, extra=extra,
+                           ledger=not from_training_sources(name, predictor))
     for op, m in res["operating_points"].items():
         print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
             v, ci = m[k]["value"], m[k]["ci"]
             print(f"  {k:12s} " + ("undefined" if v is None else f"{v:.3f}")
                   + (f"  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+    if "external_scorings" in res:
+        print(f"ledger: {sentence(name, res['external_scorings'])}")
     if "note" in res:
         _err(f"note: {res['note']}")
     outside = [s.key for s in samples if s.extra.get("outside_csv_folder")]

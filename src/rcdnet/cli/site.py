@@ -9,9 +9,10 @@ from pathlib import Path
 
 def cmd_site_validate(args) -> int:
     from rcdnet.cli.commands import _err, output_dir
-    from rcdnet.data.named import chosen_dataset
+    from rcdnet.data.named import chosen_dataset, from_training_sources
     from rcdnet.deploy.site import provenance, write_site_model
     from rcdnet.evaluation.calibration import plot_reliability
+    from rcdnet.evaluation.ledger import record, sentence
     from rcdnet.evaluation.report import environment
     from rcdnet.evaluation.site import (
         local_cases,
@@ -42,6 +43,9 @@ def cmd_site_validate(args) -> int:
     result.site.provenance = provenance(model_file(args.checkpoint), str(where), kept, result.summary, original)
     saved = write_site_model(args.checkpoint, result.site, out)
     env = environment()
+    if not from_training_sources(name, predictor):  # a site's own cases are a labelled external set too
+        result.summary["external_scorings"] = record(out, name, len(kept), result.summary["auc"]["value"], predictor,
+                                                     env["commit"])
     (out / "site_validation.json").write_text(json.dumps({"env": env, **result.summary,
                                                           "site_calibration": result.site.to_dict(),
                                                           "model_file": str(saved)}, indent=1))
@@ -55,5 +59,7 @@ def cmd_site_validate(args) -> int:
         _err(f"skipped {p_}")
     print(f"\nsite calibration: {result.site.method}, operating points {result.site.thresholds}")
     print(f"model with the site's calibration: {saved}")
+    if "external_scorings" in result.summary:
+        print(f"ledger: {sentence(name, result.summary['external_scorings'])}")
     print(f"written: {out}/site_validation.md, site_validation.json, learning_curve.png, reliability.png")
     return 0

@@ -47,6 +47,12 @@ def named_dataset(name: str, data_root: str | Path | None, model) -> tuple[list[
     return samples, problems
 
 
+def from_training_sources(name: str, model) -> bool:
+    """Whether the named set is the model's validation split, part of it, or one of its training sources (not an
+    external set, so not counted in the ledger of external scorings)."""
+    return name == VALIDATION or name.endswith("-val") or name in getattr(model, "training_sources", ())
+
+
 def dataset_names(model) -> list[str]:
     """The names ``--dataset`` accepts for ``model``: ``val``, one ``<source>-val`` per training source, and every
     named dataset."""

@@ -17,6 +17,16 @@ from rcdnet.data.readers import (
 from rcdnet.data.samples import CLASSES_2, DataProblem, Sample
 
 READERS = {"busi": read_busi, "bus-uclm": read_bus_uclm, "udiat": read_udiat}
+# Where each named dataset comes from (its publication; ../shared/data/README.md), for model cards and reports.
+SOURCE_INFO = {
+    "busi": {"site": "Baheya Hospital, Cairo, Egypt (2018; women aged 25-75)", "scanner": "GE LOGIQ E9 / E9 Agile",
+             "reference": "Al-Dhabyani et al., Data in Brief 28:104863 (2020)", "patients": "not given per image"},
+    "bus-uclm": {"site": "Ciudad Real General University Hospital, Spain (2022-2023)",
+                 "scanner": "Siemens ACUSON S2000, 18L6 HD probe",
+                 "reference": "Vallez et al., Scientific Data (2025)", "patients": "file-name prefix"},
+    "udiat": {"site": "UDIAT Diagnostic Centre, Parc Tauli, Sabadell, Spain", "scanner": "Siemens ACUSON Sequoia C512",
+              "reference": "Yap et al., IEEE JBHI 22(4):1218-1226 (2018)", "patients": "not given"},
+}
 
 
 def load_dataset(

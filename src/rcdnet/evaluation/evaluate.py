@@ -12,8 +12,10 @@ import numpy as np
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.evaluation.calibration import expected_calibration_error
+from rcdnet.evaluation.ledger import record
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.plots import plot_confusion, plot_roc
+from rcdnet.evaluation.report import environment
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
@@ -53,13 +55,16 @@ def _defined(metrics: dict) -> dict:
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
                      n_boot: int = 2000, cache_dir: Path | None = None, seed: int = 0,
-                     images: np.ndarray | None = None, progress: bool = False, extra: dict | None = None) -> dict:
+                     images: np.ndarray | None = None, progress: bool = False, extra: dict | None = None,
+                     ledger: bool = False) -> dict:
     """Predict ``samples`` and write ``{name}_predictions.csv``, ``{name}_metrics.json``, ``{name}_roc.png`` and
     ``{name}_confusion.png`` into ``out_dir``. ``images`` may hold their preprocessed arrays already.
 
     Metrics are binary (malignant vs the rest) at every operating point the checkpoint carries; a set drawn from
     several sources (a multi-source validation split) has them per source as well (``by_source``), each computed
-    on that source's images alone at the same thresholds."""
+    on that source's images alone at the same thresholds. ``ledger``: a labelled set outside the model's training
+    sources, so the scoring is appended to the ledger (:mod:`rcdnet.evaluation.ledger`) and the result says how many
+    times the set had been scored before."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     problems: list[DataProblem] = []
@@ -94,6 +99,9 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
                                                                         None if groups is None else groups[m]))
                                            for op, t in predictor.thresholds.items()}}
                 for src in sorted(set(sources)) for m in [sources == src]}
+    if ledger:
+        result["external_scorings"] = record(out_dir, name, len(samples), result["operating_points"]["default"]["auc"]
+                                             ["value"], predictor, environment()["commit"])
     rows = [{"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",
              "predicted": predictor.classes[int(np.argmax(pr))],
              **{f"malignant@{op}": int(pm >= t) for op, t in predictor.thresholds.items()}}
@@ -139,13 +147,14 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
 
 def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path, *, n_boot: int = 2000,
                      adabn: bool = False, cache_dir: str | Path | None = None, progress: bool = False,
-                     extra: dict | None = None) -> dict:
+                     extra: dict | None = None, ledger: bool = False) -> dict:
     """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked;
     ``extra`` is stored in the metrics file too."""
     if not adabn:
-        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir, progress=progress, extra=extra)
+        return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir, progress=progress, extra=extra,
+                                ledger=ledger)
     samples, images, bad = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
     res = evaluate_samples(predictor.adapted(images), samples, name, out_dir, n_boot, cache_dir, images=images,
-                           progress=progress, extra=extra)
+                           progress=progress, extra=extra, ledger=ledger)
     res["skipped_files"] += [str(p) for p in bad]
     return res

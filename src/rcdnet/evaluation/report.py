@@ -12,6 +12,7 @@ import torch
 from rcdnet import runtime
 from rcdnet.config import RunConfig
 from rcdnet.data.named import VALIDATION
+from rcdnet.evaluation.ledger import sentence
 from rcdnet.evaluation.paper import rcdnet_row
 from rcdnet.files import markdown_table
 
@@ -121,14 +122,35 @@ def _input_mode(cfg: RunConfig) -> str:
             f"copies cut around boxes jittered by {cfg.augment.box_jitter:g})")
 
 
+def render_report(run_dir: Path) -> Path:
+    """Write ``report.md`` again from what a finished run saved (config.yaml, history.json, metrics.json), with
+    today's wording and nothing re-scored; the header names the commit that rendered it. Returns its path."""
+    import json
+
+    from rcdnet.config import load_config
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rendered = environment()
+    write_report(run_dir / "report.md", cfg=load_config(run_dir / "config.yaml"), env=metrics["env"],
+                 data_summary=metrics["data"], history=json.loads((run_dir / "history.json").read_text()),
+                 best=metrics["best"], thresholds=metrics["thresholds"], results=metrics["results"],
+                 extra_results=metrics.get("sensitivity", {}),
+                 rendered=f"report rendered again from the run's saved results at commit `{rendered['commit']}`, "
+                          f"{rendered['date']} (nothing re-scored)")
+    return run_dir / "report.md"
+
+
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
-                 thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict]) -> None:
+                 thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict],
+                 rendered: str | None = None) -> None:
     paper_of = {VALIDATION: "busi-val"} if cfg.data.sources == ("busi",) else {}  # the paper's like-with-like rows
     tot = sum(h["epoch_seconds"] for h in history)
     per_epoch = tot / max(len(history), 1)
     lines = [
         "# RcdNet run report", "",
         f"- commit `{env['commit']}`, {env['date']}, {env['hardware']}, Python {env['python']}, torch {env['torch']}",
+        *([f"- {rendered}"] if rendered else []),
         f"- threads and memory: {env.get('threads', 'not recorded')}",
         f"- model `{cfg.model.name}` (pretrained: {cfg.model.pretrained}, frozen stages: "
         f"{cfg.model.freeze_stages}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
@@ -141,10 +163,11 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         f"test-time mirror TTA {cfg.eval.tta}, AdaBN on external sets {cfg.eval.adabn}",
         f"- training time: {tot / 60:.1f} min in all, {per_epoch:.1f} s per epoch (train + validation); "
         f"peak memory {max((h['peak_memory_mb'] for h in history), default=0):.0f} MB",
-        f"- best epoch by validation {best.get('name', 'auc')}: {best['epoch']} "
-        "(validation numbers are therefore slightly optimistic: the epoch, the temperature and the operating points "
-        "were all chosen on these validation images). Within this run no external set was read before it was scored; "
-        "the configuration itself may have been chosen with earlier external scores in view (docs/selection.md)",
+        f"- best epoch by validation {best.get('name', 'auc')}: {best['epoch']}. The validation split made three "
+        "decisions in this run (the best epoch, the temperature, the high-sensitivity threshold), so its numbers are "
+        "optimistic and the cells that depend on those choices are marked in-sample. Within this run no external set "
+        "was read before it was scored; how the configuration itself was chosen, on what, and which external "
+        "numbers had been seen by then is in docs/decisions.md",
         "", "## Data", "",
     ]
     lines += [f"- {k}: {v}" for k, v in data_summary.items()]
@@ -163,7 +186,13 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         lines += per_source_table(results, op)
     lines += ["", "## Calibration (expected calibration error, 10 bins)", ""]
     lines += [f"- {n}: ECE {r['ece_before_temperature']:.3f} before, {r['ece']:.3f} after temperature scaling "
-              f"(T = {r['temperature']:.3f}, fitted on validation)" for n, r in results.items()]
+              f"(T = {r['temperature']:.3f}, fitted on validation"
+              + ("; in-sample: fitted on these very images)" if n == VALIDATION else ")") for n, r in results.items()]
+    scored = [sentence(n, r["external_scorings"]) if "external_scorings" in r else
+              f"{n}: scored before the ledger of external scorings began (2026-11-23); docs/decisions.md counts the "
+              "scorings of that time" for n, r in results.items() if n != VALIDATION]
+    if scored:
+        lines += ["", "## How often each external set had been scored", ""] + [f"- {h}" for h in scored]
     if extra_results:
         lines += ["", "## Sensitivity analyses", ""]
         for name, r in extra_results.items():
