@@ -52,8 +52,9 @@ def assert_tables_equal_metrics(report: str, results: dict) -> None:
         header = [h.strip() for h in table[0]]
         for row in table[1:]:
             for col, cell in zip(header[1:], row[1:]):
-                if col.endswith("(ours)"):
-                    m = results[col[:-len(" (ours)")]]["operating_points"][op][label_key[row[0].strip()]]
+                if " (ours" in col:
+                    assert col.endswith("in-sample)") == (op == "high_sensitivity" and col.startswith("val "))
+                    m = results[col.split(" (ours")[0]]["operating_points"][op][label_key[row[0].strip()]]
                     assert cell.strip() == f"{m['value']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]", (op, row[0], col)
                     checked += 1
     assert checked == 2 * len(ROWS) * len(results)

@@ -50,12 +50,14 @@ def _fmt(m: dict) -> str:
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
 
 
-def metrics_table(results: dict[str, dict], op: str, paper_of: dict[str, str] | None = None) -> str:
+def metrics_table(results: dict[str, dict], op: str, paper_of: dict[str, str] | None = None,
+                  in_sample: str | None = None) -> str:
     """Our metrics at ``op`` beside the paper's (``paper_of``: result name -> the paper's test set, where they are
-    like with like)."""
+    like with like). The column of ``in_sample`` (the set that chose this operating point) says so in its header."""
     names = list(results)
     paper_of = paper_of or {}
-    header = ["Metric"] + [f"{n} ({who})" for n in names for who in ("ours", "paper")]
+    header = ["Metric"] + [f"{n} ({who}{', in-sample' if who == 'ours' and n == in_sample else ''})"
+                           for n in names for who in ("ours", "paper")]
     rows = []
     for key, label, paper_key in ROWS:
         cells = []
@@ -145,6 +147,7 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
                  thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict],
                  rendered: str | None = None) -> None:
     paper_of = {VALIDATION: "busi-val"} if cfg.data.sources == ("busi",) else {}  # the paper's like-with-like rows
+    val = next(iter(results))  # the validation split comes first (named busi-val by runs before 2026-11-23)
     tot = sum(h["epoch_seconds"] for h in history)
     per_epoch = tot / max(len(history), 1)
     lines = [
@@ -180,17 +183,17 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
                   + "; ".join(f"{n}: {r.get('ci_resampling', 'images')}" for n, r in results.items())
                   + ". The paper reports one number per cell "
                   "(no intervals); its tables appear to average precision/recall/F1 over both classes (macro). "
-                  f"Sensitivity and specificity at `high_sensitivity` on {VALIDATION} are in-sample: its threshold "
+                  f"Sensitivity and specificity at `high_sensitivity` on {val} are in-sample: its threshold "
                   "was chosen on those very images.", "",
-                  metrics_table(results, op, paper_of)]
+                  metrics_table(results, op, paper_of, in_sample=val if op != "default" else None)]
         lines += per_source_table(results, op)
     lines += ["", "## Calibration (expected calibration error, 10 bins)", ""]
     lines += [f"- {n}: ECE {r['ece_before_temperature']:.3f} before, {r['ece']:.3f} after temperature scaling "
               f"(T = {r['temperature']:.3f}, fitted on validation"
-              + ("; in-sample: fitted on these very images)" if n == VALIDATION else ")") for n, r in results.items()]
+              + ("; in-sample: fitted on these very images)" if n == val else ")") for n, r in results.items()]
     scored = [sentence(n, r["external_scorings"]) if "external_scorings" in r else
               f"{n}: scored before the ledger of external scorings began (2026-11-23); docs/decisions.md counts the "
-              "scorings of that time" for n, r in results.items() if n != VALIDATION]
+              "scorings of that time" for n, r in results.items() if n != val]
     if scored:
         lines += ["", "## How often each external set had been scored", ""] + [f"- {h}" for h in scored]
     if extra_results:
