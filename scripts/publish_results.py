@@ -11,6 +11,7 @@ published, and only from a clean tree.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -25,14 +26,16 @@ def main() -> None:
     if report is None:
         sys.exit(f"{run_dir}: holds neither report.md nor benchmark.md (is it a finished run or benchmark?)")
     command = "rcdnet train" if report.name == "report.md" else "rcdnet benchmark"
-    if "+local changes" in report.read_text().split("\n## ", 1)[0]:
-        sys.exit(f"{report}: the run was made from a tree with local changes; publish only runs of a clean commit")
+    made = (json.loads((run_dir / "metrics.json").read_text())["env"]["commit"] if report.name == "report.md"
+            else report.read_text().split("\n## ", 1)[0])
+    if "+local changes" in made:
+        sys.exit(f"{run_dir}: the run was made from a tree with local changes; publish only runs of a clean commit")
     if report.name == "report.md":
-        from rcdnet.evaluation.report import render_report
+        from rcdnet.evaluation.report import environment, render_report
 
-        render_report(run_dir)
-        if "+local changes" in report.read_text().split("\n## ", 1)[0]:
+        if "+local changes" in environment()["commit"]:
             sys.exit("this tree has local changes: commit them, then publish")
+        render_report(run_dir)
     config = run_dir / ("config.yaml" if report.name == "report.md" else "profile.yaml")
     figures = page.parent / "figures" / page.stem
     figures.mkdir(parents=True, exist_ok=True)
