@@ -3,6 +3,7 @@ externally, write the report. Everything lands in one run directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from rcdnet import runtime
 from rcdnet.config import RunConfig, read_saved_config, save_config
+from rcdnet.data.duplicates import group_samples
 from rcdnet.data.named import VALIDATION
 from rcdnet.data.prepare import PreparedData, prepare_training_data
 from rcdnet.data.preprocess import preprocess_samples
@@ -115,6 +117,8 @@ def evaluate_run(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: P
             images=va_images[[s.key in keep for s in va_samples]])
     for name in cfg.data.external:
         ext, _ = load_dataset(name, data_root, classes=tuple(predictor.classes))
+        dup = group_samples(ext, data.pairs)  # the set's own duplicate pairs are resampled as one case
+        ext = [dataclasses.replace(s, group=s.group or dup[s.key]) for s in ext]
         ext, ext_images, _ = preprocess_samples(ext, predictor.preprocessor, cache_dir)
         ext_predictor = predictor.adapted(ext_images) if cfg.eval.adabn else predictor
         results[name] = evaluate_samples(ext_predictor, ext, name, run_dir, n_boot, cache_dir, images=ext_images,

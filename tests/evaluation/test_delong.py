@@ -51,3 +51,20 @@ def test_one_class_is_an_error():
 
 def test_holm():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_clustered_delong_is_delong_for_single_cases_and_counts_copies_once(rng):
+    """Obuchowski's clustered form: with groups of one it is DeLong's covariance exactly; every case copied twice
+    (a duplicate pair per case) leaves its standard error where it was, while the unclustered test shrinks it by
+    about 1/sqrt(2), as if the copies were new patients."""
+    from rcdnet.evaluation.delong import delong_covariance, delong_test
+
+    n = 150
+    y = rng.integers(0, 2, n)
+    a, b = y + rng.normal(0, 1, n), y + rng.normal(0, 1.4, n)
+    plain, single = delong_covariance(y, a, b)[1], delong_covariance(y, a, b, groups=np.arange(n))[1]
+    assert np.allclose(plain, single, rtol=1e-12, atol=0)
+    twice = [np.repeat(v, 2) for v in (y, a, b)]
+    se = delong_test(y, a, b).se
+    assert delong_test(*twice, groups=np.repeat(np.arange(n), 2)).se == pytest.approx(se, rel=1e-9)
+    assert delong_test(*twice).se == pytest.approx(se / np.sqrt(2), rel=0.05)

@@ -68,6 +68,7 @@ def test_run_directory_holds_everything(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     udiat = metrics["results"]["udiat"]
     assert udiat["n"] == 163 and udiat["n_malignant"] == 54
+    assert udiat["ci_resampling"].startswith("groups (157 ")  # UDIAT's 6 duplicate pairs resampled as one case each
     ops = udiat["operating_points"]
     assert set(ops) == {"default", "high_sensitivity"}
     rows = list(csv.DictReader((trained / "udiat_predictions.csv").open()))
@@ -206,19 +207,25 @@ def test_robustness_and_test_time_options(trained, data_root, cache_dir, tmp_pat
     assert json.loads((tmp_path / "rob2" / "robustness.json").read_text())["rows"] == res["rows"]
     assert set(res["overlays"]) == {"val", "udiat"}
     assert (tmp_path / "rob" / "robustness.png").is_file()
-    for flag in ("--tta", "--adabn"):
-        out = tmp_path / flag
-        assert main(["evaluate", str(trained), "--dataset", "udiat", flag, "--bootstrap", "50", "--data",
-                     str(data_root), "--out", str(out), "--cache", str(cache_dir), "--quiet"]) == 0
-        assert json.loads((out / "udiat_metrics.json").read_text())["n"] == 163
+    own = json.loads((trained / "val_metrics.json").read_text())
+    n_val = own["n"]
+    # the run already averages with the mirror (eval.tta): --tta changes nothing, so nothing is chosen again
+    assert main(["evaluate", str(trained), "--dataset", "val", "--tta", "--bootstrap", "50", "--data",
+                 str(data_root), "--out", str(tmp_path / "tta"), "--cache", str(cache_dir), "--quiet"]) == 0
+    tta = json.loads((tmp_path / "tta" / "val_metrics.json").read_text())
+    assert tta["tta"] is True and own["tta"] is True
+    for op in ("default", "high_sensitivity"):
+        assert tta["operating_points"][op]["threshold"] == own["operating_points"][op]["threshold"]
+        assert tta["operating_points"][op]["auc"]["value"] == pytest.approx(own["operating_points"][op]["auc"]["value"])
     # AdaBN changes the predictor, so its operating points are chosen again on validation (adapted to it): the
     # sensitivity target then holds on validation, as it does for the unadapted model
     assert main(["evaluate", str(trained), "--dataset", "val", "--adabn", "--bootstrap", "50", "--data",
                  str(data_root), "--out", str(tmp_path / "--adabn"), "--cache", str(cache_dir), "--quiet"]) == 0
-    hs = json.loads((tmp_path / "--adabn" / "val_metrics.json").read_text())["operating_points"]["high_sensitivity"]
+    adapted = json.loads((tmp_path / "--adabn" / "val_metrics.json").read_text())
+    assert adapted["n"] == n_val
+    hs = adapted["operating_points"]["high_sensitivity"]
     assert hs["threshold"] == pytest.approx(_hs_threshold(tmp_path / "--adabn" / "val_predictions.csv"), abs=1e-6)
-    assert hs["threshold"] != json.loads((trained / "val_metrics.json").read_text())[
-        "operating_points"]["high_sensitivity"]["threshold"]
+    assert hs["threshold"] != own["operating_points"]["high_sensitivity"]["threshold"]
 
 
 def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cache_dir):

@@ -85,7 +85,8 @@ def _delong_section(profile: Profile, s: dict) -> list[str]:
              _p(d["p_holm"])] for d in s["delong"]]
     return ["## Paired AUC comparison (DeLong)", "",
             f"{profile.rows[profile.reference].label} against each other row, on the seed-mean probabilities; "
-            "p two-sided, Holm-adjusted over the comparisons on the same test set.", "",
+            "p two-sided, Holm-adjusted over the comparisons on the same test set; the variance counts each duplicate "
+            "or patient group as one case (Obuchowski's clustered form of DeLong's test).", "",
             *markdown_table(["Test set", "Other row", "AUC reference", "AUC other", "difference [95 % CI]", "z", "p",
                              "p (Holm)"], rows)]
 
@@ -127,7 +128,8 @@ def markdown(profile: Profile, s: dict) -> str:
              f"Every row: the same split (split seed {cfg0.data.split_seed}), preprocessing, augmentation and "
              f"recipe; {cfg0.data.image_size} px, {cfg0.train.epochs} epochs, seeds "
              f"{', '.join(map(str, profile.seeds))}. Cells: mean ± sd over seeds [95 % bootstrap CI of the mean, "
-             "2000 resamples of the images]. Threshold p >= 0.5 on the temperature-scaled probability; precision, "
+             f"{s.get('n_boot', 2000)} resamples of duplicate and patient groups, drawn whole: "
+             + "; ".join(f"{t}: {c}" for t, c in s.get("clusters", {}).items()) + "]. Threshold p >= 0.5 on the temperature-scaled probability; precision, "
              "recall and F1-score macro-averaged over the two classes (the paper's tables); sensitivity and "
              "specificity for malignant. \"scratch\" rows had no ImageNet weights (none can be had offline here "
              "except EfficientNet-Lite's).", ""]

@@ -26,10 +26,19 @@ COLUMNS = [("precision_macro", "Precision"), ("recall_macro", "Recall"), ("f1_ma
            ("accuracy", "Accuracy"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity")]
 
 
-def read_predictions(path: Path) -> dict[str, tuple[int, float]]:
-    """``<set>_predictions.csv`` -> key -> (1 if malignant, p_malignant)."""
+def read_predictions(path: Path) -> dict[str, tuple[int, float, str]]:
+    """``<set>_predictions.csv`` -> key -> (1 if malignant, p_malignant, group: the image's duplicate / patient group,
+    the key itself in files written before groups were)."""
     with open(path, newline="") as fh:
-        return {r["key"]: (int(r["label"] == "malignant"), float(r["p_malignant"])) for r in csv.DictReader(fh)}
+        return {r["key"]: (int(r["label"] == "malignant"), float(r["p_malignant"]), r.get("group") or r["key"])
+                for r in csv.DictReader(fh)}
+
+
+def row_groups(profile: Profile, out: Path, row: Row, test_set: str) -> np.ndarray:
+    """The groups of :func:`row_predictions`' images (same order), from the row's first finished seed."""
+    job = next(j for j in profile.jobs(out) if j.row.id == row.id and j.done)
+    preds = read_predictions(job.directory / f"{test_set}_predictions.csv")
+    return np.array([preds[k][2] for k in sorted(preds)])
 
 
 def row_predictions(profile: Profile, out: Path, row: Row, test_set: str) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -50,10 +59,10 @@ def row_predictions(profile: Profile, out: Path, row: Row, test_set: str) -> tup
     return seeds, y, np.array([[preds[k][1] for k in keys] for preds in per_seed])
 
 
-def summarise(y: np.ndarray, P: np.ndarray, n_boot: int) -> dict[str, dict]:
-    """metric -> {mean, sd, lo, hi, per_seed} at p >= 0.5."""
+def summarise(y: np.ndarray, P: np.ndarray, n_boot: int, groups: np.ndarray | None = None) -> dict[str, dict]:
+    """metric -> {mean, sd, lo, hi, per_seed} at p >= 0.5; the intervals resample ``groups`` whole."""
     per_seed = [binary_metrics(y, p, 0.5) for p in P]
-    ci = bootstrap_mean_ci(y, P, 0.5, n_boot)
+    ci = bootstrap_mean_ci(y, P, 0.5, n_boot, groups=groups)
     out = {}
     for key, _ in COLUMNS:
         vals = np.array([m[key] for m in per_seed])
@@ -68,12 +77,12 @@ def delong_rows(profile: Profile, mean_p: dict) -> list[dict]:
     for test_set in TEST_SETS:
         if test_set not in mean_p.get(ref, {}):
             continue
-        y, p_ref = mean_p[ref][test_set]
+        y, p_ref, groups = mean_p[ref][test_set]
         block = []
         for rid in profile.rows:
             if rid == ref or test_set not in mean_p.get(rid, {}):
                 continue
-            r = delong_test(y, p_ref, mean_p[rid][test_set][1])
+            r = delong_test(y, p_ref, mean_p[rid][test_set][1], groups=groups)
             block.append({"test_set": test_set, "reference": ref, "other": rid, "auc_reference": round(r.auc_a, 4),
                           "auc_other": round(r.auc_b, 4), "difference": round(r.difference, 4),
                           "ci_lo": round(r.ci[0], 4), "ci_hi": round(r.ci[1], 4), "z": round(r.z, 3),

@@ -17,6 +17,7 @@ from rcdnet.benchmark.stats import (
     COLUMNS,
     TEST_SETS,
     delong_rows,
+    row_groups,
     row_predictions,
     summarise,
     training_minutes,
@@ -49,7 +50,7 @@ def _roc_figure(profile: Profile, mean_p: dict, path: Path) -> None:
                   for r in profile.comparison if t in mean_p.get(r, {})}
         if curves:
             n = len(next(iter(curves.values()))[0])
-            panels[f"{title}, n={n}"] = {k: (y, p, binary_metrics(y, p)["auc"], None) for k, (y, p) in curves.items()}
+            panels[f"{title}, n={n}"] = {k: (y, p, binary_metrics(y, p)["auc"], None) for k, (y, p, _) in curves.items()}
     plot_roc(panels, path, title="ROC of the seed-mean probability per model")
 
 
@@ -58,7 +59,7 @@ def write_tables(profile: Profile, out: Path, efficiency: dict[str, dict], heat:
     """Everything in OUT from the finished jobs; ``heat``: row -> ``agreement_table`` rows (optional)."""
     out = Path(out)
     stats: dict[str, dict[str, dict]] = {}      # row -> test set -> summary
-    mean_p: dict[str, dict[str, tuple]] = {}    # row -> test set -> (y, seed-mean p)
+    mean_p: dict[str, dict[str, tuple]] = {}    # row -> test set -> (y, seed-mean p, groups)
     seeds_of: dict[str, list[int]] = {}
     for row in profile.rows.values():
         for test_set in TEST_SETS:
@@ -66,8 +67,9 @@ def write_tables(profile: Profile, out: Path, efficiency: dict[str, dict], heat:
             if not seeds:
                 continue
             seeds_of[row.id] = seeds
-            stats.setdefault(row.id, {})[test_set] = summarise(y, P, n_boot)
-            mean_p.setdefault(row.id, {})[test_set] = (y, P.mean(0))
+            groups = row_groups(profile, out, row, test_set)
+            stats.setdefault(row.id, {})[test_set] = summarise(y, P, n_boot, groups)
+            mean_p.setdefault(row.id, {})[test_set] = (y, P.mean(0), groups)
     delong = delong_rows(profile, mean_p)
     times = training_minutes(profile, out)
     write_csv(out / "table1_internal.csv", _csv_rows(profile, stats, seeds_of, VALIDATION))
@@ -82,7 +84,9 @@ def write_tables(profile: Profile, out: Path, efficiency: dict[str, dict], heat:
     _roc_figure(profile, mean_p, out / "roc.png")
     summary = {"env": environment(), "profile": profile.name, "seeds": profile.seeds, "stats": stats,
                "seeds_found": seeds_of, "delong": delong, "efficiency": efficiency, "training_minutes": times,
-               "heat_maps": heat or {}, "command": command or f"rcdnet benchmark --profile {profile.name}"}
+               "heat_maps": heat or {}, "command": command or f"rcdnet benchmark --profile {profile.name}",
+               "n_boot": n_boot, "clusters": {t: f"{len(set(v[2]))} groups for {len(v[2])} images"
+                                              for t, v in mean_p.get(profile.reference, {}).items()}}
     (out / "benchmark.json").write_text(json.dumps(summary, indent=1))
     (out / "benchmark.md").write_text(markdown(profile, summary))
     return summary

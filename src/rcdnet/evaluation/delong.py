@@ -3,6 +3,10 @@
 Implemented with the placement-value formulation (Sun & Xu, IEEE Signal Process. Lett. 2014): each positive's
 share of negatives it outranks (ties count one half) and each negative's share of positives that outrank it give
 the AUCs and their covariance. Checked against R's pROC on its published aSAH example (tests/evaluation).
+
+With ``groups`` (a patient, a duplicate group) the covariance is Obuchowski's clustered form (Biometrics 1997):
+placements are summed per cluster, so near-copies of one lesion are not counted as independent cases; with groups of
+one it is DeLong's exactly.
 """
 
 from __future__ import annotations
@@ -35,8 +39,27 @@ def _placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return v10.mean(axis=1), v10, v01
 
 
-def delong_covariance(y: np.ndarray, *scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``y`` (N,) in {0, 1}; each score (N,) -> (AUCs (K,), DeLong covariance matrix (K, K))."""
+def _clustered(aucs: np.ndarray, v10: np.ndarray, v01: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Obuchowski's covariance (K, K) from placements summed per cluster."""
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    n_clusters = int(g.max()) + 1
+    gp, gn = g[y == 1], g[y == 0]
+    m, n = len(gp), len(gn)
+    m_i, n_i = np.bincount(gp, minlength=n_clusters), np.bincount(gn, minlength=n_clusters)
+    vx = np.stack([np.bincount(gp, weights=v, minlength=n_clusters) for v in v10])  # (K, clusters)
+    vy = np.stack([np.bincount(gn, weights=v, minlength=n_clusters) for v in v01])
+    dx, dy = vx - aucs[:, None] * m_i, vy - aucs[:, None] * n_i
+    c10, c01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    s10 = c10 / ((c10 - 1) * m) * dx @ dx.T
+    s01 = c01 / ((c01 - 1) * n) * dy @ dy.T
+    s11 = n_clusters / (n_clusters - 1) * dx @ dy.T
+    return s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def delong_covariance(y: np.ndarray, *scores: np.ndarray, groups: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` (N,) in {0, 1}; each score (N,) -> (AUCs (K,), DeLong covariance matrix (K, K)); ``groups`` (N,):
+    clusters of cases (Obuchowski's form)."""
     y = np.asarray(y, int)
     if set(np.unique(y)) != {0, 1}:
         raise ValueError("DeLong needs both classes (labels 0 and 1) in y")
@@ -44,14 +67,17 @@ def delong_covariance(y: np.ndarray, *scores: np.ndarray) -> tuple[np.ndarray, n
     if s.shape[1] != len(y):
         raise ValueError(f"scores have {s.shape[1]} values, labels {len(y)}")
     aucs, v10, v01 = _placements(y, s)
+    if groups is not None:
+        return aucs, _clustered(aucs, v10, v01, y, np.asarray(groups))
     m, n = v10.shape[1], v01.shape[1]
     cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
     return aucs, cov
 
 
-def delong_test(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, level: float = 0.95) -> DeLongResult:
-    """Two-sided DeLong test of AUC(a) = AUC(b) on the same cases (paired)."""
-    aucs, cov = delong_covariance(y, scores_a, scores_b)
+def delong_test(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, level: float = 0.95,
+                groups: np.ndarray | None = None) -> DeLongResult:
+    """Two-sided DeLong test of AUC(a) = AUC(b) on the same cases (paired); ``groups``: clusters of cases."""
+    aucs, cov = delong_covariance(y, scores_a, scores_b, groups=groups)
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = float(np.sqrt(max(var, 0.0)))

@@ -102,12 +102,12 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     if ledger:
         result["external_scorings"] = record(out_dir, name, len(samples), result["operating_points"]["default"]["auc"]
                                              ["value"], predictor, environment()["commit"])
-    rows = [{"key": s.key, "path": str(s.path), "label": s.label, "p_malignant": f"{pm:.6f}",
+    rows = [{"key": s.key, "path": str(s.path), "label": s.label, "group": s.group or s.key, "p_malignant": f"{pm:.6f}",
              "predicted": predictor.classes[int(np.argmax(pr))],
              **{f"malignant@{op}": int(pm >= t) for op, t in predictor.thresholds.items()}}
             for s, pr, pm in zip(samples, probs, p_mal)]
     write_csv(out_dir / f"{name}_predictions.csv", rows,
-              ["key", "path", "label", "p_malignant", "predicted"] + [f"malignant@{op}" for op in predictor.thresholds])
+              ["key", "path", "label", "group", "p_malignant", "predicted"] + [f"malignant@{op}" for op in predictor.thresholds])
     auc = result["operating_points"]["default"]["auc"]
     if auc["value"] is not None:
         plot_roc({f"ROC: {name}": {name: (y, p_mal, auc["value"], auc["ci"])}}, out_dir / f"{name}_roc.png")

@@ -91,43 +91,30 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot: i
     lesion do not count as independent evidence.
 
     Resamples holding a single class are skipped for AUC and class-wise rates (NaN-aware)."""
-    if groups is not None:
-        return cluster_bootstrap_ci(y, p, groups, threshold, n_boot, seed, level)
-    return bootstrap_mean_ci(y, np.asarray(p, float)[None], threshold, n_boot, seed, level)
-
-
-def cluster_bootstrap_ci(y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float = 0.5,
-                         n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """:func:`bootstrap_ci` drawing groups: resample the G groups with replacement, score the images they hold."""
-    y, p = np.asarray(y, int), np.asarray(p, float)
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(inverse.max()) + 1
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for start in range(0, n_boot, 500):  # draws as the image bootstrap draws them: groups of one give its CIs
-        b = min(500, n_boot - start)
-        draws = rng.integers(0, n_groups, size=(b, n_groups)) + n_groups * np.arange(b)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=b * n_groups).reshape(b, n_groups)
-        m = _weighted_metrics(y, p, counts[:, inverse], threshold)
-        for k in METRICS:
-            out[k].append(m[k])
-    alpha = (1 - level) / 2
-    return {k: (float(np.nanquantile(np.concatenate(v), alpha)), float(np.nanquantile(np.concatenate(v), 1 - alpha)))
-            for k, v in out.items()}
+    return bootstrap_mean_ci(y, np.asarray(p, float)[None], threshold, n_boot, seed, level, groups)
 
 
 def bootstrap_mean_ci(y: np.ndarray, P: np.ndarray, threshold: float = 0.5, n_boot: int = 2000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, tuple[float, float]]:
+                      level: float = 0.95, groups: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     """CIs of metrics averaged over K models scored on the same N images (``P`` (K, N), e.g. one training seed
-    per row): each resample draws the images once, scores every model on it and averages the K metrics."""
+    per row): each resample draws the images (or, given ``groups`` (N,), whole groups) once, scores every model on
+    it and averages the K metrics. Groups are drawn as the images are, so groups of one give the image CIs."""
     y = np.asarray(y, int)
     P = np.asarray(P, float)
     rng = np.random.default_rng(seed)
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        n_groups = int(inverse.max()) + 1
     out: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for start in range(0, n_boot, 500):
         b = min(500, n_boot - start)
-        idx = rng.integers(0, len(y), size=(b, len(y)))
-        per_model = [_vector_metrics(y[idx], pk[idx], threshold) for pk in P]
+        if groups is None:
+            idx = rng.integers(0, len(y), size=(b, len(y)))
+            per_model = [_vector_metrics(y[idx], pk[idx], threshold) for pk in P]
+        else:  # resampled groups as per-image weights (how often each image was drawn)
+            draws = rng.integers(0, n_groups, size=(b, n_groups)) + n_groups * np.arange(b)[:, None]
+            counts = np.bincount(draws.ravel(), minlength=b * n_groups).reshape(b, n_groups)[:, inverse]
+            per_model = [_weighted_metrics(y, pk, counts, threshold) for pk in P]
         for k in METRICS:
             out[k].append(np.mean([m[k] for m in per_model], axis=0))
     alpha = (1 - level) / 2

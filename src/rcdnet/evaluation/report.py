@@ -124,6 +124,27 @@ def _input_mode(cfg: RunConfig) -> str:
             f"copies cut around boxes jittered by {cfg.augment.box_jitter:g})")
 
 
+def _dedup_from_predictions(run_dir: Path, val: str, threshold: float, n_boot: int) -> dict:
+    """The validation split with each duplicate group reduced to its first image (by key), from the run's saved
+    predictions and split.csv's groups: nothing re-scored."""
+    import csv
+
+    from rcdnet.evaluation.metrics import metrics_with_ci
+
+    with open(run_dir / "split.csv", newline="") as f:
+        group = {r["key"]: r.get("group") or r["key"] for r in csv.DictReader(f)}
+    with open(run_dir / f"{val}_predictions.csv", newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["key"])
+    first = {}
+    for r in rows:
+        first.setdefault(group.get(r["key"], r["key"]), r)
+    kept = list(first.values())
+    y = [int(r["label"] == "malignant") for r in kept]
+    m = metrics_with_ci(y, [float(r["p_malignant"]) for r in kept], threshold, n_boot)
+    return {f"{val} with each duplicate group reduced to one image (from the saved predictions)":
+            {"n": len(kept), "operating_points": {"default": m}}}
+
+
 def render_report(run_dir: Path) -> Path:
     """Write ``report.md`` again from what a finished run saved (config.yaml, history.json, metrics.json), with
     today's wording and nothing re-scored; the header names the commit that rendered it. Returns its path."""
@@ -133,11 +154,15 @@ def render_report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    rendered = environment()
-    write_report(run_dir / "report.md", cfg=load_config(run_dir / "config.yaml"), env=metrics["env"],
+    cfg, rendered, extra = load_config(run_dir / "config.yaml"), environment(), metrics.get("sensitivity", {})
+    val = next(iter(metrics["results"]))
+    if not any(k.startswith(f"{val} with each duplicate group") for k in extra):  # a run from before it was scored
+        extra = {**_dedup_from_predictions(run_dir, val, metrics["thresholds"]["default"], cfg.eval.bootstrap),
+                 **extra}
+    write_report(run_dir / "report.md", cfg=cfg, env=metrics["env"],
                  data_summary=metrics["data"], history=json.loads((run_dir / "history.json").read_text()),
                  best=metrics["best"], thresholds=metrics["thresholds"], results=metrics["results"],
-                 extra_results=metrics.get("sensitivity", {}),
+                 extra_results=extra,
                  rendered=f"report rendered again from the run's saved results at commit `{rendered['commit']}`, "
                           f"{rendered['date']} (nothing re-scored)")
     return run_dir / "report.md"

@@ -16,8 +16,9 @@ from rcdnet.models.registry import build_model, input_stats
 from rcdnet.runtime import threads as compute_threads
 from rcdnet.training.checkpoint import load_checkpoint, resolve_checkpoint
 
-INFERENCE_BATCH = 1  # images per forward pass: with the mirror, every activation of a 320 px image stays under the
-# heap threshold of ``rcdnet.runtime``; larger batches were slower on the CPU (scripts/bench_throughput.py)
+INFERENCE_PIXELS = 320 * 320  # pixels per forward pass: with the mirror, every activation of one 320 px image stays
+# under the heap threshold of ``rcdnet.runtime``; larger passes were slower on the CPU (scripts/bench_throughput.py).
+# Smaller inputs go several to a pass (224 and 320 px: one image; 64 px: 25).
 ADABN_BATCH = 32  # images per batch-norm statistics estimate (AdaBN needs real batches)
 
 
@@ -48,7 +49,7 @@ class TorchPredictor:
                              else Preprocessor.from_config(self.config.data))
         self.decision = DecisionFunction(model, Normalise(mean, std), float(ckpt.get("temperature", 1.0)),
                                          self.config.eval.tta if tta is None else tta).eval()
-        self.batch_size = batch_size or INFERENCE_BATCH
+        self.batch_size = batch_size or max(1, INFERENCE_PIXELS // self.preprocessor.size ** 2)
 
     @property
     def model(self) -> torch.nn.Module:
