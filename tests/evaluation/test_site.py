@@ -1,6 +1,7 @@
 """Site validation: cross-validation that never scores a case with a fit that saw it, chance under permuted labels,
 a site-calibrated model file that gives the same probabilities everywhere, and clear errors."""
 
+import csv
 import json
 import shutil
 
@@ -99,8 +100,8 @@ def test_the_site_model_gives_the_same_probabilities_everywhere(site_model, tmp_
         shutil.copy(BUSI / cls / f"{cls} (3).png", folder / cls)
     assert main(["evaluate", str(sited), "--folder", str(folder), "--out", str(tmp_path / "ev"), "--bootstrap",
                  "20", "--quiet"]) == 0
-    rows = (tmp_path / "ev" / "cases_predictions.csv").read_text().splitlines()
-    p_eval = float(next(r for r in rows if "malignant (3)" in r).split(",")[3])
+    rows = list(csv.DictReader((tmp_path / "ev" / "cases_predictions.csv").open()))
+    p_eval = float(next(r for r in rows if "malignant (3)" in r["key"])["p_malignant"])
     assert p_eval == pytest.approx(want, abs=1e-5)
     # ONNX: the exported model with the same site calibration
     onnx_sited = write_site_model(exported_onnx, site, tmp_path / "onnx")

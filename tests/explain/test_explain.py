@@ -187,7 +187,11 @@ def test_explain_command_pictures_table_figure_and_bad_input(untrained_checkpoin
         assert 0 <= r["energy_in_mask"] <= 1 and r["energy_ci"][0] <= r["energy_in_mask"] <= r["energy_ci"][1]
     assert (out / "explain_metrics.md").read_text().count("\n") >= 8
     assert cv2.imread(str(out / "figure4.png")) is not None
-    assert set(json.loads((out / "figure4.json").read_text())) <= {
+    chosen = json.loads((out / "figure4.json").read_text())
+    for d in ("val", "udiat"):  # every case is right or wrong at the default point: each class has a picture
+        for c in ("benign", "malignant"):
+            assert f"{d}: {c}, correct" in chosen or f"{d}: {c}, wrong" in chosen, (d, c, chosen)
+    assert set(chosen) <= {
         f"{d}: {c}" for d in ("val", "udiat") for c in ("benign, correct", "benign, wrong", "malignant, correct",
                                                              "malignant, wrong")}
 
