@@ -108,13 +108,8 @@ def evaluate_run(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: P
     n_boot = cfg.eval.bootstrap
     results = {VALIDATION: evaluate_samples(predictor, va_samples, VALIDATION, run_dir, n_boot, cache_dir,
                                             images=va_images)}
-    extra = {}
-    dedup = dedup_subset(va_samples, data.pairs)
-    if len(dedup) < len(va_samples):
-        keep = {s.key for s in dedup}
-        extra[f"{VALIDATION} with each duplicate group reduced to one image"] = evaluate_samples(
-            predictor, dedup, f"{VALIDATION}-dedup", run_dir / "sensitivity", n_boot, cache_dir,
-            images=va_images[[s.key in keep for s in va_samples]])
+    extra = _without_duplicates(predictor, va_samples, va_images, data.pairs, VALIDATION, run_dir, n_boot, cache_dir,
+                                f"{VALIDATION} with each duplicate group reduced to one image")
     for name in cfg.data.external:
         ext, _ = load_dataset(name, data_root, classes=tuple(predictor.classes))
         dup = group_samples(ext, data.pairs)  # the set's own duplicate pairs are resampled as one case
@@ -123,13 +118,21 @@ def evaluate_run(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: P
         ext_predictor = predictor.adapted(ext_images) if cfg.eval.adabn else predictor
         results[name] = evaluate_samples(ext_predictor, ext, name, run_dir, n_boot, cache_dir, images=ext_images,
                                          ledger=True)
-        dedup = dedup_subset(ext, data.pairs)
-        if len(dedup) < len(ext):
-            keep = {s.key for s in dedup}
-            extra[f"{name} without its internal duplicates"] = evaluate_samples(
-                ext_predictor, dedup, f"{name}-dedup", run_dir / "sensitivity", n_boot, cache_dir,
-                images=ext_images[[s.key in keep for s in ext]])
+        extra |= _without_duplicates(ext_predictor, ext, ext_images, data.pairs, name, run_dir, n_boot, cache_dir,
+                                     f"{name} without its internal duplicates")
     return predictor, results, extra
+
+
+def _without_duplicates(predictor, samples: list, images: np.ndarray, pairs: list, name: str, run_dir: Path,
+                        n_boot: int, cache_dir: Path | None, title: str) -> dict:
+    """{title: the set scored with one image per duplicate group} (into ``run_dir/sensitivity``), or {} if it has
+    no duplicates."""
+    dedup = dedup_subset(samples, pairs)
+    if len(dedup) == len(samples):
+        return {}
+    keep = {s.key for s in dedup}
+    return {title: evaluate_samples(predictor, dedup, f"{name}-dedup", run_dir / "sensitivity", n_boot, cache_dir,
+                                    images=images[[s.key in keep for s in samples]])}
 
 
 def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False, cache_dir: Path | None = None,
