@@ -17,7 +17,7 @@ from rcdnet.config import load_config
 from rcdnet.data.samples import Sample
 from rcdnet.data.sources import SOURCE_INFO, load_dataset
 from rcdnet.evaluation.ledger import sentence
-from rcdnet.evaluation.report import environment
+from rcdnet.evaluation.report import environment, fmt_metric
 from rcdnet.evaluation.robustness import overlay_analysis
 from rcdnet.files import markdown_table
 
@@ -36,12 +36,6 @@ INTENDED_USE = """\
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _fmt(m: dict) -> str:
-    if m.get("value") is None:
-        return "undefined"
-    return f"{m['value']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]" if m.get("ci") else f"{m['value']:.3f}"
 
 
 def _rate(k: int, n: int) -> str:
@@ -78,7 +72,7 @@ def operating_points(metrics: dict) -> list[str]:
     for name, r in metrics["results"].items():
         for op in t:
             m = r["operating_points"][op]
-            rows.append([name, op, r["n"], _fmt(m["sensitivity"]), _fmt(m["specificity"]), _fmt(m["auc"]),
+            rows.append([name, op, r["n"], fmt_metric(m["sensitivity"]), fmt_metric(m["specificity"]), fmt_metric(m["auc"]),
                          r.get("ci_resampling", "images")])
     lines += markdown_table(["set", "operating point", "n", "sensitivity", "specificity", "AUC", "95 % CI resamples"],
                             rows)
@@ -109,7 +103,7 @@ def by_diagnosis(run_dir: Path, name: str, data_root, thresholds: dict) -> list[
             *markdown_table(["diagnosis", "class", "n", *(f"called malignant @{op}" for op in thresholds)], table)]
 
 
-def overlays(run_dir: Path, metrics: dict, data_root) -> list[str]:
+def overlays(run_dir: Path, metrics: dict) -> list[str]:
     """AUC on images with and without overlays (calipers, text, colour) per evaluated set, from its predictions."""
     rows = []
     for name in metrics["results"]:
@@ -178,12 +172,12 @@ def model_card(run_dir: str | Path, data_root: str | Path | None = None) -> str:
             lines += [f"### {name} by diagnosis", "", *by_diagnosis(run_dir, name, data_root, metrics["thresholds"]),
                       ""]
     lines += ["### Images with and without overlays (calipers, text, colour), as detected by `rcdnet.data.overlays`",
-              "", *overlays(run_dir, metrics, data_root), ""]
+              "", *overlays(run_dir, metrics), ""]
     for name, r in metrics["results"].items():
         if "by_source" in r:
             lines += [f"### {name} per source", ""] + [
-                f"- {src}: n = {m['n']}, AUC {_fmt(m['operating_points']['default']['auc'])}, sensitivity at "
-                f"`high_sensitivity` {_fmt(m['operating_points']['high_sensitivity']['sensitivity'])}"
+                f"- {src}: n = {m['n']}, AUC {fmt_metric(m['operating_points']['default']['auc'])}, sensitivity at "
+                f"`high_sensitivity` {fmt_metric(m['operating_points']['high_sensitivity']['sensitivity'])}"
                 for src, m in r["by_source"].items()] + [""]
     lines += ["## Calibration", "", *calibration(metrics), "",
               "## Known failure modes", "", not_ultrasound(run_dir),

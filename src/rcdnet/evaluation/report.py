@@ -45,8 +45,11 @@ def environment() -> dict:
             "torch": torch.__version__}
 
 
-def _fmt(m: dict) -> str:
-    v, ci = m["value"], m["ci"]
+def fmt_metric(m: dict) -> str:
+    """{"value": v, "ci": [lo, hi]} -> 'v [lo, hi]' ('undefined' where a one-class set has no value)."""
+    v, ci = m["value"], m.get("ci")
+    if v is None:
+        return "undefined"
     return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
 
 
@@ -63,7 +66,7 @@ def metrics_table(results: dict[str, dict], op: str, paper_of: dict[str, str] | 
         cells = []
         for n in names:
             paper = rcdnet_row(paper_of.get(n, n)).get(paper_key) if paper_key else None
-            cells += [_fmt(results[n]["operating_points"][op][key]), f"{paper:.4f}" if paper is not None else "–"]
+            cells += [fmt_metric(results[n]["operating_points"][op][key]), f"{paper:.4f}" if paper is not None else "–"]
         rows.append([label] + cells)
     counts = " · ".join(f"{n}: " + ", ".join(f"{k.upper()} {r['operating_points'][op]['counts'][k]}"
                                              for k in ("tp", "fp", "tn", "fn")) for n, r in results.items())
@@ -108,8 +111,7 @@ def data_summary(data) -> dict:
 def per_source_table(results: dict[str, dict], op: str) -> list[str]:
     """Lines of a table of each multi-source result's metrics per source at ``op`` (none if no result has them)."""
     rows = [[f"{n}: {src}", str(r["n"]), str(r["n_malignant"])]
-            + [_fmt(r["operating_points"][op][k]) if r["operating_points"][op][k]["value"] is not None else "undefined"
-               for k in ("auc", "sensitivity", "specificity", "accuracy")]
+            + [fmt_metric(r["operating_points"][op][k]) for k in ("auc", "sensitivity", "specificity", "accuracy")]
             for n, res in results.items() for src, r in res.get("by_source", {}).items()]
     if not rows:
         return []
@@ -225,8 +227,8 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         lines += ["", "## Sensitivity analyses", ""]
         for name, r in extra_results.items():
             d = r["operating_points"]["default"]
-            lines.append(f"- {name} (n={r['n']}): AUC {_fmt(d['auc'])}, accuracy {_fmt(d['accuracy'])}, "
-                         f"sensitivity {_fmt(d['sensitivity'])}, specificity {_fmt(d['specificity'])}")
+            lines.append(f"- {name} (n={r['n']}): AUC {fmt_metric(d['auc'])}, accuracy {fmt_metric(d['accuracy'])}, "
+                         f"sensitivity {fmt_metric(d['sensitivity'])}, specificity {fmt_metric(d['specificity'])}")
     lines += ["", "## Figures", "", "![loss](loss_curve.png) ![accuracy](accuracy_curve.png)", "",
               "![ROC](roc.png) ![reliability](reliability.png)", ""]
     lines += [f"![{n} confusion]({n}_confusion.png)" for n in results]
