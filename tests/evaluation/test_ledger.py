@@ -53,3 +53,15 @@ def test_evaluate_appends_external_sets_only(untrained_checkpoint, tmp_path, cac
     assert main(["evaluate", str(untrained_checkpoint), "--dataset", "val", "--out", str(tmp_path / "ev"),
                  "--bootstrap", "20", "--cache", str(cache_dir), "--quiet"]) == 0
     assert scorings(tmp_path / LEDGER_NAME, "val") == 0 and "ledger" not in capsys.readouterr().out
+
+
+def test_an_unwritable_ledger_loses_no_evaluation_and_says_so(tmp_path, monkeypatch):
+    from rcdnet.evaluation.ledger import sentence
+
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    (blocked / LEDGER_NAME).mkdir()  # a folder where the file should be: cannot be opened for appending
+    monkeypatch.setenv("RCDNET_LEDGER", str(blocked / LEDGER_NAME))
+    entry = record(tmp_path / "out", "udiat", 163, 0.78, _Model(), "abc1234")
+    assert entry["scored_before"] is None and str(blocked / LEDGER_NAME) in entry["error"]
+    assert "NOT in the ledger" in sentence("udiat", entry)

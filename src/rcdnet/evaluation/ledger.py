@@ -56,25 +56,31 @@ def record(out_dir: str | Path, dataset: str, n: int, auc: float | None, predict
     """Append one scoring; returns what a results page prints beside the number: the ledger's path, how many
     times ``dataset`` had been scored there before this row, and the count from before the ledger began."""
     path = ledger_path(out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), "commit": commit,
            "run": str(getattr(predictor, "source", "")), "config_hash": config_hash(predictor), "dataset": dataset,
            "n": n, "auc": "" if auc is None else f"{auc:.4f}"}
-    with path.open("a+", newline="") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        before = sum(r.get("dataset") == dataset for r in csv.DictReader(f))
-        f.seek(0, os.SEEK_END)
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        if f.tell() == 0:
-            writer.writeheader()
-        writer.writerow(row)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a+", newline="") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            before = sum(r.get("dataset") == dataset for r in csv.DictReader(f))
+            f.seek(0, os.SEEK_END)
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            if f.tell() == 0:
+                writer.writeheader()
+            writer.writerow(row)
+    except (OSError, csv.Error) as exc:  # the evaluation is kept; the page says the scoring went unrecorded
+        return {"ledger": str(path), "scored_before": None, "scored_before_ledger": BEFORE_LEDGER.get(dataset),
+                "error": f"{path}: the ledger could not be read or written ({type(exc).__name__}: {exc})"}
     return {"ledger": str(path), "scored_before": before, "scored_before_ledger": BEFORE_LEDGER.get(dataset)}
 
 
 def sentence(dataset: str, entry: dict) -> str:
     """'udiat had been scored 3 times in the ledger (...) before this number, and at least 84 times before the
     ledger began (docs/decisions.md)'."""
+    if entry.get("error"):
+        return f"{dataset}: this scoring is NOT in the ledger: {entry['error']}"
     text = f"{dataset} had been scored {entry['scored_before']} times in the ledger ({entry['ledger']}) before this number"
     if entry.get("scored_before_ledger"):
         text += f", and at least {entry['scored_before_ledger']} times before the ledger began (docs/decisions.md)"
