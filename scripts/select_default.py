@@ -1,6 +1,6 @@
 """Choose the default configuration by transfer across hospitals (the rule: docs/selection.md, rcdnet.evaluation.selection).
 
-    python scripts/select_default.py run RECIPE [RECIPE ...]   # configs/ablations/RECIPE.yaml -> runs/selection/RECIPE
+    python scripts/select_default.py run [--jobs N] RECIPE [RECIPE ...]   # configs/ablations/RECIPE.yaml -> runs/selection/RECIPE
     python scripts/select_default.py table > docs/selection.md
 
 `run` does, with the README's own commands (finished steps are skipped, so it resumes), step 1 for every recipe
@@ -12,6 +12,10 @@ given and then step 2 for every recipe:
 2. the finished configuration: `rcdnet train` on every training source (`all/`), whose evaluation ends with the one
    scoring on UDIAT, and `rcdnet evaluate --tta` on its validation split and on UDIAT.
 
+`--jobs N` (a machine with many cores, or a GPU) preprocesses every source once for every recipe's preprocessing with
+all cores, then runs N recipes at a time (each its folds, then its finished configuration; log in
+runs/selection/RECIPE/run.log), each with cores / N threads. What each run computes is the same as with one job.
+
 `table` applies the rule to every recipe whose folds are finished (x {no TTA, TTA}) and prints the page: transfer
 scores, the paired cluster-bootstrap differences from the leader, the choice, and, reported and never read by the
 rule, the in-source validation and UDIAT numbers of the finished configurations with the rank correlations.
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path("runs/selection")
@@ -53,10 +59,7 @@ def _evaluate(run: Path, dataset: str, tag: str) -> None:
 
 def run(recipes: list[str]) -> None:
     """Every recipe's folds first (all the rule reads), then every finished configuration."""
-    configs = {name: Path("configs/ablations") / f"{name}.yaml" for name in recipes}
-    for config in configs.values():
-        if not config.is_file():
-            sys.exit(f"{config}: no such recipe")
+    configs = _configs(recipes)
     for name, config in configs.items():
         for fold, (train_on, held_out) in FOLDS.items():
             _train(config, ROOT / name / fold, f"[{train_on}]", f"[{held_out}]")
@@ -66,6 +69,57 @@ def run(recipes: list[str]) -> None:
         _train(config, ROOT / name / "all", SOURCES, "[udiat]")
         for dataset in ("val", "udiat"):
             _evaluate(ROOT / name / "all", dataset, "+TTA")
+
+
+def _configs(recipes: list[str]) -> dict[str, Path]:
+    configs = {name: Path("configs/ablations") / f"{name}.yaml" for name in recipes}
+    for config in configs.values():
+        if not config.is_file():
+            sys.exit(f"{config}: no such recipe")
+    return configs
+
+
+def _warm(configs: dict[str, Path]) -> None:
+    """Preprocess (and cache) every image of every source once per distinct preprocessing of the recipes, masks
+    too, with all cores, so that parallel recipes do not each preprocess the same images."""
+    from rcdnet import runtime
+    from rcdnet.config import load_config
+    from rcdnet.data.preprocess import (
+        Preprocessor,
+        preprocess_masks,
+        preprocess_samples,
+    )
+    from rcdnet.data.sources import load_dataset
+
+    runtime.apply()
+    samples = [s for name in ("busi", "bus-uclm", "udiat") for s in load_dataset(name)[0]]
+    for pre in {Preprocessor.from_config(load_config(c).data) for c in configs.values()}:
+        print(f"preprocessing {len(samples)} images: {pre}", flush=True)
+        preprocess_samples(samples, pre)
+        preprocess_masks(samples, pre)
+
+
+def run_parallel(recipes: list[str], jobs: int) -> None:
+    """``jobs`` recipes at a time, each in its own process (its folds, then its finished configuration)."""
+    from rcdnet.runtime import cores
+
+    configs = _configs(recipes)
+    _warm(configs)
+    env = {**os.environ, "RCDNET_THREADS": str(max(1, cores() // jobs))}
+
+    def one(name: str) -> int:
+        (ROOT / name).mkdir(parents=True, exist_ok=True)
+        with open(ROOT / name / "run.log", "a") as log:
+            code = subprocess.run([sys.executable, __file__, "run", name], stdout=log, stderr=subprocess.STDOUT,
+                                  env=env, check=False).returncode
+        log_path = ROOT / name / "run.log"
+        print(f"{name}: " + ("done" if code == 0 else f"FAILED (exit {code}), see {log_path}"), flush=True)
+        return code
+
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(one, configs))
+    if any(codes):
+        sys.exit(1)
 
 
 def _metrics_dir(run: Path, tag: str) -> Path:
@@ -148,8 +202,8 @@ def table() -> None:
         sys.exit(f"no recipe under {ROOT} has both folds finished")
     choice = choose(candidates)
     env = environment()
-    f = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
-    auc = lambda m: None if m is None else m["operating_points"]["default"]["auc"]["value"]  # noqa: E731
+    f = lambda x: "–" if x is None else f"{x:.3f}"
+    auc = lambda m: None if m is None else m["operating_points"]["default"]["auc"]["value"]
     print("# Choosing the default by transfer across hospitals\n")
     print(f"Generated by `python scripts/select_default.py table` from the runs of `python scripts/select_default.py "
           f"run {' '.join(sorted({c.name.split('+')[0] for c in candidates}))}`; page written {env['date']} at commit "
@@ -196,4 +250,9 @@ def table() -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table"):
         sys.exit(__doc__)
-    run(sys.argv[2:]) if sys.argv[1] == "run" else table()
+    if sys.argv[1] == "table":
+        table()
+    elif len(sys.argv) > 3 and sys.argv[2] == "--jobs":
+        run_parallel(sys.argv[4:], int(sys.argv[3]))
+    else:
+        run(sys.argv[2:])

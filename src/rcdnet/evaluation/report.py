@@ -39,8 +39,10 @@ def environment() -> dict:
                 break
     except OSError:
         pass
+    hardware = f"{cpu}, {runtime.cores()} cores" + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+                                                      else ", no GPU")
     return {"commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "hardware": f"{cpu}, {runtime.cores()} cores", "threads": runtime.describe(),
+            "hardware": hardware, "threads": runtime.describe(),
             "python": platform.python_version(),
             "torch": torch.__version__}
 
