@@ -175,6 +175,12 @@ def _metrics(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _run_envs(done: list[tuple[str, str]]) -> list[dict]:
+    """Where each trained run (fold or finished configuration) of the finished recipes was made (its metrics.json)."""
+    files = [ROOT / recipe / run / "metrics.json" for recipe in {r for r, _ in done} for run in [*FOLDS, "all"]]
+    return [json.loads(f.read_text())["env"] for f in files if f.exists()]
+
+
 def table() -> None:
     from scipy.stats import spearmanr
 
@@ -209,6 +215,8 @@ def table() -> None:
           f"run {' '.join(sorted({c.name.split('+')[0] for c in candidates}))}`; page written {env['date']} at commit "
           f"`{env['commit']}` on {env['hardware']} (each run's own commit and timing are in its report.md). The rule "
           "and why it is this one: [docs/selection.md](selection.md#the-rule).\n")
+    made = {(e["commit"], e["hardware"], e["torch"]) for e in _run_envs(done)}
+    print("Runs made at " + "; ".join(f"commit `{c}` on {h} (torch {t})" for c, h, t in sorted(made)) + ".\n")
     directions = list(candidates[0].held_out)
     print("Held-out images scored by every candidate: " + "; ".join(
         f"{d}: {len(h.y)} ({int(h.y.sum())} malignant, {len(set(h.clusters))} clusters)"
