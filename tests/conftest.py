@@ -54,8 +54,9 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory) -> Path:
-    """A real RcdNet checkpoint without training (ImageNet Lite0 backbone, seeded random head): enough to test
-    everything that only needs a model, in seconds. Its 'validation split' is 4 BUSI images per class."""
+    """A real whole-image RcdNet checkpoint without training (ImageNet Lite0 backbone, seeded random head, mirror
+    TTA): enough to test everything that only needs a model, in seconds. Its 'validation split' is 4 BUSI images per
+    class. (The region-of-interest default has its own untrained checkpoints: tests/data/test_boxes.py.)"""
     import torch
 
     from rcdnet.config import load_config
@@ -63,7 +64,7 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
-    cfg = load_config()
+    cfg = load_config(None, {"data": {"roi_margin": 0, "image_size": 320}, "eval": {"tta": True}})
     model = build_model(cfg, 2, pretrained=True)
     path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],

@@ -8,7 +8,7 @@ from rcdnet.evaluation.selection import (
     Candidate,
     HeldOut,
     choose,
-    cluster_draws,
+    cluster_weights,
     paired_difference,
 )
 
@@ -73,10 +73,30 @@ def test_ties_in_options_go_to_the_higher_score():
 
 def test_clusters_are_resampled_whole():
     clusters = np.repeat(np.arange(10), [1, 2, 3, 4, 5, 1, 2, 3, 4, 5])
-    for idx in cluster_draws(clusters, 50, np.random.default_rng(0)):
-        drawn = clusters[idx]
-        for c in np.unique(drawn):  # every draw of a cluster brings all of its images
-            assert (drawn == c).sum() % (clusters == c).sum() == 0
+    W = cluster_weights(clusters, 50, np.random.default_rng(0))
+    assert W.shape == (50, len(clusters))
+    for w in W:  # every draw of a cluster brings all of its images, as often as the cluster was drawn
+        for c in np.unique(clusters):
+            assert len(set(w[clusters == c])) == 1
+        assert sum(w[clusters == c][0] for c in np.unique(clusters)) == 10  # 10 clusters drawn per sample
+
+
+def test_paired_difference_equals_the_image_level_bootstrap_it_replaces():
+    """The weighted AUCs give the same interval as scoring each resample's drawn images with roc_auc_score."""
+    from sklearn.metrics import roc_auc_score
+
+    from rcdnet.evaluation.selection import paired_difference
+
+    a, b = _candidate("a", 0, 1.0, 1), _candidate("b", 0, 0.9, 2)
+    rng, diffs = np.random.default_rng(0), np.zeros(300)
+    for d in sorted(a.held_out):
+        ha, hb = a.held_out[d], b.held_out[d]
+        for i, w in enumerate(cluster_weights(ha.clusters, 300, rng)):
+            idx = np.repeat(np.arange(len(w)), w.astype(int))
+            if ha.y[idx].min() < ha.y[idx].max():
+                diffs[i] += (roc_auc_score(ha.y[idx], ha.p[idx]) - roc_auc_score(hb.y[idx], hb.p[idx])) / 2
+    _, lo, hi = paired_difference(a, b, n_boot=300, seed=0)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
 
 
 def test_candidates_scored_on_different_images_are_refused():

@@ -11,7 +11,8 @@ import torch
 
 from rcdnet.cli import main
 from rcdnet.config import load_config, parse_set
-from rcdnet.data.decode import read_image
+from rcdnet.data.boxes import box_of_mask
+from rcdnet.data.decode import read_image, read_mask
 from rcdnet.evaluation.metrics import threshold_for_sensitivity
 from rcdnet.evaluation.report import ROWS
 from rcdnet.predict import load_predictor
@@ -106,12 +107,16 @@ def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
     capsys.readouterr()
+    # the default classifies the region of interest: the box a sonographer marks (here: around the lesion mask)
+    image = read_image(BUSI / "benign" / "benign (1).png")
+    box = box_of_mask(read_mask((BUSI / "benign" / "benign (1)_mask.png",), image.shape[:2]))
     assert main(["predict", str(trained / "checkpoints" / "best.pt"), str(BUSI / "benign" / "benign (1).png"),
-                 str(bad), "--format", "json"]) == 0
+                 str(bad), "--box", ",".join(map(str, box)), "--format", "json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    model = load_predictor(trained / "checkpoints" / "best.pt")  # the same image by hand: decode, preprocess, classify
-    direct = model.predict_arrays(model.preprocessor(read_image(BUSI / "benign" / "benign (1).png"))[None])
+    model = load_predictor(trained / "checkpoints" / "best.pt")  # the same image by hand: decode, crop, classify
+    assert model.preprocessor.roi_margin == 0.5
+    direct = model.predict_arrays(model.preprocessor(image, box)[None])
     assert len(out["predictions"]) == 1
     assert out["predictions"][0]["p_malignant"] == pytest.approx(direct[0, model.malignant_index], abs=6e-4)
     assert out["errors"][0]["file"].endswith("broken.png")

@@ -69,6 +69,12 @@ def _weighted_metrics(y: np.ndarray, p: np.ndarray, W: np.ndarray, threshold: fl
         return _rates(tp, fp, fn, tn, auc)
 
 
+def weighted_auc(y: np.ndarray, p: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """(B,) AUCs of B resamples given as weights ``W`` (B, N) (how often each image was drawn); NaN where a
+    resample holds one class only. Ties get half credit, as in the rank AUC."""
+    return _weighted_metrics(np.asarray(y, int), np.asarray(p, float), W, 0.5)["auc"]
+
+
 def _rates(tp, fp, fn, tn, auc) -> dict[str, np.ndarray]:
     """Every metric from the (B,) confusion counts and AUCs of B resamples."""
     prec1 = np.where(tp + fp > 0, tp / (tp + fp), 0.0)

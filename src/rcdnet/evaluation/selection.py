@@ -22,6 +22,8 @@ import dataclasses
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from rcdnet.evaluation.metrics import weighted_auc
+
 
 @dataclasses.dataclass
 class HeldOut:
@@ -51,11 +53,14 @@ class Candidate:
         return float(np.mean([h.auc for h in self.held_out.values()]))
 
 
-def cluster_draws(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``n_boot`` bootstrap samples of image indices drawn by cluster (every image of a drawn cluster comes along)."""
+def cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, N): how often each image is drawn in each of ``n_boot`` bootstrap samples that draw clusters (every
+    image of a drawn cluster comes along, as often as its cluster was drawn)."""
     ids, inverse = np.unique(clusters, return_inverse=True)
-    members = [np.flatnonzero(inverse == i) for i in range(len(ids))]
-    return [np.concatenate([members[c] for c in rng.integers(len(ids), size=len(ids))]) for _ in range(n_boot)]
+    W = np.empty((n_boot, len(clusters)))
+    for b in range(n_boot):
+        W[b] = np.bincount(rng.integers(len(ids), size=len(ids)), minlength=len(ids))[inverse]
+    return W
 
 
 def paired_difference(a: Candidate, b: Candidate, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -70,11 +75,9 @@ def paired_difference(a: Candidate, b: Candidate, n_boot: int = 2000, seed: int 
         ha, hb = a.held_out[d], b.held_out[d]
         if not (np.array_equal(ha.y, hb.y) and np.array_equal(ha.clusters, hb.clusters)):
             raise ValueError(f"{a.name} and {b.name}: direction {d} was scored on different images")
-        for i, idx in enumerate(cluster_draws(ha.clusters, n_boot, rng)):
-            y = ha.y[idx]
-            if y.min() == y.max():  # a one-class resample has no AUC; count it as no difference
-                continue
-            diffs[i] += (roc_auc_score(y, ha.p[idx]) - roc_auc_score(y, hb.p[idx])) / len(a.held_out)
+        W = cluster_weights(ha.clusters, n_boot, rng)
+        diff = weighted_auc(ha.y, ha.p, W) - weighted_auc(hb.y, hb.p, W)
+        diffs += np.nan_to_num(diff, nan=0.0) / len(a.held_out)  # a one-class resample has no AUC: no difference
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return a.score - b.score, float(lo), float(hi)
 
