@@ -9,7 +9,8 @@ import pytest
 from rcdnet.cli import main
 from rcdnet.config import load_config
 from rcdnet.crossval import fold_splits
-from rcdnet.data.decode import read_image
+from rcdnet.data.boxes import box_of_mask
+from rcdnet.data.decode import read_image, read_mask
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.predict.ensemble import EnsemblePredictor
 from tests.conftest import TEST_SIZE
@@ -56,11 +57,13 @@ def test_cv_command_trains_folds_pools_and_ensembles(tmp_path, data_root, cache_
     from tests.conftest import BUSI
 
     capsys.readouterr()
-    assert main(["predict", str(out), str(BUSI / "benign" / "benign (1).png"), "--format", "json"]) == 0
+    box = box_of_mask(read_mask((BUSI / "benign" / "benign (1)_mask.png",)))  # the default classifies the lesion
+    assert main(["predict", str(out), str(BUSI / "benign" / "benign (1).png"), "--box", ",".join(map(str, box)),
+                 "--format", "json"]) == 0
     pred = json.loads(capsys.readouterr().out)["predictions"][0]
     # the fold ensemble is the mean of its members' calibrated probabilities
     ensemble = EnsemblePredictor(out / "ensemble.json")
-    image = ensemble.preprocessor(read_image(BUSI / "benign" / "benign (1).png"))[None]
+    image = ensemble.preprocessor(read_image(BUSI / "benign" / "benign (1).png"), box)[None]
     members = [m.predict_arrays(image)[0, m.malignant_index] for m in ensemble.members]
     assert len({round(float(p), 6) for p in members}) == 2  # two different models
     assert pred["p_malignant"] == pytest.approx(np.mean(members), abs=6e-4)

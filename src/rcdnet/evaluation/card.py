@@ -127,9 +127,12 @@ def not_ultrasound(run_dir: Path) -> str:
     path = get_testdata_file("CT_small.dcm")
     model = load_predictor(run_dir / "checkpoints" / "best.pt")
     rgb = next(read_frames(path)).rgb
-    p = float(model.predict_arrays(model.preprocessor(rgb)[None])[0, model.malignant_index])
-    return (f"- **An image that is not breast ultrasound still gets an answer**: a 128 x 128 CT slice "
-            f"(pydicom-data `CT_small.dcm`) gets p(malignant) = {p:.3f}, called "
+    h, w = rgb.shape[:2]
+    roi = model.preprocessor.roi_margin > 0  # a region-of-interest model: a box marked on the slice's centre half
+    box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4) if roi else None
+    p = float(model.predict_arrays(model.preprocessor(rgb, box)[None])[0, model.malignant_index])
+    return (f"- **An image that is not breast ultrasound still gets an answer**: a {w} x {h} CT slice "
+            f"(pydicom-data `CT_small.dcm`{f', box {box} marked on it' if roi else ''}) gets p(malignant) = {p:.3f}, called "
             f"{'malignant' if p >= 0.5 else 'benign'} at the default point. Nothing checks that an input is breast "
             "ultrasound.")
 
