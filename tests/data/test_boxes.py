@@ -160,7 +160,7 @@ def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_p
     assert none.item() == 0 and none.requires_grad
     # a checkpoint with the head: its lesion map has the input's size and maps back onto the original
     path = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5},
-                                             "data": {"image_size": 96, "letterbox": True}})
+                                             "data": {"image_size": 96, "letterbox": True, "roi_margin": 0}})
     predictor = TorchPredictor(path)
     _, img = _blob_image(tmp_path)
     maps = predictor.localise(predictor.preprocessor(img)[None])
@@ -178,7 +178,8 @@ def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_ch
     assert region_box(prob) == (250, 100, 290, 140)
     assert region_box(prob * 0.4) == (250, 100, 290, 140)  # nothing reaches 0.5: above half the maximum
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
-    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}}, seed=1)
+    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "roi_margin": 0}},
+                      seed=1)
     path, img = _blob_image(tmp_path)
     found = Localiser(str(loc)).box(img)
     check_box(found, img.shape[:2], "found")
@@ -225,7 +226,8 @@ def test_roi_export_with_its_lesion_map_matches_pytorch(tmp_path):
 
 def test_explain_outlines_the_lesion_the_model_found(tmp_path, capsys):
 
-    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96}}, seed=1)
+    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "roi_margin": 0}},
+                      seed=1)
     path, img = _blob_image(tmp_path)
     mask = np.zeros((300, 400), np.uint8)
     mask[100:140, 250:290] = 255
