@@ -260,7 +260,9 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     if sys.argv[1] == "table":
         table()
-    elif len(sys.argv) > 3 and sys.argv[2] == "--jobs":
+    elif len(sys.argv) > 2 and sys.argv[2] == "--jobs":
+        if len(sys.argv) < 5 or not sys.argv[3].isdigit() or int(sys.argv[3]) < 1:
+            sys.exit("run --jobs N RECIPE [RECIPE ...]: N is a whole number >= 1, then at least one recipe")
         run_parallel(sys.argv[4:], int(sys.argv[3]))
     else:
         run(sys.argv[2:])

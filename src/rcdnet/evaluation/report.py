@@ -124,8 +124,9 @@ def per_source_table(results: dict[str, dict], op: str) -> list[str]:
 def _input_mode(cfg: RunConfig) -> str:
     if cfg.data.roi_margin <= 0:
         return "the whole image"
-    return (f"the square around the lesion box (ROI margin {cfg.data.roi_margin:g}; boxes from the masks; shifted "
-            f"copies cut around boxes jittered by {cfg.augment.box_jitter:g})")
+    jitter = (f"; shifted copies cut around boxes jittered by {cfg.augment.box_jitter:g}"
+              if cfg.augment.ultrasound_variants else "")
+    return f"the square around the lesion box (ROI margin {cfg.data.roi_margin:g}; boxes from the masks{jitter})"
 
 
 def _dedup_from_predictions(run_dir: Path, val: str, threshold: float, n_boot: int) -> dict:
