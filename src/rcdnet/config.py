@@ -36,6 +36,7 @@ class DataConfig:
     clahe_clip: float
     clahe_tiles: int
     denoise_h: float
+    denoise_window: int
     letterbox: bool
     inpaint_overlays: bool
     roi_margin: float

@@ -55,9 +55,14 @@ class Preprocessor:
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
     denoise_h: float = 5.0
+    denoise_window: int = 15
     letterbox: bool = False
     inpaint_overlays: bool = False
     roi_margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.denoise_window < 1 or self.denoise_window % 2 == 0:
+            raise ValueError(f"data.denoise_window (the denoising search window) must be an odd number of pixels >= 1, not {self.denoise_window}")
 
     def __call__(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
         return self.finish(self.cut(rgb, box))
@@ -76,7 +81,8 @@ class Preprocessor:
         gray = to_gray(rgb)
         gray = self.resize(gray)
         if self.denoise_h > 0:
-            gray = cv2.fastNlMeansDenoising(gray, None, h=self.denoise_h, templateWindowSize=5, searchWindowSize=15)
+            gray = cv2.fastNlMeansDenoising(gray, None, h=self.denoise_h, templateWindowSize=5,
+                                            searchWindowSize=self.denoise_window)
         if self.clahe_clip > 0:
             clahe = cv2.createCLAHE(clipLimit=self.clahe_clip, tileGridSize=(self.clahe_tiles, self.clahe_tiles))
             gray = clahe.apply(gray)
@@ -129,15 +135,16 @@ class Preprocessor:
     def from_config(cls, data: DataConfig) -> Preprocessor:
         """The preprocessing a run's ``data`` settings describe."""
         return cls(size=data.image_size, clahe_clip=data.clahe_clip, clahe_tiles=data.clahe_tiles,
-                   denoise_h=data.denoise_h, letterbox=data.letterbox, inpaint_overlays=data.inpaint_overlays,
-                   roi_margin=data.roi_margin)
+                   denoise_h=data.denoise_h, denoise_window=data.denoise_window, letterbox=data.letterbox,
+                   inpaint_overlays=data.inpaint_overlays, roi_margin=data.roi_margin)
 
     def signature(self) -> str:
         """A short hash of the settings; a setting added later is left out at its neutral value, so caches made
         before it existed stay valid."""
         settings = dataclasses.asdict(self)
-        if not settings["roi_margin"]:
-            del settings["roi_margin"]
+        for key, neutral in (("roi_margin", 0.0), ("denoise_window", 15)):
+            if settings[key] == neutral:
+                del settings[key]
         return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
