@@ -2,10 +2,12 @@
 
     python scripts/bench_throughput.py RUN_DIR [--baseline REF] [--images 300] [--robustness-shifts 2] [--json OUT]
 
-1. Where the time goes: each stage of ``evaluate`` timed alone on the same images (decode, grey, resize,
-   non-local-means denoising, CLAHE, network, bootstrap), wall and CPU (user / system) time per image.
-2. ``rcdnet evaluate RUN --csv`` and ``rcdnet predict RUN FOLDER`` on ``--images`` BUSI images (both classes; the
-   metrics are not the point), end to end as a user runs them: a new process, an empty preprocessing cache
+1. Where the time goes: each stage of ``evaluate`` timed alone on the same images (decode, the lesion box from its
+   mask and the region-of-interest cut for such a model, grey, resize, non-local-means denoising, CLAHE, the network
+   on PyTorch and on ONNX Runtime, bootstrap), wall and CPU (user / system) time per image. Then the time to load
+   the model in a new process, the first time (the ONNX Runtime engine exports the checkpoint's graph) and after.
+2. ``rcdnet evaluate RUN --csv`` (with the lesion boxes as columns) and ``rcdnet predict RUN FOLDER`` (the masks
+   beside the images) on ``--images`` BUSI images (both classes; the metrics are not the point), end to end as a user runs them: a new process, an empty preprocessing cache
    (first pass) and then the same command again (cache filled), ``--repeats`` times (the fastest kept). Wall
    time, images/s, user and system time of the process.
 3. ``rcdnet robustness RUN`` on the first ``--robustness-shifts`` shifts at one level: seconds per shifted set of
@@ -37,12 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_IMAGES_PER_S, TARGET_ROBUSTNESS_MIN = 30.0, 5.0
 
 
-def _busi_images(data_root: Path, n: int) -> list[tuple[Path, str]]:
-    """``n`` BUSI images, benign and malignant alternating, in a fixed order."""
+def _busi_images(data_root: Path, n: int) -> list[tuple[Path, str, Path]]:
+    """``n`` BUSI images (path, label, lesion mask), benign and malignant alternating, in a fixed order."""
     folder = data_root / "BUSI" / "Dataset_BUSI_with_GT"
-    per = {c: sorted(p for p in (folder / c).glob("*.png") if "_mask" not in p.name) for c in ("benign", "malignant")}
+    per = {c: sorted(p for p in (folder / c).glob("*.png") if "_mask" not in p.name and p.with_name(
+        f"{p.stem}_mask.png").is_file()) for c in ("benign", "malignant")}
     both = [x for pair in zip(per["benign"], per["malignant"]) for x in pair]
-    out = [(p, "malignant" if p.parent.name == "malignant" else "benign") for p in both][:n]
+    out = [(p, p.parent.name, p.with_name(f"{p.stem}_mask.png")) for p in both][:n]
     if len(out) < n:
         raise SystemExit(f"{folder}: only {len(out)} images")
     return out
@@ -73,10 +76,16 @@ def _commands(run_dir: Path, csv_path: Path, folder: Path, out: Path, cache: Pat
 def measure_tree(src: Path, run_dir: Path, csv_path: Path, folder: Path, n: int, shifts: list[str],
                  work: Path, data_root: Path, repeats: int = 1) -> dict:
     """Every command on the code under ``src`` (its ``src/`` folder first on the path), fresh cache."""
-    env = {**os.environ, "PYTHONPATH": str(src / "src"), "RCDNET_CACHE": str(work / "cache"),
+    env = {**os.environ, "PYTHONPATH": str(src / "src"), "RCDNET_CACHE": str(work / "graphs"),
            "RCDNET_DATA": str(data_root)}
     cmds = _commands(run_dir, csv_path, folder, work, work / "cache", shifts)
-    res = {}
+    # loading the model and one image through it, in a new process: the first time on this code, the ONNX Runtime
+    # engine exports the checkpoint's graph (kept in RCDNET_CACHE); every later command loads it
+    warm = (f"import numpy as np; from rcdnet.predict import load_predictor; p = load_predictor({str(run_dir)!r}); "
+            "s = p.preprocessor.size; p.predict_arrays(np.zeros((1, s, s), np.uint8)); print(p.runtime)")
+    res = {"model load, first time": _timed([sys.executable, "-c", warm], env, src),
+           "model load": _timed([sys.executable, "-c", warm], env, src)}
+    print(f"  model load: first {res['model load, first time']}, again {res['model load']}", flush=True)
     for name in ("evaluate", "predict"):
         first, again = None, None
         for r in range(repeats):  # the fastest of the repeats: the machine's load only ever slows a run down
@@ -98,17 +107,19 @@ def measure_tree(src: Path, run_dir: Path, csv_path: Path, folder: Path, n: int,
     return res
 
 
-def stage_profile(run_dir: Path, images: list[tuple[Path, str]]) -> dict:
-    """Each stage of the evaluate path alone, serially, with the process's threading policy in force."""
+def stage_profile(run_dir: Path, images: list[tuple[Path, str, Path]]) -> dict:
+    """Each stage of the evaluate path alone, serially, with the process's threading policy in force; the network
+    on both engines."""
     import cv2
 
     from rcdnet import runtime
-    from rcdnet.data.decode import read_image, to_gray
+    from rcdnet.data.boxes import box_of_mask
+    from rcdnet.data.decode import read_image, read_mask, to_gray
     from rcdnet.evaluation.metrics import metrics_with_ci
     from rcdnet.predict.pytorch import TorchPredictor
 
     runtime.apply()
-    predictor = TorchPredictor(run_dir)
+    predictor = TorchPredictor(run_dir, engine="pytorch")
     pre = predictor.preprocessor
     clahe = cv2.createCLAHE(clipLimit=pre.clahe_clip, tileGridSize=(pre.clahe_tiles, pre.clahe_tiles))
     totals: dict[str, list[float]] = {}
@@ -124,19 +135,26 @@ def stage_profile(run_dir: Path, images: list[tuple[Path, str]]) -> dict:
         return out
 
     arrays = []
-    for path, _ in images:
+    for path, _, mask in images:
         g = timed("decode", read_image, path)
+        if pre.roi_margin > 0:
+            box = timed("lesion mask -> box", lambda m, shape: box_of_mask(read_mask([m], shape)), mask, g.shape[:2])
+            g = timed("cut (region of interest)", pre.cut, g, box)
         g = timed("grey", to_gray, g)
         g = timed("resize", pre.resize, g)
-        g = timed("denoise (NLM)", lambda x: cv2.fastNlMeansDenoising(x, None, h=pre.denoise_h, templateWindowSize=5,
-                                                                     searchWindowSize=15), g)
+        g = timed(f"denoise (NLM, window {pre.denoise_window})", lambda x: cv2.fastNlMeansDenoising(
+            x, None, h=pre.denoise_h, templateWindowSize=5, searchWindowSize=pre.denoise_window), g)
         arrays.append(timed("CLAHE", clahe.apply, g))
     batch = np.stack(arrays)
-    p = timed("network (incl. tensor)", predictor.predict_arrays, batch)[:, predictor.malignant_index]
-    y = np.array([int(label == "malignant") for _, label in images])
+    p = timed("network, PyTorch (incl. tensor)", predictor.predict_arrays, batch)[:, predictor.malignant_index]
+    fast = TorchPredictor(run_dir, engine="onnxruntime")
+    fast.predict_arrays(batch[:1])  # the graph exported or loaded and checked: not part of the per-image cost
+    q = timed("network, ONNX Runtime", fast.predict_arrays, batch)[:, predictor.malignant_index]
+    y = np.array([int(label == "malignant") for _, label, _ in images])
     timed("bootstrap (2000)", metrics_with_ci, y, p, 0.5, 2000, 0)
     n = len(images)
     return {"settings": runtime.settings(), "image_size": pre.size, "tta": predictor.tta,
+            "engines_max_abs_difference": float(np.abs(p - q).max()),
             "stages": {k: {"ms_per_image": round(1000 * w / n, 1), "user_ms": round(1000 * u / n, 1),
                            "sys_ms": round(1000 * s / n, 1)} for k, (w, u, s) in totals.items()}}
 
@@ -158,6 +176,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("RCDNET_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    from rcdnet.data.boxes import box_of_mask
+    from rcdnet.data.decode import read_mask
     from rcdnet.data.shifts import SHIFTS
     from rcdnet.evaluation.report import environment
 
@@ -168,12 +188,13 @@ def main() -> None:
         tmp = Path(tmp)
         folder, csv_path = tmp / "images", tmp / "images.csv"
         folder.mkdir()
-        with csv_path.open("w", newline="") as fh:
+        with csv_path.open("w", newline="") as fh:  # with the lesion's box, as a sonographer marks it
             w = csv.writer(fh)
-            w.writerow(["path", "label"])
-            for i, (p, label) in enumerate(images):
+            w.writerow(["path", "label", "x0", "y0", "x1", "y1"])
+            for i, (p, label, mask) in enumerate(images):
                 (folder / f"{i:04d}.png").symlink_to(p.resolve())
-                w.writerow([str(p.resolve()), label])
+                (folder / f"{i:04d}_mask.png").symlink_to(mask.resolve())  # predict finds the box beside it
+                w.writerow([str(p.resolve()), label, *box_of_mask(read_mask([mask]))])
         print(f"stage profile on {len(images)} images", flush=True)
         result["stages"] = stage_profile(args.run_dir, images)
         for k, v in result["stages"]["stages"].items():

@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 
 from rcdnet.data.readers import DATA_ENV
+from rcdnet.runtime import ENGINE_ENV
+
+# Tests run checkpoints on PyTorch unless they ask for ONNX Runtime (tests/predict/test_engine.py, the end-to-end
+# test): every model a test trains would otherwise pay a 10-20 s export for a handful of images.
+os.environ.setdefault(ENGINE_ENV, "pytorch")
 
 DATA = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 BUSI = DATA / "BUSI" / "Dataset_BUSI_with_GT"

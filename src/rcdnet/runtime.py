@@ -7,6 +7,8 @@ workers, the service) and recorded in every report.
   decoding and preprocessing over images instead (:func:`parallel_map`), which is where the work divides well
   (non-local-means denoising gains nothing from OpenCV's threads at 224-320 px);
 - ONNX Runtime: ``threads`` intra-op threads, one inter-op thread (:func:`rcdnet.predict.onnx.session`);
+- the engine of a checkpoint's forward pass (:func:`engine`): ONNX Runtime on a graph exported from it and checked
+  against PyTorch (:mod:`rcdnet.predict.engine`), or PyTorch itself (``RCDNET_ENGINE=pytorch``);
 - glibc ``malloc``: buffers up to 32 MB come from the heap and freed memory stays there (up to 1 GB) instead of
   being handed back to the kernel after every forward pass. Without this, each batch's activations were fresh
   pages the kernel had to zero: more system time than user time, and 3x slower inference on 2 cores.
@@ -28,6 +30,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 THREADS_ENV = "RCDNET_THREADS"
+ENGINE_ENV = "RCDNET_ENGINE"
+ENGINES = ("onnxruntime", "pytorch")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # the most glibc accepts on 64-bit systems
 TRIM_THRESHOLD = 1 << 30
@@ -76,17 +80,26 @@ def threads() -> int:
     return _state["threads"]
 
 
+def engine() -> str:
+    """The engine checkpoints' forward passes run on: ``$RCDNET_ENGINE``, else ``onnxruntime``."""
+    name = os.environ.get(ENGINE_ENV) or ENGINES[0]
+    if name not in ENGINES:
+        raise ValueError(f"{ENGINE_ENV}={name!r}: expected one of {', '.join(ENGINES)}")
+    return name
+
+
 def settings() -> dict:
     """What is in force, read back from each library: for reports and the test of the policy."""
     return {"threads": _state["threads"], "torch_intra_op": torch.get_num_threads(),
             "torch_inter_op": torch.get_num_interop_threads(), "opencv": cv2.getNumThreads(),
-            "onnxruntime_intra_op": _state["threads"], "malloc": _state["malloc"], "cores": cores()}
+            "onnxruntime_intra_op": _state["threads"], "malloc": _state["malloc"], "cores": cores(),
+            "engine": engine()}
 
 
 def describe() -> str:
     s = settings()
     return (f"{s['threads']} threads on {s['cores']} cores (torch {s['torch_intra_op']}+{s['torch_inter_op']}, "
-            f"OpenCV {s['opencv']}, image workers {s['threads']}), malloc: {s['malloc']}")
+            f"OpenCV {s['opencv']}, image workers {s['threads']}), malloc: {s['malloc']}, engine: {s['engine']}")
 
 
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:

@@ -85,7 +85,9 @@ def test_run_directory_holds_everything(trained):
     assert "source bus-uclm: train" in report and "| val: bus-uclm |" in report
 
 
-def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, capsys):
+def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RCDNET_ENGINE", "onnxruntime")  # the default engine (the suite runs PyTorch to save exports)
+    monkeypatch.setenv("RCDNET_CACHE", str(tmp_path / "graphs"))
     for name in ("val", "bus-uclm-val"):
         assert main(["evaluate", str(trained), "--dataset", name, "--data", str(data_root), "--out",
                      str(tmp_path), "--bootstrap", "100", "--cache", str(cache_dir)]) == 0
@@ -93,7 +95,8 @@ def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, 
                 if line.endswith(",val")]
     res = json.loads((tmp_path / "val_metrics.json").read_text())
     assert res["n"] == len(val_keys)
-    # the same numbers the training run reported for its validation split, pooled and per source: the run's
+    assert res["engine"].startswith("onnxruntime") and len(list((tmp_path / "graphs" / "onnx").iterdir())) == 1
+    # the same numbers the training run reported (on PyTorch) for its validation split, pooled and per source: the run's
     # per-source metrics equal those computed on that source's validation images alone
     ours = json.loads((trained / "val_metrics.json").read_text())
     alone = json.loads((tmp_path / "bus-uclm-val_metrics.json").read_text())

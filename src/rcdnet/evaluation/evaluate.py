@@ -79,6 +79,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
               "temperature": getattr(predictor, "temperature", 1.0), "tta": getattr(predictor, "tta", False),
               "ece": expected_calibration_error(y, p_mal), "ece_before_temperature": expected_calibration_error(y, p_raw),
               "operating_points": {}, "skipped_files": [str(p) for p in problems], "runtime": describe(),
+              "engine": predictor.runtime,
               **(extra or {})}
     groups = np.array([s.group or s.key for s in samples]) if any(s.group for s in samples) else None
     result["ci_resampling"] = (f"groups ({len(set(groups))} patients / duplicate groups for {len(samples)} images)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from rcdnet.data.preprocess import Preprocessor
 from rcdnet.models.adabn import adapt_batchnorm
 from rcdnet.models.input import DecisionFunction, Normalise, to_grey
 from rcdnet.models.registry import build_model, input_stats
+from rcdnet.runtime import engine as process_engine
 from rcdnet.runtime import threads as compute_threads
 from rcdnet.training.checkpoint import load_checkpoint, resolve_checkpoint
 
@@ -25,12 +27,17 @@ ADABN_BATCH = 32  # images per batch-norm statistics estimate (AdaBN needs real 
 class TorchPredictor:
     """A checkpoint's model inside its :class:`~rcdnet.models.input.DecisionFunction`, with the checkpoint's
     preprocessing, classes, temperature and operating points. ``tta`` (default: the run's ``eval.tta``) averages
-    each image with its mirror."""
+    each image with its mirror. The logits are computed on ``engine`` (default: the process's,
+    :func:`rcdnet.runtime.engine`): ONNX Runtime on a graph exported from the model and checked against it
+    (:mod:`rcdnet.predict.engine`; PyTorch, with a warning, if that fails), or PyTorch; the localisation head's
+    map too. Heat maps and
+    batch-norm re-estimation (AdaBN) always use PyTorch."""
 
-    runtime = "pytorch"
-
-    def __init__(self, checkpoint: str | Path, batch_size: int | None = None, tta: bool | None = None):
+    def __init__(self, checkpoint: str | Path, batch_size: int | None = None, tta: bool | None = None,
+                 engine: str | None = None):
         compute_threads()  # the process's threading policy, if no entry point applied it
+        self.engine = engine or process_engine()
+        self._graph = None  # the ONNX Runtime logits, made on first use
         self.source = str(resolve_checkpoint(checkpoint))
         ckpt = load_checkpoint(self.source)
         self.config = config_from_dict(ckpt["config"], f"{self.source}: config")
@@ -50,6 +57,10 @@ class TorchPredictor:
         self.decision = DecisionFunction(model, Normalise(mean, std), float(ckpt.get("temperature", 1.0)),
                                          self.config.eval.tta if tta is None else tta).eval()
         self.batch_size = batch_size or max(1, INFERENCE_PIXELS // self.preprocessor.size ** 2)
+
+    @property
+    def runtime(self) -> str:
+        return "onnxruntime (graph exported from the checkpoint)" if self.engine == "onnxruntime" else "pytorch"
 
     @property
     def model(self) -> torch.nn.Module:
@@ -75,15 +86,33 @@ class TorchPredictor:
     def localise(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, S, S) float32 lesion probability per pixel from the localisation head, upsampled
         to the input size (map it onto the original with :meth:`Preprocessor.to_original`)."""
-        out = [self.decision.lesion_map(to_grey(images[i:i + self.batch_size]))[:, 0].numpy()
+        graph = self._onnx_graph()
+        out = [graph(images[i:i + self.batch_size, None].astype(np.float32), "lesion_map")[:, 0] if graph is not None
+               else self.decision.lesion_map(to_grey(images[i:i + self.batch_size]))[:, 0].numpy()
                for i in range(0, len(images), self.batch_size)]
         s = self.preprocessor.size
         return np.concatenate(out) if out else np.zeros((0, s, s), np.float32)
 
+    def _onnx_graph(self):
+        """The ONNX Runtime logits, exported or loaded on first use; None on the PyTorch engine."""
+        if self.engine == "onnxruntime" and self._graph is None:
+            from rcdnet.data.preprocess import default_cache_dir
+            from rcdnet.predict.engine import OnnxLogits
+
+            try:
+                self._graph = OnnxLogits(self.decision, self.preprocessor.size, default_cache_dir())
+            except Exception as exc:  # noqa: BLE001 (export, ONNX Runtime or the check failed: PyTorch computes the same)
+                warnings.warn(f"{self.source}: ONNX Runtime engine unavailable, using PyTorch "
+                              f"({type(exc).__name__}: {str(exc)[:300]})", stacklevel=3)
+                self.engine = "pytorch"
+        return self._graph if self.engine == "onnxruntime" else None
+
     @torch.inference_mode()
     def logits_arrays(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, C) logits before the temperature (mirrored-image average if ``tta``)."""
-        out = [self.decision.logits(to_grey(images[i:i + self.batch_size])).numpy()
+        graph = self._onnx_graph()
+        out = [graph(images[i:i + self.batch_size, None].astype(np.float32)) if graph is not None
+               else self.decision.logits(to_grey(images[i:i + self.batch_size])).numpy()
                for i in range(0, len(images), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
@@ -100,6 +129,7 @@ class TorchPredictor:
         """A copy whose batch-norm statistics are re-estimated on ``images`` (AdaBN; no labels used)."""
         batches = (self.model_input(images[i:i + ADABN_BATCH]) for i in range(0, len(images), ADABN_BATCH))
         other = copy.copy(self)
+        other.engine, other._graph = "pytorch", None  # new batch-norm statistics: the exported graph no longer applies
         other.decision = DecisionFunction(adapt_batchnorm(self.model, batches), self.decision.normalise,
                                           self.temperature, self.tta).eval()
         return other

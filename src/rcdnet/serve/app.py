@@ -202,6 +202,8 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
     model's rule-out point ``high_sensitivity`` where it has one, else ``default``)."""
     path = model_file(model)
     predictor = load_predictor(path)
+    s = predictor.preprocessor.size  # one pass before serving: the engine is ready (a checkpoint's ONNX graph
+    predictor.predict_arrays(np.zeros((1, s, s), np.uint8))  # exported) and /version names the one in use
     lock = threading.Lock()  # one model, shared: heat-map hooks must not see another request's forward pass
     slot = Slots(workers)
     limit = int(max_upload_mb * 2**20)
