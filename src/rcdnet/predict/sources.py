@@ -49,21 +49,28 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
     """A video, decoded and classified ``chunk`` frames at a time (a clip never sits whole in memory):
     (probabilities (F, C) or None when unreadable, frames read). A clip that ended early keeps its frames and is
     also listed in ``problems``."""
-    probs, meta, batch = [], [], []
+    probs, meta, rgbs = [], [], []
+
+    def classify() -> None:  # the decoded frames, preprocessed on the worker threads (boxes found there too)
+        prep = lambda rgb: predictor.preprocessor(rgb, _box(predictor, path, box, rgb, localiser))  # noqa: E731
+        probs.append(predictor.predict_arrays(np.stack(list(parallel_map(prep, rgbs)))))
+        rgbs.clear()
+
     try:
-        for fr in read_frames(path):
-            batch.append(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb, localiser)))
-            meta.append(Frame(np.empty(0, np.uint8), fr.index, fr.time))
-            if len(batch) == chunk:
-                probs.append(predictor.predict_arrays(np.stack(batch)))
-                batch = []
+        try:
+            for fr in read_frames(path):
+                rgbs.append(fr.rgb)
+                meta.append(Frame(np.empty(0, np.uint8), fr.index, fr.time))
+                if len(rgbs) == chunk:
+                    classify()
+        except IncompleteVideo as exc:  # keep the frames decoded before the clip broke off
+            problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
+        if rgbs:
+            classify()
     except (ImageReadError, BoxError) as exc:
         problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
-        if not isinstance(exc, IncompleteVideo):
-            return None, meta
-    if batch:
-        probs.append(predictor.predict_arrays(np.stack(batch)))
-    return np.concatenate(probs), meta
+        return None, meta
+    return (np.concatenate(probs) if probs else None), meta
 
 
 def _decoded(predictor: Predictor, path: Path, box: Box | None = None, localiser=None
