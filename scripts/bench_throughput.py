@@ -181,6 +181,9 @@ def main() -> None:
     from rcdnet.data.shifts import SHIFTS
     from rcdnet.evaluation.report import environment
 
+    from rcdnet import runtime
+
+    runtime.apply()  # before environment(): the policy the page records is the one in force
     images = _busi_images(args.data, args.images)
     shifts = list(SHIFTS)[:args.robustness_shifts]
     result = {"environment": environment(), "images": len(images), "robustness_shifts": shifts}

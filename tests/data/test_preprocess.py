@@ -71,3 +71,14 @@ def test_preprocessed_external_set_is_reused_and_invalidated_by_new_settings(tmp
     assert sorted(decoded) == sorted(s.path for s in samples)  # new settings: decoded and preprocessed again
     assert not np.array_equal(other, first)
     assert len(list((tmp_path / "preprocessed").iterdir())) == 2  # one cache per preprocessing signature
+
+
+def test_the_denoising_window_is_a_setting_of_its_own(rng):
+    ramp = np.linspace(60, 200, 160)[None, :, None] + rng.normal(0, 8, (120, 160, 1))  # a speckled gradient
+    gray = np.repeat(np.clip(ramp, 0, 255).astype(np.uint8), 3, axis=2)
+    wide, narrow = Preprocessor(size=64), Preprocessor(size=64, denoise_window=7)
+    # the default window keeps the signature caches were made under before the setting existed
+    assert wide.signature() == "2209f2eab6dc"  # as computed before data.denoise_window existed
+    assert wide.signature() != narrow.signature() and not np.array_equal(wide(gray), narrow(gray))
+    with pytest.raises(ValueError, match="data.denoise_window .* odd number of pixels >= 1, not 8"):
+        Preprocessor(denoise_window=8)

@@ -18,16 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from rcdnet.data.boxes import (
-    Box,
-    BoxError,
-    box_of_mask,
-    check_box,
-    crop,
-    jitter_box,
-    paste,
-    square_around,
-)
+from rcdnet.data.boxes import Box, BoxError, box_of_mask, check_box, crop, jitter_box, paste, square_around
 from rcdnet.data.decode import ImageReadError, read_image, read_mask, to_gray
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.runtime import parallel_map, with_progress

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def export_logits(decision: DecisionFunction, size: int, path: Path, opset: int 
     """Write ``decision``'s logits as an ONNX graph with a dynamic batch (atomically: other processes sharing the
     cache only ever see a whole file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.onnx")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp.onnx")
     batch = torch.export.Dim("batch", min=1, max=1024)
     torch.onnx.export(_Graph(decision).eval(), (torch.full((2, 1, size, size), 128.0),), str(tmp),
                       input_names=["image"], output_names=outputs(decision), dynamic_shapes={"image": {0: batch}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 from pathlib import Path
 
@@ -30,14 +31,14 @@ class TorchPredictor:
     each image with its mirror. The logits are computed on ``engine`` (default: the process's,
     :func:`rcdnet.runtime.engine`): ONNX Runtime on a graph exported from the model and checked against it
     (:mod:`rcdnet.predict.engine`; PyTorch, with a warning, if that fails), or PyTorch; the localisation head's
-    map too. Heat maps and
-    batch-norm re-estimation (AdaBN) always use PyTorch."""
+    map too. Heat maps and batch-norm re-estimation (AdaBN) always use PyTorch."""
 
     def __init__(self, checkpoint: str | Path, batch_size: int | None = None, tta: bool | None = None,
                  engine: str | None = None):
         compute_threads()  # the process's threading policy, if no entry point applied it
         self.engine = engine or process_engine()
-        self._graph = None  # the ONNX Runtime logits, made on first use
+        self._graph = None  # the ONNX Runtime logits, made on first use (by one thread: frames are located on several)
+        self._graph_lock = threading.Lock()
         self.source = str(resolve_checkpoint(checkpoint))
         ckpt = load_checkpoint(self.source)
         self.config = config_from_dict(ckpt["config"], f"{self.source}: config")
@@ -95,16 +96,17 @@ class TorchPredictor:
 
     def _onnx_graph(self):
         """The ONNX Runtime logits, exported or loaded on first use; None on the PyTorch engine."""
-        if self.engine == "onnxruntime" and self._graph is None:
-            from rcdnet.data.preprocess import default_cache_dir
-            from rcdnet.predict.engine import OnnxLogits
+        with self._graph_lock:
+            if self.engine == "onnxruntime" and self._graph is None:
+                from rcdnet.data.preprocess import default_cache_dir
+                from rcdnet.predict.engine import OnnxLogits
 
-            try:
-                self._graph = OnnxLogits(self.decision, self.preprocessor.size, default_cache_dir())
-            except Exception as exc:  # noqa: BLE001 (export, ONNX Runtime or the check failed: PyTorch computes the same)
-                warnings.warn(f"{self.source}: ONNX Runtime engine unavailable, using PyTorch "
-                              f"({type(exc).__name__}: {str(exc)[:300]})", stacklevel=3)
-                self.engine = "pytorch"
+                try:
+                    self._graph = OnnxLogits(self.decision, self.preprocessor.size, default_cache_dir())
+                except Exception as exc:  # noqa: BLE001 (export, ONNX Runtime or the check failed: PyTorch is exact)
+                    warnings.warn(f"{self.source}: ONNX Runtime engine unavailable, using PyTorch "
+                                  f"({type(exc).__name__}: {str(exc)[:300]})", stacklevel=4)
+                    self.engine = "pytorch"
         return self._graph if self.engine == "onnxruntime" else None
 
     @torch.inference_mode()
@@ -130,6 +132,7 @@ class TorchPredictor:
         batches = (self.model_input(images[i:i + ADABN_BATCH]) for i in range(0, len(images), ADABN_BATCH))
         other = copy.copy(self)
         other.engine, other._graph = "pytorch", None  # new batch-norm statistics: the exported graph no longer applies
+        other._graph_lock = threading.Lock()
         other.decision = DecisionFunction(adapt_batchnorm(self.model, batches), self.decision.normalise,
                                           self.temperature, self.tta).eval()
         return other

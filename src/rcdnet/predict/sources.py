@@ -51,8 +51,10 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
     also listed in ``problems``."""
     probs, meta, rgbs = [], [], []
 
+    def prep(rgb: np.ndarray) -> np.ndarray:
+        return predictor.preprocessor(rgb, _box(predictor, path, box, rgb, localiser))
+
     def classify() -> None:  # the decoded frames, preprocessed on the worker threads (boxes found there too)
-        prep = lambda rgb: predictor.preprocessor(rgb, _box(predictor, path, box, rgb, localiser))  # noqa: E731
         probs.append(predictor.predict_arrays(np.stack(list(parallel_map(prep, rgbs)))))
         rgbs.clear()
 
