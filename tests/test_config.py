@@ -87,3 +87,9 @@ def test_one_table_maps_train_and_cv_flags_to_settings():
             (3, 4, 60, "resnet50", False, 0.01), command
     args = build_parser().parse_args(["train"])
     assert flag_overrides(args, []) == {}
+
+
+def test_a_denoising_window_without_a_centre_pixel_is_refused_on_loading():
+    with pytest.raises(ConfigError, match="data.denoise_window must be an odd number of pixels >= 1, got 8"):
+        load_config(None, {"data": {"denoise_window": 8}})
+    assert load_config(None, {"data": {"denoise_window": 7}}).data.denoise_window == 7

@@ -110,7 +110,7 @@ class RunConfig:
 
     def updated(self, overrides: dict, where: str = "command line") -> RunConfig:
         """A copy with ``overrides`` (a nested dict such as ``{"data": {"limit": 60}}``) laid on top."""
-        return _build(RunConfig, merge(self.to_dict(), overrides, where), where)
+        return _checked(_build(RunConfig, merge(self.to_dict(), overrides, where), where), where)
 
 
 def _plain(v: Any) -> Any:
@@ -188,7 +188,15 @@ def _renamed(d: dict) -> dict:
 
 def config_from_dict(d: dict | None, where: str) -> RunConfig:
     """Any (partial) settings mapping -> a complete, checked :class:`RunConfig` (defaults for what is missing)."""
-    return _build(RunConfig, merge(default_dict(), _renamed(d or {}), where), where)
+    return _checked(_build(RunConfig, merge(default_dict(), _renamed(d or {}), where), where), where)
+
+
+def _checked(cfg: RunConfig, where: str) -> RunConfig:
+    """``cfg``, once the values whose type alone does not make them valid are checked."""
+    if cfg.data.denoise_window < 1 or cfg.data.denoise_window % 2 == 0:  # OpenCV's search window has a centre pixel
+        raise ConfigError(f"{where}: data.denoise_window must be an odd number of pixels >= 1, got "
+                          f"{cfg.data.denoise_window}")
+    return cfg
 
 
 def _read_yaml(p: Path) -> dict:

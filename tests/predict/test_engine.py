@@ -120,3 +120,15 @@ def test_the_localisation_heads_map_runs_on_the_same_graph(tmp_path, data_root, 
     auto = Localiser(str(ckpt))
     monkeypatch.setenv(runtime.ENGINE_ENV, "pytorch")
     assert auto.predictor.engine == "onnxruntime" and auto.box(rgb) == Localiser(str(ckpt)).box(rgb)
+
+
+def test_an_unknown_engine_is_a_clear_command_line_error(monkeypatch, capsys):
+    from rcdnet.cli import main
+
+    monkeypatch.setenv(runtime.ENGINE_ENV, "tensorrt")
+    try:
+        assert main(["predict", "no-such-run", "no-such.png"]) == 2
+    finally:
+        monkeypatch.setenv(runtime.ENGINE_ENV, "pytorch")
+        runtime.apply()
+    assert "rcdnet predict: error: RCDNET_ENGINE='tensorrt': expected one of onnxruntime, pytorch" in capsys.readouterr().err

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
     args.argv = argv
-    runtime.apply()
     try:
+        runtime.apply()
         return HANDLERS[args.command](args)
     except KeyboardInterrupt:
         print("rcdnet: interrupted (checkpoints written so far are kept; --resume continues)", file=sys.stderr)
