@@ -141,9 +141,12 @@ def stage_profile(run_dir: Path, images: list[tuple[Path, str, Path]]) -> dict:
             box = timed("lesion mask -> box", lambda m, shape: box_of_mask(read_mask([m], shape)), mask, g.shape[:2])
             g = timed("cut (region of interest)", pre.cut, g, box)
         g = timed("grey", to_gray, g)
-        g = timed("resize", pre.resize, g)
-        g = timed(f"denoise (NLM, window {pre.denoise_window})", lambda x: cv2.fastNlMeansDenoising(
-            x, None, h=pre.denoise_h, templateWindowSize=5, searchWindowSize=pre.denoise_window), g)
+        small = timed("resize", pre.resize, g)
+        for window in dict.fromkeys((pre.denoise_window, 7)):  # 7: the cheaper setting docs/denoiser.md tried
+            out = timed(f"denoise (NLM, window {window}{'' if window == pre.denoise_window else ': rejected'})",
+                        lambda x, w: cv2.fastNlMeansDenoising(x, None, h=pre.denoise_h, templateWindowSize=5,
+                                                              searchWindowSize=w), small, window)
+            g = out if window == pre.denoise_window else g
         arrays.append(timed("CLAHE", clahe.apply, g))
     batch = np.stack(arrays)
     p = timed("network, PyTorch (incl. tensor)", predictor.predict_arrays, batch)[:, predictor.malignant_index]
