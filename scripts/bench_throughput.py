@@ -179,12 +179,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("RCDNET_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    from rcdnet import runtime
     from rcdnet.data.boxes import box_of_mask
     from rcdnet.data.decode import read_mask
     from rcdnet.data.shifts import SHIFTS
     from rcdnet.evaluation.report import environment
-
-    from rcdnet import runtime
 
     runtime.apply()  # before environment(): the policy the page records is the one in force
     images = _busi_images(args.data, args.images)
