@@ -153,7 +153,19 @@ def _still(path: Path, data: bytes | None, max_pixels: int | None) -> np.ndarray
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return to_uint8_rgb(np.asarray(img, np.float64), "MONOCHROME2")
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        return over_black(np.asarray(img.convert("RGBA")))
     return np.asarray(img.convert("RGB"))
+
+
+def over_black(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA -> (H, W, 3) uint8 RGB composited onto black: what lies under transparent pixels (often
+    white or black at random, as in BrEaST's released files) never reaches the model, and a mask is a lesion only
+    where it is opaque. Fully opaque images are unchanged."""
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    return ((rgb.astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
 
 
 def to_uint8_rgb(arr: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:

@@ -1,5 +1,5 @@
 """Which images a command on a trained model works on: a named dataset (``val``: the run's own validation split,
-``<source>-val`` its part from one training source, e.g. ``busi-val``; ``busi``, ``bus-uclm``, ``udiat``), a user's
+``<source>-val`` its part from one training source, e.g. ``busi-val``; ``busi``, ``bus-uclm``, ``breast``, ``udiat``), a user's
 CSV or class folders, loose files and folders, or whatever a data root holds (``rcdnet audit``)."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+from rcdnet.data.breast import IMAGES as BREAST_IMAGES
+from rcdnet.data.breast import breast_dir, read_breast
 from rcdnet.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from rcdnet.data.readers import (
     MASK_RE,
@@ -107,11 +109,11 @@ def loose_files(inputs: list[str | Path]) -> list[Sample]:
 
 
 def detect_datasets(target: Path) -> dict[str, tuple[list[Sample], list[DataProblem]]]:
-    """Every dataset at ``target``: a CSV file, a folder per class, or a data root holding BUSI, BUS-UCLM and / or
+    """Every dataset at ``target``: a CSV file, a folder per class, or a data root holding BUSI, BUS-UCLM, BrEaST and / or
     UDIAT (else read as a folder per class). All three classes are read; each sample's ``source`` is its dataset."""
     target = Path(target)
     is_class_folder = ((target / "benign").is_dir() and busi_dir(target) == target and udiat_dir(target) == target
-                       and bus_uclm_dir(target) == target)
+                       and bus_uclm_dir(target) == target and not (breast_dir(target) / BREAST_IMAGES).is_dir())
     if target.is_file():
         datasets = {"csv": read_csv(target, CLASSES_3)}
     elif is_class_folder:
@@ -122,6 +124,8 @@ def detect_datasets(target: Path) -> dict[str, tuple[list[Sample], list[DataProb
             datasets["busi"] = read_busi(target, CLASSES_3)
         if (bus_uclm_dir(target) / "INFO.csv").is_file():
             datasets["bus-uclm"] = read_bus_uclm(target, CLASSES_3)
+        if (breast_dir(target) / BREAST_IMAGES).is_dir():
+            datasets["breast"] = read_breast(target, CLASSES_3)
         if (udiat_dir(target) / "original").is_dir():
             datasets["udiat"] = read_udiat(target, CLASSES_3)
         if not datasets:

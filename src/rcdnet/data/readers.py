@@ -44,6 +44,21 @@ def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
     return root.resolve()
 
 
+def xlsx_rows(xlsx: Path, sheet: str) -> list[tuple]:
+    """Every row of one sheet of a workbook (its first sheet if none is called ``sheet``), values only."""
+    import openpyxl  # local import: only the spreadsheet readers need it
+
+    try:
+        wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a bad file
+        raise DatasetError(f"{xlsx}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    try:
+        ws = wb[sheet] if sheet in wb.sheetnames else wb.worksheets[0]
+        return list(ws.iter_rows(values_only=True))
+    finally:
+        wb.close()
+
+
 def normalise_label(raw: str, allowed: tuple[str, ...]) -> str | None:
     label = _LABEL_ALIASES.get(str(raw).strip().lower())
     return label if label in allowed else None
@@ -114,19 +129,11 @@ def read_busi(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sa
 def read_udiat(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
     """Read UDIAT Dataset B: ``original/NNNNNN.png``, ``GT/NNNNNN.png`` masks, labels from ``DatasetB.xlsx``
     (sheet ``Hoja1``, columns Image / Type / Diagnosis)."""
-    import openpyxl  # local import: only this reader needs it
-
     base = udiat_dir(root)
     xlsx = base / "DatasetB.xlsx"
     if not xlsx.is_file():
         raise DatasetError(f"{xlsx}: UDIAT label file missing (labels live only in DatasetB.xlsx)")
-    try:
-        wb = openpyxl.load_workbook(xlsx, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many types for a bad file
-        raise DatasetError(f"{xlsx}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
-    ws = wb["Hoja1"] if "Hoja1" in wb.sheetnames else wb.worksheets[0]
-    rows = list(ws.iter_rows(values_only=True))
-    wb.close()
+    rows = xlsx_rows(xlsx, "Hoja1")
     header = [str(c).strip().lower() if c is not None else "" for c in (rows[0] if rows else [])]
     if "image" not in header or "type" not in header:
         raise DatasetError(f"{xlsx}: expected columns 'Image' and 'Type' in the first row, found {rows[0] if rows else 'nothing'}")

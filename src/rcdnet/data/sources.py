@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rcdnet.data.breast import read_breast
 from rcdnet.data.readers import (
     DatasetError,
     read_bus_uclm,
@@ -16,7 +17,7 @@ from rcdnet.data.readers import (
 )
 from rcdnet.data.samples import CLASSES_2, DataProblem, Sample
 
-READERS = {"busi": read_busi, "bus-uclm": read_bus_uclm, "udiat": read_udiat}
+READERS = {"busi": read_busi, "bus-uclm": read_bus_uclm, "breast": read_breast, "udiat": read_udiat}
 # Where each named dataset comes from (its publication; ../shared/data/README.md), for model cards and reports.
 SOURCE_INFO = {
     "busi": {"site": "Baheya Hospital, Cairo, Egypt (2018; women aged 25-75)", "scanner": "GE LOGIQ E9 / E9 Agile",
@@ -24,6 +25,8 @@ SOURCE_INFO = {
     "bus-uclm": {"site": "Ciudad Real General University Hospital, Spain (2022-2023)",
                  "scanner": "Siemens ACUSON S2000, 18L6 HD probe",
                  "reference": "Vallez et al., Scientific Data (2025)", "patients": "file-name prefix"},
+    "breast": {"site": "Poland (several centres, 2019-2022)", "scanner": "several scanners and probes",
+               "reference": "Pawłowska et al., Scientific Data 11:148 (2024)", "patients": "one image per patient"},
     "udiat": {"site": "UDIAT Diagnostic Centre, Parc Tauli, Sabadell, Spain", "scanner": "Siemens ACUSON Sequoia C512",
               "reference": "Yap et al., IEEE JBHI 22(4):1218-1226 (2018)", "patients": "not given"},
 }
