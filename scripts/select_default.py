@@ -89,10 +89,10 @@ def _warm(configs: dict[str, Path]) -> None:
         preprocess_masks,
         preprocess_samples,
     )
-    from rcdnet.data.sources import load_dataset
+    from rcdnet.data.sources import READERS, load_dataset
 
     runtime.apply()
-    samples = [s for name in ("busi", "bus-uclm", "udiat") for s in load_dataset(name)[0]]
+    samples = [s for name in READERS for s in load_dataset(name)[0]]
     for pre in {Preprocessor.from_config(load_config(c).data) for c in configs.values()}:
         print(f"preprocessing {len(samples)} images: {pre}", flush=True)
         preprocess_samples(samples, pre)

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import os
+import sys
 from pathlib import Path
 
 
@@ -63,3 +64,15 @@ def writable_file(path: str | Path) -> Path:
         raise ValueError(f"{path}: is a folder; --out takes a file name here")
     writable_dir(path.parent)
     return path
+
+
+def print_table(rows: list[dict], file=None) -> None:
+    """``rows`` as aligned plain-text columns (the first row's keys as the header) on ``file`` (stdout)."""
+    file = file or sys.stdout
+    if not rows:
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols), file=file)

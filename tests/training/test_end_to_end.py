@@ -30,7 +30,7 @@ def trained(tmp_path_factory, data_root, cache_dir):
     out = tmp_path_factory.mktemp("run")
     code = main(["train", "--data", str(data_root), "--out", str(out), "--epochs", "1", "--limit", "90",
                  "--cache", str(cache_dir), "--set", "data.sources=[busi, bus-uclm]", "--set",
-                 "train.balance_sources=true", *FAST])
+                 "data.external=[udiat]", "--set", "train.balance_sources=true", *FAST])
     assert code == 0
     return out
 

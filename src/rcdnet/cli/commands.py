@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from rcdnet.files import writable_dir, writable_file, write_csv
+from rcdnet.files import print_table, writable_dir, writable_file, write_csv
 
 FOLDERS = {"audit": "audit", "train": "train", "cv": "cv", "evaluate": "eval", "robustness": "robustness",
            "explain": "explain"}
@@ -25,16 +25,6 @@ def output_dir(given: str | None, command: str, model: str | None = None) -> Pat
     p = Path(model)
     run = p if p.is_dir() else p.parent.parent if p.parent.name == "checkpoints" else p.parent
     return run / name
-
-
-def print_table(rows: list[dict], file=sys.stdout) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
-    for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols), file=file)
 
 
 def _err(*lines) -> None:
@@ -58,11 +48,8 @@ def cmd_audit(args) -> int:
             print("  " + " = ".join(f"{s.key} [{s.label}]" for s in members))
     bad = res["bad"]
     if bad:
-        print(f"problems ({len(bad)}):")
-        for r in bad[:20]:
-            print(f"  {r['problem'] if r['problem'].startswith(r['path']) else r['path'] + ': ' + r['problem']}")
-        if len(bad) > 20:
-            print(f"  ... {len(bad) - 20} more in {out / 'audit_problems.csv'}")
+        more = [f"  ... {len(bad) - 20} more in {out / 'audit_problems.csv'}"] if len(bad) > 20 else []
+        print(f"problems ({len(bad)}):", *(f"  {r['problem'] if r['problem'].startswith(r['path']) else r['path'] + ': ' + r['problem']}" for r in bad[:20]), *more, sep="\n")
     print(f"\nwritten: {out}/audit_summary.csv, audit_images.csv, audit_duplicates.csv, audit_problems.csv")
     return 0
 
@@ -98,16 +85,21 @@ def cmd_cv(args) -> int:
     from rcdnet.config import flag_overrides, load_config
     from rcdnet.crossval import cross_validate
     from rcdnet.data.readers import resolve_data_root
+    from rcdnet.loso import leave_one_source_out
     from rcdnet.training.distributed import teardown
 
-    out = writable_dir(output_dir(args.out, "cv"))
+    if args.seeds and not args.by_source:
+        raise ValueError("--seeds repeats the folds of --by-source; k-fold cv takes one --seed")
+    out = writable_dir(output_dir(args.out, "loso" if args.by_source else "cv"))
+    cfg, root = load_config(args.config, flag_overrides(args, args.set)), resolve_data_root(args.data)
+    kw = {"cache_dir": args.cache, "progress": not args.quiet}
     try:
-        summary = cross_validate(load_config(args.config, flag_overrides(args, args.set)), resolve_data_root(args.data),
-                                 out, args.folds, cache_dir=args.cache, progress=not args.quiet)
+        done = (leave_one_source_out(cfg, root, out, args.seeds, **kw) if args.by_source
+                else cross_validate(cfg, root, out, args.folds, **kw))
     finally:
         teardown()
-    if summary is not None:
-        print((out / "cv.md").read_text())
+    if done is not None:
+        print((out / ("loso.md" if args.by_source else "cv.md")).read_text())
     return 0
 
 

@@ -23,7 +23,8 @@ def _dataset_options(p: argparse.ArgumentParser, default: str | None) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--dataset", default=default,
                    help="val: the run's own validation split; <source>-val: its images from one training source "
-                        "(busi-val, bus-uclm-val); or a dataset: busi, bus-uclm, udiat (the external test set)")
+                        "(busi-val, udiat-val, ...); or a dataset: busi, bus-uclm, breast, udiat (in-sample for a "
+                        "model trained on it: say so, the output does)")
     g.add_argument("--csv", help="CSV with path,label[,group] (paths relative to the CSV)")
     g.add_argument("--folder", help="folder with one sub-folder per class (benign/, malignant/)")
 
@@ -57,9 +58,14 @@ def _add_train(sub) -> None:
 
 
 def _add_cv(sub) -> None:
-    c = sub.add_parser("cv", help="group-aware stratified k-fold cross-validation and the fold ensemble")
-    _common(c, "cross-validation directory (default: runs/cv)")
-    c.add_argument("--folds", type=int, default=5)
+    c = sub.add_parser("cv", help="group-aware stratified k-fold cross-validation and the fold ensemble; or, with "
+                                  "--by-source, leave one hospital out in turn")
+    _common(c, "cross-validation directory (default: runs/cv, runs/loso with --by-source)")
+    c.add_argument("--folds", type=int, default=5, help="k of the k-fold cross-validation (not with --by-source)")
+    c.add_argument("--by-source", action="store_true",
+                   help="leave one source out: for every source of data.sources, train on the others and score it")
+    c.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="with --by-source: repeat every fold with each seed (default: the config's seed)")
     _training_options(c)
 
 
@@ -80,7 +86,7 @@ def _add_benchmark(sub) -> None:
 def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics with 95%% CIs, ROC, confusion matrix, predictions on a dataset")
     e.add_argument("checkpoint", help="run directory, checkpoint file, or cross-validation directory (ensemble)")
-    _dataset_options(e, default="udiat")
+    _dataset_options(e, default="val")
     e.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the CIs")
     e.add_argument("--tta", action="store_true", help="average over each image and its mirror (one checkpoint)")
     e.add_argument("--adabn", action="store_true", help="re-estimate batch-norm statistics on this dataset's "

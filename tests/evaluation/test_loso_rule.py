@@ -1,0 +1,85 @@
+"""The leave-one-source-out rule picks what docs/loso.md says it picks, on constructed held-out scores."""
+
+import numpy as np
+import pytest
+
+from rcdnet.evaluation.loso_rule import WORST_MARGIN, LosoCandidate, SourceScores, choose_by_loso, compared
+
+SOURCES = ("a", "b", "c", "d")
+
+
+def _labels(n: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    y = np.tile([0, 0, 1], n // 3 + 1)[:n]
+    return y, np.arange(n) // 2  # clusters of two images
+
+
+def _source(separation: float, seeds: int, seed_noise: float, rng, n: int = 160) -> SourceScores:
+    """Held-out scores whose AUC grows with ``separation``; each seed moves every score by its own noise."""
+    y, clusters = _labels(n)
+    base = y * separation + rng.normal(0, 1, n)
+    P = np.stack([1 / (1 + np.exp(-(base + rng.normal(0, seed_noise, n)))) for _ in range(seeds)])
+    return SourceScores(y, P, clusters)
+
+
+def _candidate(name, options, separations, rng, seeds=2, seed_noise=0.05, **kw) -> LosoCandidate:
+    return LosoCandidate(name, options, {s: _source(sep, seeds, seed_noise, rng) for s, sep in
+                                         zip(SOURCES, separations)}, **kw)
+
+
+def test_scores_average_seeds_then_sources():
+    y, clusters = _labels(6)
+    perfect, reversed_ = np.array([0.1, 0.2, 0.9, 0.3, 0.4, 0.8]), np.array([0.9, 0.8, 0.1, 0.7, 0.6, 0.2])
+    s = SourceScores(y, np.stack([perfect, reversed_]), clusters)
+    assert s.aucs.tolist() == [1.0, 0.0] and s.auc == 0.5
+    c = LosoCandidate("x", 0, {"a": s, "b": SourceScores(y, np.stack([perfect, perfect]), clusters)})
+    assert c.score == 0.75 and c.worst == ("a", 0.5) and c.seed_scores.tolist() == [1.0, 0.5]
+
+
+def test_clear_winner_leads_and_a_weaker_recipe_is_not_eligible():
+    rng = np.random.default_rng(0)
+    strong = _candidate("strong", 3, [3, 3, 3, 3], rng)
+    weak = _candidate("weak", 0, [0.8, 0.8, 0.8, 0.8], rng)
+    choice = choose_by_loso([weak, strong], n_boot=300)
+    assert choice.leader is strong and choice.chosen is strong
+    row = next(r for r in choice.rows if r["name"] == "weak")
+    assert not row["close"] and not row["eligible"] and row["ci"][0] > 0
+
+
+def test_indistinguishable_candidate_with_fewer_options_is_chosen():
+    rng = np.random.default_rng(1)
+    # two recipes of the same strength trained apart: the better-scoring one carries more options
+    x = _candidate("x", 0, [1.5, 1.5, 1.5, 1.5], rng, seed_noise=0.3)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    z = LosoCandidate("z", 0, {k: SourceScores(s.y, 1 / (1 + np.exp(-(logit(s.P) + rng.normal(0, 0.3, s.P.shape)))),
+                                               s.clusters) for k, s in x.sources.items()})
+    leader, simple = (x, z) if x.score >= z.score else (z, x)
+    leader.name, leader.n_options, simple.name, simple.n_options = "more options", 3, "simple", 1
+    choice = choose_by_loso([leader, simple], n_boot=300)
+    row = next(r for r in choice.rows if r["name"] == "simple")
+    assert row["ci"][0] <= 0 <= row["ci"][1] and row["eligible"]
+    assert choice.leader is leader and choice.chosen is simple
+
+
+def test_a_recipe_that_fails_one_hospital_is_not_eligible_even_when_close_on_average():
+    rng = np.random.default_rng(2)
+    leader = _candidate("even", 3, [1.6, 1.6, 1.6, 1.6], rng)
+    uneven = _candidate("uneven", 0, [2.6, 2.6, 2.6, 0.3], rng)
+    choice = choose_by_loso([leader, uneven], n_boot=300)
+    row = next(r for r in choice.rows if r["name"] == "uneven")
+    if choice.leader is leader:
+        assert row["worst_auc"] < leader.worst[1] - WORST_MARGIN
+        assert not row["worst_ok"] and not row["eligible"] and choice.chosen is leader
+    else:  # constructed so that the means are close: whichever leads, the uneven one cannot be chosen over it
+        pytest.fail(f"expected the even recipe to lead: {choice.rows}")
+
+
+def test_training_noise_widens_the_interval():
+    rng = np.random.default_rng(3)
+    a = _candidate("a", 0, [2.0] * 4, rng, seeds=3, seed_noise=0.01)
+    b = LosoCandidate("b", 0, {k: SourceScores(s.y, s.P - 0.01 * s.y, s.clusters) for k, s in a.sources.items()})
+    d, lo, hi = compared(a, b, n_boot=300)
+    noisy_b = LosoCandidate("b", 0, b.sources, extra_variance=0.02 ** 2)
+    d2, lo2, hi2 = compared(a, noisy_b, n_boot=300)
+    assert d == d2 and (hi2 - lo2) > (hi - lo) + 0.05
+    with pytest.raises(ValueError, match="different sources"):
+        compared(a, LosoCandidate("c", 0, {"a": a.sources["a"]}))

@@ -1,0 +1,100 @@
+"""``rcdnet cv --by-source`` on tiny real folds: no fold trains on the source it scores, every held-out image is scored,
+per-source metrics are those of that source alone, and the summary pools seeds as it says."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from rcdnet.cli import main
+from rcdnet.config import load_config, read_saved_config
+from rcdnet.data.sources import load_dataset
+from rcdnet.loso import check_sources, fold_config, summarise
+
+pytestmark = pytest.mark.slow
+SOURCES = ["bus-uclm", "breast", "udiat"]  # the three smallest: three folds of two training sources each
+
+
+def test_fold_config_leaves_one_named_source_out():
+    cfg = load_config(None, {"data": {"sources": ["busi", "bus-uclm", "breast", "udiat"], "external": []}})
+    fold = fold_config(cfg, "breast", seed=3)
+    assert fold.data.sources == ("busi", "bus-uclm", "udiat") and fold.data.external == ("breast",) and fold.seed == 3
+    with pytest.raises(ValueError, match="at least 3 training sources"):
+        check_sources(load_config(None, {"data": {"sources": ["busi", "udiat"], "external": []}}))
+    with pytest.raises(ValueError, match="named sources"):
+        check_sources(load_config(None, {"data": {"sources": ["busi", "udiat", "my.csv"], "external": []}}))
+
+
+@pytest.fixture(scope="module")
+def loso(tmp_path_factory, data_root, cache_dir):
+    out = tmp_path_factory.mktemp("loso")
+    args = ["cv", "--by-source", "--limit", "30", "--epochs", "1", "--data", str(data_root), "--out", str(out),
+            "--cache", str(cache_dir), "--quiet", "--set", f"data.sources=[{', '.join(SOURCES)}]", "--set",
+            "data.external=[]", "--set", "data.image_size=64", "--set", "data.denoise_h=0", "--set",
+            "train.batch_size=16", "--set", "eval.bootstrap=50"]
+    assert main(args) == 0
+    return out, args
+
+
+def test_no_fold_trains_on_the_source_it_scores(loso, data_root):
+    out, _ = loso
+    for held in SOURCES:
+        fold = out / "seed0" / f"without-{held}"
+        split = list(csv.DictReader((fold / "split.csv").open()))
+        assert split and {r["source"] for r in split} == set(SOURCES) - {held}
+        assert not any(r["key"].startswith(f"{held}/") for r in split)
+        saved = read_saved_config(fold / "config.yaml")
+        assert saved.data.external == (held,) and held not in saved.data.sources
+        scored = list(csv.DictReader((fold / f"{held}_predictions.csv").open()))
+        every = {s.key for s in load_dataset(held, data_root)[0]}
+        assert {r["key"] for r in scored} <= every and len(scored) >= len(every) - 4  # 4 BUS-UCLM masks do not fit
+        ledger = (fold / f"{held}_metrics.json")
+        assert "external_scorings" in json.loads(ledger.read_text())
+
+
+def test_per_source_metrics_are_those_of_that_source_alone(loso):
+    out, _ = loso
+    summary = json.loads((out / "loso_metrics.json").read_text())
+    assert list(summary["sources"]) == SOURCES and summary["seeds"] == [0]
+    pooled = list(csv.DictReader((out / "loso_predictions.csv").open()))
+    for held in SOURCES:
+        rows = [r for r in pooled if r["source"] == held]
+        auc = roc_auc_score([r["label"] == "malignant" for r in rows], [float(r["p_malignant"]) for r in rows])
+        m = summary["sources"][held]
+        assert m["auc"] == pytest.approx(auc) and m["n"] == len(rows)
+        fold = json.loads((out / "seed0" / f"without-{held}" / f"{held}_metrics.json").read_text())
+        assert fold["operating_points"]["default"]["auc"]["value"] == pytest.approx(auc, abs=1e-3)  # CSV: 6 decimals
+        assert m["auc_ci"][0] <= auc <= m["auc_ci"][1] and m["ece"] == pytest.approx(fold["ece"])
+    assert summary["mean_auc"] == pytest.approx(np.mean([summary["sources"][h]["auc"] for h in SOURCES]))
+    assert summary["worst_auc"] == min(summary["sources"][h]["auc"] for h in SOURCES)
+    page = (out / "loso.md").read_text()
+    assert "Leave one source out (3 sources" in page and f"Worst source: **{summary['worst_source']}**" in page
+
+
+def test_seeds_are_averaged_and_finished_folds_kept(loso):
+    out, args = loso
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("seed0/*/checkpoints/best.pt")}
+    assert len(stamps) == 3 and main(args) == 0  # a second call trains nothing
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.glob("seed0/*/checkpoints/best.pt")}
+    for held in SOURCES:  # ... a second seed: the same folds with reversed probabilities
+        src, dst = out / "seed0" / f"without-{held}", out / "seed1" / f"without-{held}"
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+        rows = list(csv.DictReader((dst / f"{held}_predictions.csv").open()))
+        for r in rows:
+            r["p_malignant"] = f"{1 - float(r['p_malignant']):.6f}"
+        with open(dst / f"{held}_predictions.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    cfg = load_config(None, {"data": {"sources": SOURCES, "external": []}, "eval": {"bootstrap": 50}})
+    s = summarise(cfg, out, SOURCES, [0, 1])
+    for held in SOURCES:
+        a0, a1 = s["sources"][held]["auc_per_seed"]
+        assert a1 == pytest.approx(1 - a0) and s["sources"][held]["auc"] == pytest.approx(0.5)
+        assert s["sources"][held]["ensemble_auc"] == pytest.approx(0.5, abs=0.05)  # p and 1 - p average to 0.5
+    assert s["mean_auc_seed_sd"] is not None and len(s["mean_auc_per_seed"]) == 2
+    assert len(list(csv.DictReader((out / "loso_predictions.csv").open()))) == 2 * sum(
+        s["sources"][h]["n"] for h in SOURCES)
