@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
-## main: train RcdNet on BUSI, evaluate on the validation split and UDIAT, write $(RUN_DIR)/report.md
+## main: train RcdNet on the four hospitals (BUSI, BUS-UCLM, BrEaST, UDIAT), evaluate on their validation split, write $(RUN_DIR)/report.md
 main: $(STAMP)
 	$(BIN)/rcdnet train --out $(RUN_DIR) $(if $(wildcard $(RUN_DIR)/checkpoints/last.pt),--resume,)
 

@@ -20,10 +20,8 @@ worst source, the interval of its difference from the leader, the choice; then e
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,25 +54,9 @@ def run(recipes: list[str]) -> None:
 
 
 def run_parallel(recipes: list[str], jobs: int) -> None:
-    from select_default import _warm  # the same cache warming as the two-source search
+    from select_default import run_parallel as parallel  # the same cache warming and pool as the two-source search
 
-    from rcdnet.runtime import cores
-
-    configs = _configs(recipes)
-    _warm(configs)
-    env = {**os.environ, "RCDNET_THREADS": str(max(1, cores() // jobs))}
-
-    def one(recipe: str) -> int:
-        (ROOT / recipe).mkdir(parents=True, exist_ok=True)
-        with open(ROOT / recipe / "run.log", "a") as log:
-            code = subprocess.run(command(recipe), stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-        print(f"{recipe}: " + ("done" if code == 0 else f"FAILED (exit {code}), see {ROOT / recipe / 'run.log'}"),
-              flush=True)
-        return code
-
-    with ThreadPoolExecutor(jobs) as pool:
-        if any(list(pool.map(one, configs))):
-            sys.exit(1)
+    parallel(list(_configs(recipes)), jobs, argv=command, root=ROOT)
 
 
 def _finished(recipe: Path) -> bool:
@@ -154,13 +136,6 @@ def table() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table"):
-        sys.exit(__doc__)
-    if sys.argv[1] == "table":
-        table()
-    elif len(sys.argv) > 2 and sys.argv[2] == "--jobs":
-        if len(sys.argv) < 5 or not sys.argv[3].isdigit() or int(sys.argv[3]) < 1:
-            sys.exit("run --jobs N RECIPE [RECIPE ...]: N is a whole number >= 1, then at least one recipe")
-        run_parallel(sys.argv[4:], int(sys.argv[3]))
-    else:
-        run(sys.argv[2:])
+    from select_default import cli
+
+    cli(sys.argv, __doc__, run, run_parallel, table)

@@ -99,21 +99,23 @@ def _warm(configs: dict[str, Path]) -> None:
         preprocess_masks(samples, pre)
 
 
-def run_parallel(recipes: list[str], jobs: int) -> None:
-    """``jobs`` recipes at a time, each in its own process (its folds, then its finished configuration)."""
+def run_parallel(recipes: list[str], jobs: int, argv=None, root: Path = ROOT) -> None:
+    """``jobs`` recipes at a time, each in its own process with cores / ``jobs`` threads, its output in
+    ``root/RECIPE/run.log``. ``argv(recipe)`` is the command (default: this script's ``run RECIPE``: its folds, then
+    its finished configuration)."""
     from rcdnet.runtime import cores
 
     configs = _configs(recipes)
     _warm(configs)
     env = {**os.environ, "RCDNET_THREADS": str(max(1, cores() // jobs))}
+    argv = argv or (lambda name: [sys.executable, __file__, "run", name])
 
     def one(name: str) -> int:
-        (ROOT / name).mkdir(parents=True, exist_ok=True)
-        with open(ROOT / name / "run.log", "a") as log:
-            code = subprocess.run([sys.executable, __file__, "run", name], stdout=log, stderr=subprocess.STDOUT,
-                                  env=env, check=False).returncode
-        log_path = ROOT / name / "run.log"
-        print(f"{name}: " + ("done" if code == 0 else f"FAILED (exit {code}), see {log_path}"), flush=True)
+        (root / name).mkdir(parents=True, exist_ok=True)
+        with open(root / name / "run.log", "a") as log:
+            code = subprocess.run(argv(name), stdout=log, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        print(f"{name}: " + ("done" if code == 0 else f"FAILED (exit {code}), see {root / name / 'run.log'}"),
+              flush=True)
         return code
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -255,14 +257,19 @@ def table() -> None:
         print(f"\n{len(scored)} finished configurations scored on UDIAT so far: too few for a rank correlation.")
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table"):
-        sys.exit(__doc__)
-    if sys.argv[1] == "table":
+def cli(argv: list[str], doc: str, run, run_parallel, table) -> None:
+    """``run [--jobs N] RECIPE ...`` or ``table``: the command line of this script and of loso_search.py."""
+    if len(argv) < 2 or argv[1] not in ("run", "table"):
+        sys.exit(doc)
+    if argv[1] == "table":
         table()
-    elif len(sys.argv) > 2 and sys.argv[2] == "--jobs":
-        if len(sys.argv) < 5 or not sys.argv[3].isdigit() or int(sys.argv[3]) < 1:
+    elif len(argv) > 2 and argv[2] == "--jobs":
+        if len(argv) < 5 or not argv[3].isdigit() or int(argv[3]) < 1:
             sys.exit("run --jobs N RECIPE [RECIPE ...]: N is a whole number >= 1, then at least one recipe")
-        run_parallel(sys.argv[4:], int(sys.argv[3]))
+        run_parallel(argv[4:], int(argv[3]))
     else:
-        run(sys.argv[2:])
+        run(argv[2:])
+
+
+if __name__ == "__main__":
+    cli(sys.argv, __doc__, run, run_parallel, table)

@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 
 from rcdnet.evaluation.metrics import weighted_auc
-from rcdnet.evaluation.selection import cluster_weights
+from rcdnet.evaluation.selection import bootstrap_differences, check_paired
 
 WORST_MARGIN = 0.02  # the issue's seed-spread target: a worst source this much lower is a real loss
 Z95 = 1.959964
@@ -83,18 +83,9 @@ class LosoCandidate:
 def compared(a: LosoCandidate, b: LosoCandidate, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(score(a) - score(b), 95 % interval low, high): paired cluster bootstrap over the held-out images plus both
     candidates' seed variance (module docstring, step 3)."""
-    if set(a.sources) != set(b.sources):
-        raise ValueError(f"{a.name} and {b.name} held out different sources: {sorted(a.sources)} vs {sorted(b.sources)}")
-    rng = np.random.default_rng(seed)
-    diffs = np.zeros(n_boot)
-    for name in sorted(a.sources):
-        sa, sb = a.sources[name], b.sources[name]
-        if not (np.array_equal(sa.y, sb.y) and np.array_equal(sa.clusters, sb.clusters)):
-            raise ValueError(f"{a.name} and {b.name}: source {name} was scored on different images")
-        W = cluster_weights(sa.clusters, n_boot, rng)
-        auc_a = np.mean([weighted_auc(sa.y, p, W) for p in np.atleast_2d(sa.P)], axis=0)
-        auc_b = np.mean([weighted_auc(sb.y, p, W) for p in np.atleast_2d(sb.P)], axis=0)
-        diffs += np.nan_to_num(auc_a - auc_b, nan=0.0) / len(a.sources)
+    check_paired(a.name, b.name, a.sources, b.sources)
+    diffs = bootstrap_differences([(a.sources[k].y, a.sources[k].clusters, a.sources[k].P, b.sources[k].P)
+                                   for k in sorted(a.sources)], n_boot, seed)
     d = a.score - b.score
     half = Z95 * float(np.sqrt(np.var(diffs, ddof=1) + a.seed_variance + b.seed_variance))
     return d, d - half, d + half

@@ -63,21 +63,36 @@ def cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator)
     return W
 
 
+def bootstrap_differences(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_boot: int,
+                          seed: int = 0) -> np.ndarray:
+    """(n_boot,) draws of the mean over ``pairs`` of AUC(a) - AUC(b). Each pair is one held-out set: labels (N,),
+    clusters (N,), and the two candidates' probabilities (Ka, N) and (Kb, N) (one row per seed; AUCs averaged over
+    rows). Every draw resamples each set's clusters, the same for both candidates, the sets independently."""
+    rng = np.random.default_rng(seed)
+    diffs = np.zeros(n_boot)
+    for y, clusters, pa, pb in pairs:
+        W = cluster_weights(clusters, n_boot, rng)
+        auc = lambda P: np.mean([weighted_auc(y, p, W) for p in np.atleast_2d(P)], axis=0)  # noqa: E731
+        diffs += np.nan_to_num(auc(pa) - auc(pb), nan=0.0) / len(pairs)  # a one-class draw: no difference
+    return diffs
+
+
+def check_paired(a_name: str, b_name: str, a: dict, b: dict) -> None:
+    """Two candidates' held-out sets must be the same sets of the same images (``y`` and ``clusters`` equal)."""
+    if set(a) != set(b):
+        raise ValueError(f"{a_name} and {b_name} were held out on different sources / directions: "
+                         f"{sorted(a)} vs {sorted(b)}")
+    for d in sorted(a):
+        if not (np.array_equal(a[d].y, b[d].y) and np.array_equal(a[d].clusters, b[d].clusters)):
+            raise ValueError(f"{a_name} and {b_name}: {d} was scored on different images")
+
+
 def paired_difference(a: Candidate, b: Candidate, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(score(a) - score(b), 95 % interval low, high) by a paired cluster bootstrap: in each direction the same
     resampled clusters score both candidates, and the directions are resampled independently."""
-    if set(a.held_out) != set(b.held_out):
-        raise ValueError(f"{a.name} and {b.name} were held out on different directions: "
-                         f"{sorted(a.held_out)} vs {sorted(b.held_out)}")
-    rng = np.random.default_rng(seed)
-    diffs = np.zeros(n_boot)
-    for d in sorted(a.held_out):
-        ha, hb = a.held_out[d], b.held_out[d]
-        if not (np.array_equal(ha.y, hb.y) and np.array_equal(ha.clusters, hb.clusters)):
-            raise ValueError(f"{a.name} and {b.name}: direction {d} was scored on different images")
-        W = cluster_weights(ha.clusters, n_boot, rng)
-        diff = weighted_auc(ha.y, ha.p, W) - weighted_auc(hb.y, hb.p, W)
-        diffs += np.nan_to_num(diff, nan=0.0) / len(a.held_out)  # a one-class resample has no AUC: no difference
+    check_paired(a.name, b.name, a.held_out, b.held_out)
+    diffs = bootstrap_differences([(a.held_out[d].y, a.held_out[d].clusters, a.held_out[d].p, b.held_out[d].p)
+                                   for d in sorted(a.held_out)], n_boot, seed)
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return a.score - b.score, float(lo), float(hi)
 
