@@ -69,7 +69,8 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
     from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
-    cfg = load_config(None, {"data": {"roi_margin": 0, "image_size": 320}, "eval": {"tta": True}})
+    cfg = load_config(None, {"data": {"roi_margin": 0, "image_size": 320, "sources": ["busi"], "external": ["udiat"]},
+                             "eval": {"tta": True}})
     model = build_model(cfg, 2, pretrained=True)
     path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],

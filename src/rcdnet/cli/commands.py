@@ -48,8 +48,9 @@ def cmd_audit(args) -> int:
             print("  " + " = ".join(f"{s.key} [{s.label}]" for s in members))
     bad = res["bad"]
     if bad:
-        more = [f"  ... {len(bad) - 20} more in {out / 'audit_problems.csv'}"] if len(bad) > 20 else []
-        print(f"problems ({len(bad)}):", *(f"  {r['problem'] if r['problem'].startswith(r['path']) else r['path'] + ': ' + r['problem']}" for r in bad[:20]), *more, sep="\n")
+        lines = [r["problem"] if r["problem"].startswith(r["path"]) else f"{r['path']}: {r['problem']}" for r in bad]
+        more = [f"... {len(bad) - 20} more in {out / 'audit_problems.csv'}"] if len(bad) > 20 else []
+        print(f"problems ({len(bad)}):", *(f"  {x}" for x in lines[:20] + more), sep="\n")
     print(f"\nwritten: {out}/audit_summary.csv, audit_images.csv, audit_duplicates.csv, audit_problems.csv")
     return 0
 
@@ -214,7 +215,8 @@ def cmd_explain(args) -> int:
     elif chosen and not args.evaluate:
         pictures = dataset(args.dataset)[1]
     if args.evaluate or args.figure:
-        datasets = dict(dataset(d) for d in ([args.dataset] if chosen else [VALIDATION, "udiat"]))
+        names = [args.dataset] if chosen else [VALIDATION, *predictor.config.data.external]
+        datasets = dict(dataset(d) for d in names)
     res = run_explain(predictor, output_dir(args.out, "explain", args.checkpoint), pictures=pictures,
                       datasets=datasets, evaluate=args.evaluate, figure=args.figure, method=args.method,
                       methods=args.methods, layer=args.layer, target=args.target, road_images=args.road_images,

@@ -123,13 +123,13 @@ def _add_explain(sub) -> None:
     x.add_argument("--target", default="malignant", help="class to explain: malignant (default), benign, or "
                                                          "'predicted' for each image's predicted class")
     x.add_argument("--evaluate", action="store_true", help="agreement with the lesion masks per method "
-                                                           "(--dataset, else val and udiat)")
+                                                           "(--dataset, else val and the model's external sets)")
     x.add_argument("--methods", nargs="+", help="methods for --evaluate (default: gradcam gradcam++ eigencam "
                                                 "layercam scorecam)")
     x.add_argument("--limit", type=int, help="--evaluate: a stratified subset of N masked images per dataset")
     x.add_argument("--road-images", type=int, default=40, help="--evaluate: images scored with ROAD per dataset "
                                                                 "(a stratified subset)")
-    x.add_argument("--figure", action="store_true", help="the Figure-4 grid from val and udiat")
+    x.add_argument("--figure", action="store_true", help="the Figure-4 grid from val and the model's external sets")
     _common(x, "output folder (default: <run dir>/explain)")
 
 
