@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "name": "tiny", "seeds": [0, 1], "split_seed": 0,
-    "config": {"data": {"image_size": 64, "limit": 48, "sources": ["busi"], "roi_margin": 0}, "train": {"epochs": 1, "batch_size": 16},
+    "config": {"data": {"image_size": 64, "limit": 48, "sources": ["busi"], "external": ["udiat"], "roi_margin": 0},
+               "train": {"epochs": 1, "batch_size": 16},
                "augment": {"ultrasound_variants": 0}, "eval": {"bootstrap": 50}},
     "reference": "rcdnet",
     "comparison": [{"id": "rcdnet", "label": "RcdNet", "set": {"model": {"name": "rcdnet"}}},

@@ -240,7 +240,8 @@ def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cach
     cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=1", "train.batch_size=16", "eval.bootstrap=50",
                                        "augment.ultrasound_variants=2", "train.ema_decay=0.9",
                                        "data.inpaint_overlays=true", "data.letterbox=true", "eval.tta=true",
-                                       "eval.adabn=true", "train.localise_weight=0.5"]))
+                                       "eval.adabn=true", "train.localise_weight=0.5",
+                                       "data.sources=[busi, bus-uclm]", "data.external=[udiat]"]))
     metrics = run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, progress=False)
     dice = json.loads((tmp_path / "history.json").read_text())[0]["val_dice"]
     assert 0 < dice < 1  # the localisation head trained beside the classifier and was scored on the masks

@@ -98,3 +98,16 @@ def test_seeds_are_averaged_and_finished_folds_kept(loso):
     assert s["mean_auc_seed_sd"] is not None and len(s["mean_auc_per_seed"]) == 2
     assert len(list(csv.DictReader((out / "loso_predictions.csv").open()))) == 2 * sum(
         s["sources"][h]["n"] for h in SOURCES)
+
+
+def test_the_model_card_carries_the_per_hospital_table(loso):
+    from rcdnet.evaluation.card import held_out_hospitals
+
+    out, _ = loso
+    summary = json.loads((out / "loso_metrics.json").read_text())
+    lines = held_out_hospitals(out)
+    for held in SOURCES:
+        m = summary["sources"][held]
+        assert any(line.startswith(f"- {held} ({m['n']} images") and f"AUC {m['auc']:.3f}" in line for line in lines)
+    assert f"worst: {summary['worst_source']}" in lines[-1]
+    assert held_out_hospitals(None)[0].startswith("Not measured")

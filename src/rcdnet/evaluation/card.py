@@ -147,8 +147,29 @@ def calibration(metrics: dict) -> list[str]:
         "there (`rcdnet site-validate`)."]
 
 
-def model_card(run_dir: str | Path, data_root: str | Path | None = None) -> str:
-    """The model card of the run in ``run_dir`` as Markdown."""
+def held_out_hospitals(loso_dir: Path | None) -> list[str]:
+    """The leave-one-source-out table of ``rcdnet cv --by-source`` (its ``loso_metrics.json``), or a line saying it
+    has not been run."""
+    f = Path(loso_dir) / "loso_metrics.json" if loso_dir else None
+    if f is None or not f.is_file():
+        return ["Not measured for this card (`python scripts/model_card.py RUN --loso LOSO_DIR` adds the table of "
+                "`rcdnet cv --by-source`; docs/loso.md)."]
+    s = json.loads(f.read_text())
+    env, seeds = s["env"], s["seeds"]
+    out = [f"From `{loso_dir}` (`rcdnet cv --by-source`, commit `{env['commit']}`, {env['date']}, {env['hardware']}; "
+           f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}): for each hospital, the same recipe "
+           "trained on the other hospitals, its epoch, temperature and thresholds chosen without it, scored on every "
+           "image of it.", ""]
+    for h, m in s["sources"].items():
+        out.append(f"- {h} ({m['n']} images, {m['n_malignant']} malignant): AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, "
+                   f"{m['auc_ci'][1]:.3f}], calibration error {m['ece']:.3f}; at the rule-out point sensitivity "
+                   f"{m['high_sensitivity_sensitivity']:.3f}, specificity {m['high_sensitivity_specificity']:.3f}")
+    out.append(f"- mean over hospitals: AUC {s['mean_auc']:.3f}; worst: {s['worst_source']} ({s['worst_auc']:.3f})")
+    return out
+
+
+def model_card(run_dir: str | Path, data_root: str | Path | None = None, loso_dir: str | Path | None = None) -> str:
+    """The model card of the run in ``run_dir`` as Markdown (with the leave-one-source-out table of ``loso_dir``)."""
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     cfg = load_config(run_dir / "config.yaml")
@@ -160,7 +181,11 @@ def model_card(run_dir: str | Path, data_root: str | Path | None = None) -> str:
              f"{now['date']}. Every number below is the run's own or computed from its prediction files.", "",
              "## Intended use", "", INTENDED_USE, "",
              "## Training data", "", *training_data(run_dir, cfg, metrics), "",
+             "## At hospitals it never saw (leave one source out)", "", *held_out_hospitals(loso_dir), "",
              "## External test data", ""]
+    if not external:
+        lines.append("None in this run: every public source trains it. Its external scorings (a hidden set) are in "
+                     "docs/decisions.md.")
     for name in external:
         info = SOURCE_INFO.get(name, {})
         r = metrics["results"][name]
