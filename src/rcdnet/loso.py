@@ -110,9 +110,36 @@ def source_summary(y: np.ndarray, P: np.ndarray, groups: np.ndarray, per_seed: l
             "thresholds": [{op: v["threshold"] for op, v in m["operating_points"].items()} for m in per_seed]}
 
 
+def out_of_source_calibration(pooled: dict[str, tuple[np.ndarray, np.ndarray]], target: float,
+                              method: str = "platt") -> dict:
+    """Calibration and rule-out threshold that travel, measured without the held-out hospital's labels: for each
+    source H, a ``method`` map and the threshold for ``target`` sensitivity are fitted on the OTHER sources' held-out
+    predictions (``pooled``: source -> (y (N,), P (K, N))), then applied to H's. Per source: ECE, sensitivity and
+    specificity at that threshold (means over seeds); ``all``: the map fitted on every source (to ship)."""
+    from rcdnet.evaluation.metrics import binary_metrics
+    from rcdnet.evaluation.site import fit_site
+
+    def fit(names):
+        y = np.concatenate([np.tile(pooled[n][0], len(pooled[n][1])) for n in names])
+        return fit_site(method, np.concatenate([pooled[n][1].ravel() for n in names]), y, target)
+
+    per_source = {}
+    for held, (y, P) in pooled.items():
+        site = fit([n for n in pooled if n != held])
+        t = site.thresholds["high_sensitivity"]
+        ms = [binary_metrics(y, site.apply(p), t) for p in P]
+        per_source[held] = {"ece": float(np.mean([expected_calibration_error(y, site.apply(p)) for p in P])),
+                            "threshold": t, **{k: float(np.mean([m[k] for m in ms]))
+                                               for k in ("sensitivity", "specificity")}}
+    every = fit(list(pooled))
+    every.provenance = {"cases_file": "loso_predictions.csv (every held-out prediction, every seed)",
+                        "n_cases": int(sum(P.size for _, P in pooled.values())), "target_sensitivity": target}
+    return {"method": method, "target_sensitivity": target, "sources": per_source, "all": every.to_dict()}
+
+
 def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -> dict:
     """Pool the finished folds into ``loso_predictions.csv``, ``loso_metrics.json`` and ``loso.md``."""
-    rows_out, per_source = [], {}
+    rows_out, per_source, pooled = [], {}, {}
     for held in sources:
         folds = [_read_fold(out, seed, held) for seed in seeds]
         keys = [r["key"] for r in folds[0][0]]
@@ -126,6 +153,7 @@ def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -
         P = np.array([[float(r["p_malignant"]) for r in rows] for rows, _ in folds])
         per_source[held] = source_summary(y, P, np.array([r["group"] for r in rows0]), [m for _, m in folds],
                                           cfg.eval.bootstrap)
+        pooled[held] = (y, P)
     write_csv(out / "loso_predictions.csv", rows_out, ["key", "source", "label", "group", "seed", "p_malignant"])
     by_seed = [float(np.mean([per_source[h]["auc_per_seed"][i] for h in sources])) for i in range(len(seeds))]
     summary = {"env": environment(), "seeds": seeds, "sources": per_source,
@@ -134,9 +162,10 @@ def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -
                "mean_auc_per_seed": by_seed,
                "mean_auc_seed_sd": float(np.std(by_seed, ddof=1)) if len(seeds) > 1 else None,
                "ensemble_mean_auc": float(np.mean([per_source[h]["ensemble_auc"] for h in sources])),
-               "targets": TARGETS}
+               "out_of_source": out_of_source_calibration(pooled, cfg.eval.target_sensitivity), "targets": TARGETS}
     summary["worst_auc"] = per_source[summary["worst_source"]]["auc"]
     (out / "loso_metrics.json").write_text(json.dumps(summary, indent=1))
+    (out / "out_of_source_calibration.json").write_text(json.dumps(summary["out_of_source"]["all"], indent=1))
     (out / "loso.md").write_text(markdown(summary))
     return summary
 
@@ -173,4 +202,15 @@ def markdown(s: dict) -> str:
              f"{t['mean_auc']}, every source >= {t['worst_auc']}, ECE <= {t['ece']}, rule-out sensitivity >= "
              f"{t['rule_out_sensitivity']} with specificity >= {t['rule_out_specificity']}, seed spread <= "
              f"{t['seed_spread']}."]
+    oos = s["out_of_source"]
+    lines += ["", f"Calibration that travels: for each held-out hospital a {oos['method']} map and a rule-out threshold "
+              f"(for {oos['target_sensitivity']:.0%} sensitivity) fitted on the OTHER hospitals' held-out predictions "
+              "(never its own labels), then applied to it; beside the fold's own (temperature and threshold chosen on "
+              "its in-source validation split). `out_of_source_calibration.json`: the map fitted on every hospital.", "",
+              *markdown_table(["held out", "ECE in-fold", "ECE out-of-source map", "rule-out sens / spec in-fold",
+                               "rule-out sens / spec out-of-source"],
+                              [[h, _f(m["ece"]), _f(oos["sources"][h]["ece"]),
+                                f"{_f(m['high_sensitivity_sensitivity'])} / {_f(m['high_sensitivity_specificity'])}",
+                                f"{_f(oos['sources'][h]['sensitivity'])} / {_f(oos['sources'][h]['specificity'])}"]
+                               for h, m in s["sources"].items()])]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from rcdnet.cli import main
 from rcdnet.config import load_config, read_saved_config
 from rcdnet.data.sources import load_dataset
+from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.loso import check_sources, fold_config, summarise
 
 pytestmark = pytest.mark.slow
@@ -72,6 +73,8 @@ def test_per_source_metrics_are_those_of_that_source_alone(loso):
     assert summary["worst_auc"] == min(summary["sources"][h]["auc"] for h in SOURCES)
     page = (out / "loso.md").read_text()
     assert "Leave one source out (3 sources" in page and f"Worst source: **{summary['worst_source']}**" in page
+    assert set(summary["out_of_source"]["sources"]) == set(SOURCES) and "Calibration that travels" in page
+    assert json.loads((out / "out_of_source_calibration.json").read_text())["method"] == "platt"
 
 
 def test_seeds_are_averaged_and_finished_folds_kept(loso):
@@ -111,3 +114,26 @@ def test_the_model_card_carries_the_per_hospital_table(loso):
         assert any(line.startswith(f"- {held} ({m['n']} images") and f"AUC {m['auc']:.3f}" in line for line in lines)
     assert f"worst: {summary['worst_source']}" in lines[-1]
     assert held_out_hospitals(None)[0].startswith("Not measured")
+
+
+def test_out_of_source_calibration_never_reads_the_held_out_labels():
+    from rcdnet.loso import out_of_source_calibration
+
+    rng = np.random.default_rng(0)
+
+    def source(n):  # miscalibrated scores: too confident, and biased towards malignant
+        y = rng.integers(0, 2, n)
+        z = 3 * (1.2 * (2 * y - 1) + rng.normal(0, 1.2, n)) + 2.5  # and biased towards malignant
+        return y, np.stack([1 / (1 + np.exp(-z)), 1 / (1 + np.exp(-(z + rng.normal(0, 0.3, n))))])
+
+    pooled = {k: source(300) for k in ("a", "b", "c")}
+    res = out_of_source_calibration(pooled, 0.95)
+    for k, (y, P) in pooled.items():
+        raw = np.mean([expected_calibration_error(y, p) for p in P])
+        assert res["sources"][k]["ece"] < raw / 2  # the other hospitals' map fixes a shared miscalibration
+        assert res["sources"][k]["sensitivity"] > 0.85
+    flipped = dict(pooled, a=(1 - pooled["a"][0], pooled["a"][1]))  # a's labels changed: a's own fit must not move
+    again = out_of_source_calibration(flipped, 0.95)
+    assert again["sources"]["a"]["threshold"] == res["sources"]["a"]["threshold"]
+    assert again["sources"]["b"]["threshold"] != res["sources"]["b"]["threshold"]
+    assert res["all"]["method"] == "platt" and set(res["all"]["thresholds"]) == {"default", "high_sensitivity"}
