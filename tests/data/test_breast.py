@@ -67,6 +67,15 @@ def test_masks_give_boxes_inside_their_images(breast):
         assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
 
 
+def test_a_loose_breast_image_finds_its_lesion_mask(breast):
+    from rcdnet.data.named import expand_inputs, masks_beside
+
+    folder = breast / "BrEaST-Lesions_USG-images_and_masks"
+    assert masks_beside(folder / "case008.png") == (folder / "case008_tumor.png",)
+    found = expand_inputs([folder])
+    assert len(found) == 256 and not any("_tumor" in f.stem or "_other" in f.stem for f in found)
+
+
 def test_breast_pools_with_the_other_sources(data_root, breast):
     samples, _ = load_sources(["udiat", "breast"], data_root)
     assert Counter(s.source for s in samples) == {"breast": 252, "udiat": 163}

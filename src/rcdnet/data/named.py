@@ -5,6 +5,7 @@ CSV or class folders, loose files and folders, or whatever a data root holds (``
 from __future__ import annotations
 
 import glob
+import re
 from pathlib import Path
 
 from rcdnet.data.breast import IMAGES as BREAST_IMAGES
@@ -26,6 +27,7 @@ from rcdnet.data.samples import CLASSES_3, DataProblem, Sample
 from rcdnet.data.sources import READERS, load_dataset, load_sources
 
 VALIDATION = "val"
+BREAST_MASK_RE = re.compile(r"_(tumor|other\d+)$")  # BrEaST's lesion and other-structure masks
 
 
 def named_dataset(name: str, data_root: str | Path | None, model) -> tuple[list[Sample], list[DataProblem]]:
@@ -80,7 +82,8 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in known and "_mask" not in f.stem)
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in known and "_mask" not in f.stem
+                           and not BREAST_MASK_RE.search(f.stem))
             if not found:
                 raise ValueError(f"{p}: no images found (looked for {', '.join(sorted(known))} files in it and "
                                  "its sub-folders)")
@@ -91,14 +94,16 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 
 def masks_beside(image: Path) -> tuple[Path, ...]:
-    """Lesion masks of a loose image file: BUSI-style ``<stem>_mask*.<ext>`` beside it, or UDIAT-style
-    ``../GT/<name>`` when the image sits in an ``original/`` folder."""
+    """Lesion masks of a loose image file: BUSI-style ``<stem>_mask*.<ext>`` beside it, BrEaST-style
+    ``<stem>_tumor.png`` beside it, or UDIAT-style ``../GT/<name>`` when the image sits in an ``original/`` folder."""
     image = Path(image)
     found = sorted(f for f in image.parent.glob(f"{glob.escape(image.stem)}_mask*")
                    if f.suffix.lower() in IMAGE_SUFFIXES and (m := MASK_RE.match(f.stem)) and m["stem"] == image.stem)
-    gt = image.parent.parent / "GT" / image.name
+    gt, tumor = image.parent.parent / "GT" / image.name, image.with_name(f"{image.stem}_tumor.png")
     if not found and image.parent.name == "original" and gt.is_file():
         found = [gt]
+    if not found and tumor.is_file():
+        found = [tumor]
     return tuple(found)
 
 
