@@ -54,3 +54,16 @@ def test_modules_and_functions_stay_small():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 65:
                 too_long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}()")
     assert not too_long, too_long
+
+
+def test_readme_is_short_and_leads_with_the_two_commands():
+    """A newcomer reads it in five minutes: under 250 lines, the main job and the tests as its two commands, every
+    page it links to present."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    assert "make main    #" in text and "make test    #" in text
+    import re
+
+    for link in re.findall(r"\]\((docs/[^)#]+)", text):
+        assert (root / link).is_file(), link
