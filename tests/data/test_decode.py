@@ -184,3 +184,51 @@ def test_real_scanner_dicom_files_compressed_and_not(untrained_checkpoint, capsy
     assert len(out["predictions"]) == 4 and not out["errors"]
     by_name = {p["image"].rsplit("/", 1)[-1]: p["p_malignant"] for p in out["predictions"]}
     assert by_name["US1_UNCR.dcm"] == by_name["US1_J2KR.dcm"]
+
+
+def _mutated(data: bytes, rng: np.random.Generator, head: int = 4000) -> bytes:
+    """``data`` with 1-7 bytes of its first ``head`` changed at random, cut short three times in ten."""
+    b = bytearray(data)
+    for _ in range(rng.integers(1, 8)):
+        b[int(rng.integers(0, min(len(b), head)))] = int(rng.integers(0, 256))
+    return bytes(b[:int(rng.integers(132, len(b)))] if rng.random() < 0.3 else b)
+
+
+def test_mutated_dicom_and_video_files_are_per_file_errors_never_crashes(tmp_path, data_root):
+    """A seeded slice of the decoder fuzz (scripts would run thousands): every damaged file either decodes or is an
+    ImageReadError naming it; nothing else escapes."""
+    from pydicom.data import get_testdata_file
+
+    rng = np.random.default_rng(0)
+    sources = [get_testdata_file(n) for n in ("US1_J2KR.dcm", "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm")]
+    clip = make_video(tmp_path / "clip.mp4", [_real(i)[:160, :200] for i in range(1, 4)]).read_bytes()
+    cases = [(f"case{i}.dcm", _mutated(open(f, "rb").read(), rng)) for f in sources for i in range(25)]
+    cases += [(f"case{i}.mp4", _mutated(clip, rng, head=len(clip))) for i in range(25)]
+    real = open(sources[0], "rb").read()
+    k = real.index(b"\x02\x00\x10\x00UI")  # the transfer syntax's value representation, made unknown
+    cases.append(("unknown_vr.dcm", real[:k + 4] + b"U." + real[k + 6:]))  # pydicom: NotImplementedError
+    outcomes = {"decoded": 0, "refused": 0}
+    for name, data in cases:
+        try:
+            for _ in read_frames(name, data, max_frames=3):
+                pass
+            outcomes["decoded"] += 1
+        except ImageReadError as exc:
+            assert name in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 10 and sum(outcomes.values()) == len(cases)
+
+
+def test_a_damaged_file_does_not_sink_the_batch(untrained_checkpoint, tmp_path, data_root, capsys):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for i in (1, 2, 3):
+        (folder / f"good{i}.png").write_bytes((BUSI / "benign" / f"benign ({i}).png").read_bytes())
+    (folder / "bad.dcm").write_bytes(b"hello, not a DICOM file" * 20)
+    (folder / "worse.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
+    assert main(["predict", str(untrained_checkpoint), str(folder), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert sorted(p["image"].rsplit("/", 1)[-1] for p in json.loads(captured.out)["predictions"]) == [
+        "good1.png", "good2.png", "good3.png"]
+    assert "bad.dcm: not a DICOM file" in captured.err and "worse.dcm" in captured.err
+    assert "3 predicted, 2 skipped" in captured.err

@@ -94,6 +94,14 @@ def kind_of(path: Path, data: bytes | None = None) -> str:
     return "image"
 
 
+def _has_preamble(path: Path, data: bytes | None) -> bool:
+    """Whether the file carries the DICOM preamble ("DICM" at byte 128)."""
+    if data is None:
+        with open(path, "rb") as fh:
+            data = fh.read(132)
+    return data[128:132] == b"DICM"
+
+
 def _check_file(path: Path) -> None:
     try:
         st = path.stat()
@@ -192,12 +200,19 @@ def _dicom_frames(path: Path, data: bytes | None, max_frames: int | None, max_pi
     try:
         ds = pydicom.dcmread(io.BytesIO(data) if data is not None else str(path), force=True)
         rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
-    except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
-        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
-    if "PixelData" not in ds:
+        has_pixels = "PixelData" in ds
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    except InvalidDicomError:
+        raise ImageReadError(f"{path}: not a DICOM file (no DICOM header could be read)") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises many types (BytesLengthException, ...)
+        if isinstance(exc, AttributeError) and not _has_preamble(path, data):
+            raise ImageReadError(f"{path}: not a DICOM file (no DICOM preamble, and no image size in what could be "
+                                 "read as one)") from None
+        what = "no image size (Rows / Columns)" if isinstance(exc, AttributeError) else f"{exc}"[:200]
+        raise ImageReadError(f"{path}: damaged or incomplete DICOM header ({type(exc).__name__}: {what})") from None
+    if not has_pixels:
         raise ImageReadError(f"{path}: DICOM file without pixel data")
     _check_pixels(path, cols, rows, frames, limit=max_pixels)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     try:
         pixels = ds.pixel_array  # pydicom 3 returns YBR colour data already converted to RGB
         if photometric == "PALETTE COLOR":
@@ -223,7 +238,7 @@ def _video_frames(path: Path, data: bytes | None, max_frames: int | None, max_pi
 
     try:
         container = av.open(io.BytesIO(data) if data is not None else str(path))
-    except (av.FFmpegError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many types for a damaged container
         raise ImageReadError(f"{path}: not a readable video ({type(exc).__name__}: {exc})") from None
     with container:
         if not container.streams.video:
@@ -241,7 +256,9 @@ def _video_frames(path: Path, data: bytes | None, max_frames: int | None, max_pi
                 t = float(frame.pts * stream.time_base) if frame.pts is not None else None
                 yield Frame(frame.to_ndarray(format="rgb24"), index=n, time=t)
                 n += 1
-        except av.FFmpegError as exc:
+        except ImageReadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - FFmpegError, and what a damaged stream makes PyAV raise
             if n == 0:
                 raise ImageReadError(f"{path}: video could not be decoded ({exc})") from None
             stopped = f"decoding failed: {exc}"
