@@ -209,3 +209,27 @@ def test_a_box_drawn_on_the_page_is_what_a_region_model_classifies(tmp_path, dat
         api = httpx.post(url + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())}, data={"box": box},
                          timeout=60).json()
         assert prob == f"{100 * api['p_malignant']:.1f} %"
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_before_it_is_stored(server):
+    """No Content-Length: the body is counted as it arrives and cut just past the 2 MB limit; the client's
+    generator is not drained, and the service answers 413 and keeps serving."""
+    sent = []
+
+    def body():
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\r\n"
+        for _ in range(200):  # 200 x 64 KB = 12.5 MB offered
+            sent.append(1)
+            yield b"\0" * 65536
+        yield b"\r\n--x--\r\n"
+
+    try:
+        r = httpx.post(server + "/predict", content=body(), timeout=30,
+                       headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 413 and "limit is 2 MB" in r.json()["detail"]
+    except httpx.TransportError:
+        pass  # the server may close the connection while the client is still sending: cut all the same
+    assert len(sent) < 100, len(sent)  # cut near 2 MB (plus socket buffers), far from the 12.5 MB offered
+    assert httpx.get(server + "/health").status_code == 200
+    r = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())})
+    assert r.status_code == 200

@@ -45,6 +45,7 @@ from rcdnet.predict import (
     model_file,
     prediction_row,
 )
+from rcdnet.serve.limits import BodyLimit
 
 log = logging.getLogger("rcdnet.serve")
 STATIC = Path(__file__).parent / "static"
@@ -150,15 +151,10 @@ def explain_png(predictor: Predictor, name: str, rgb: np.ndarray, method: str, b
     return cv2.imencode(".png", cv2.cvtColor(png, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
-def _guard(app: FastAPI, limit: int, max_upload_mb: float) -> None:
-    """Refuse oversized bodies before they are read; answer any unexpected error with a plain 500 (logged)."""
-
-    @app.middleware("http")
-    async def size_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit + 65536:
-            return JSONResponse({"detail": f"upload too large: the limit is {max_upload_mb:g} MB"}, status_code=413)
-        return await call_next(request)
+def _guard(app: FastAPI, limit: int) -> None:
+    """Count every body as it arrives and cut it at the limit (:class:`~rcdnet.serve.limits.BodyLimit`: a chunked
+    upload too); answer any unexpected error with a plain 500 (logged)."""
+    app.add_middleware(BodyLimit, limit=limit)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -214,7 +210,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
     app = FastAPI(title="rcdnet", version=__version__,
                   description="Benign vs malignant breast ultrasound. Research software, not a medical device.")
     app.state.slots = slot  # (the tests hold it to see the 503 path)
-    _guard(app, limit, max_upload_mb)
+    _guard(app, limit)
 
     @app.get("/", include_in_schema=False)
     def page():
