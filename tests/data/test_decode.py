@@ -232,3 +232,26 @@ def test_a_damaged_file_does_not_sink_the_batch(untrained_checkpoint, tmp_path, 
         "good1.png", "good2.png", "good3.png"]
     assert "bad.dcm: not a DICOM file" in captured.err and "worse.dcm" in captured.err
     assert "3 predicted, 2 skipped" in captured.err
+
+
+def _png(width: int, height: int, rows: int, interlace: int = 0) -> bytes:
+    """A grey PNG whose header says ``width`` x ``height`` and whose data hold ``rows`` rows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    data = zlib.compress(b"".join(b"\0" + bytes([128]) * width for _ in range(rows)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, interlace))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_a_png_that_holds_fewer_rows_than_it_promises_is_refused_not_padded(tmp_path):
+    with pytest.raises(ImageReadError, match=r"lie\.png: truncated PNG: it holds 100 of the 4000 rows"):
+        read_image("lie.png", _png(400, 4000, 100))
+    assert read_image("whole.png", _png(400, 300, 300)).shape == (300, 400, 3)
+    (tmp_path / "lie.png").write_bytes(_png(400, 4000, 100))
+    with pytest.raises(ImageReadError, match="truncated PNG"):
+        read_image(tmp_path / "lie.png")
+    assert read_image(BUSI / "benign" / "benign (1).png").ndim == 3  # a real file passes

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from rcdnet.data.png import missing_png_rows
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg"}
@@ -153,6 +155,8 @@ def _still(path: Path, data: bytes | None, max_pixels: int | None) -> np.ndarray
         img = Image.open(io.BytesIO(data) if data is not None else path)
         _check_pixels(path, *img.size, limit=max_pixels)  # from the header, before decoding
         img.load()  # forces a full decode: catches truncated files
+        if img.format == "PNG" and (short := missing_png_rows(data if data is not None else path.read_bytes())):
+            raise ImageReadError(f"{path}: truncated PNG: it {short} (PIL would pad the rest with black)")
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image, DICOM or video file that can be read") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
