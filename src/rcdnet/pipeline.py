@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,35 @@ def open_run(run_dir: Path, cfg: RunConfig, resume: bool, write: bool = True
     if has_ckpt and not resume:
         raise RunDirError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
     if resume and saved_cfg.exists():
-        cfg = read_saved_config(saved_cfg)
+        asked, cfg = cfg, read_saved_config(saved_cfg)
+        ignored = changed_settings(cfg.to_dict(), asked.to_dict())
+        if ignored and write:
+            print(f"{run_dir}: resuming with the run's own settings (config.yaml); these settings of this command "
+                  f"differ and are NOT used: {'; '.join(ignored)}", file=sys.stderr)
     if write:
         save_config(cfg, saved_cfg)
     saved_split = {r["key"]: r["split"] for r in load_split(split_file)} if split_file.exists() else None
     return cfg, saved_split
+
+
+def changed_settings(saved: dict, asked: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> asked`` for every setting in which ``asked`` differs from ``saved`` (nested dicts)."""
+    out = []
+    for k, v in asked.items():
+        if isinstance(v, dict) and isinstance(saved.get(k), dict):
+            out += changed_settings(saved[k], v, f"{prefix}{k}.")
+        elif saved.get(k) != v:
+            out.append(f"{prefix}{k}: {saved.get(k)!r} -> {v!r}")
+    return out
+
+
+def finished_run(run_dir: Path) -> dict | None:
+    """The saved metrics of a run that trained every epoch and was evaluated, else None."""
+    metrics, saved = run_dir / "metrics.json", run_dir / "config.yaml"
+    if not (metrics.is_file() and saved.is_file() and (run_dir / "history.json").is_file()):
+        return None
+    done = len(json.loads((run_dir / "history.json").read_text())) >= read_saved_config(saved).train.epochs
+    return json.loads(metrics.read_text()) if done else None
 
 
 def calibrate_on_validation(best_path: Path, data: PreparedData, cfg: RunConfig
@@ -141,6 +166,9 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     run (cross-validation folds). Under torchrun, rank 0 prepares the data and caches first, every rank trains,
     and rank 0 alone writes and evaluates."""
     run_dir = Path(run_dir)
+    if resume and evaluate and (done := finished_run(run_dir)) is not None:
+        print(f"{run_dir}: finished earlier (every epoch trained and evaluated); nothing trained or scored again")
+        return done
     runtime.apply(cfg.train.threads)
     env = environment()  # the commit, date and threading the run started with
     ctx = dist.setup(cfg.train.device)
