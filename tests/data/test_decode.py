@@ -255,3 +255,21 @@ def test_a_png_that_holds_fewer_rows_than_it_promises_is_refused_not_padded(tmp_
     with pytest.raises(ImageReadError, match="truncated PNG"):
         read_image(tmp_path / "lie.png")
     assert read_image(BUSI / "benign" / "benign (1).png").ndim == 3  # a real file passes
+
+
+def test_blank_pictures_get_no_diagnosis_and_blank_frames_are_skipped(untrained_checkpoint, tmp_path, data_root,
+                                                                       capsys):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros((300, 400), np.uint8))
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((300, 400), 120, np.uint8) + (np.arange(400) % 3)[None])
+    frames = [np.zeros((160, 200, 3), np.uint8)] * 3 + [_real(i)[:160, :200] for i in range(1, 5)]
+    make_video(tmp_path / "clip.mp4", frames)
+    (tmp_path / "good.png").write_bytes((BUSI / "benign" / "benign (2).png").read_bytes())
+    assert main(["predict", str(untrained_checkpoint), str(tmp_path), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    got = {p["image"].rsplit("/", 1)[-1]: p for p in json.loads(captured.out)["predictions"]}
+    assert set(got) == {"clip.mp4", "good.png"} and got["clip.mp4"]["frames"] == 4  # the 3 black frames skipped
+    for name in ("black.png", "grey.png"):
+        assert f"{name}: no image content (the picture is blank" in captured.err
+    assert "not an ultrasound image" in captured.err and "2 predicted, 2 skipped" in captured.err

@@ -233,3 +233,10 @@ def test_a_chunked_upload_over_the_limit_is_cut_before_it_is_stored(server):
     assert httpx.get(server + "/health").status_code == 200
     r = httpx.post(server + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())})
     assert r.status_code == 200
+
+
+def test_a_blank_picture_is_refused_not_diagnosed(server):
+    ok, png = cv2.imencode(".png", np.zeros((300, 400), np.uint8))
+    r = httpx.post(server + "/predict", files={"file": ("black.png", png.tobytes(), "image/png")})
+    assert r.status_code == 415 and "black.png: no image content" in r.json()["detail"]
+    assert "not an ultrasound image" in r.json()["detail"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.data.boxes import Box, BoxError, box_of_mask
+from rcdnet.data.content import with_content
 from rcdnet.data.decode import (
     Frame,
     ImageReadError,
@@ -60,7 +61,7 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
 
     try:
         try:
-            for fr in read_frames(path):
+            for fr in with_content(read_frames(path), path):
                 rgbs.append(fr.rgb)
                 meta.append(Frame(np.empty(0, np.uint8), fr.index, fr.time))
                 if len(rgbs) == chunk:
@@ -83,7 +84,7 @@ def _decoded(predictor: Predictor, path: Path, box: Box | None = None, localiser
         return None
     try:
         frames = [(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb, localiser)),
-                   Frame(np.empty(0, np.uint8), fr.index, fr.time)) for fr in read_frames(path)]
+                   Frame(np.empty(0, np.uint8), fr.index, fr.time)) for fr in with_content(read_frames(path), path)]
     except (ImageReadError, BoxError) as exc:
         return DataProblem(str(path), str(exc).removeprefix(f"{path}: "))
     return np.stack([a for a, _ in frames]), [m for _, m in frames]

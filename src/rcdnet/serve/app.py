@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rcdnet import __version__
 from rcdnet.data.boxes import Box, BoxError, parse_box
+from rcdnet.data.content import with_content
 from rcdnet.data.decode import (
     MAX_PIXELS,
     ImageReadError,
@@ -83,7 +84,8 @@ def read_upload(file: UploadFile, limit: int, max_frames: int = MAX_FRAMES, max_
         raise HTTPException(413, f"upload too large: the limit is {limit / 2**20:g} MB")
     if not data:
         raise HTTPException(400, f"{name}: empty file")
-    return name, (f.rgb for f in read_frames(Path(name), data=data, max_frames=max_frames, max_pixels=max_pixels))
+    frames = read_frames(Path(name), data=data, max_frames=max_frames, max_pixels=max_pixels)
+    return name, (f.rgb for f in with_content(frames, name))
 
 
 def decoded(name: str, frames: Iterator[np.ndarray], keep) -> tuple[list, str | None]:
