@@ -142,3 +142,24 @@ def test_audit_names_a_bomb_as_a_problem_and_goes_on(tmp_path, bomb_png, data_ro
     good = inspect_sample(Sample(GOOD, "malignant", "good", "csv"))
     assert "bomb.png: 12000x12000 pixels (144 MP) is over the limit" in bomb["problem"] and bomb["width"] == ""
     assert good["problem"] == "" and good["width"] > 0 and good["mode"] == "L"
+
+
+def test_copied_csv_rows_are_one_case_and_a_bad_csv_names_itself(untrained_checkpoint, tmp_path, cache_dir, capsys,
+                                                                 data_root):
+    import shutil
+
+    for cls, i in (("benign", 8), ("malignant", 8)):
+        shutil.copy(BUSI / cls / f"{cls} ({i}).png", tmp_path / f"{cls}.png")
+    shutil.copy(tmp_path / "benign.png", tmp_path / "renamed.png")  # the same file under another name
+    csv = tmp_path / "copies.csv"
+    csv.write_text("path,label\n" + "benign.png,benign\n" * 40 + "renamed.png,benign\n" + "malignant.png,malignant\n"
+                   "malignant.png,malignant\n")
+    assert main(["evaluate", str(untrained_checkpoint), "--csv", str(csv), "--out", str(tmp_path / "ev"),
+                 "--bootstrap", "50", "--cache", str(cache_dir), "--quiet"]) == 0
+    m = json.loads((tmp_path / "ev" / "copies_metrics.json").read_text())
+    assert m["n"] == 43 and m["ci_resampling"].startswith("groups (2 patients / duplicate groups for 43 images)")
+    assert "note: 43 CSV rows repeat files with identical content" in capsys.readouterr().err
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes("path,label\nb\xe9nign.png,benign\n".encode("latin-1"))
+    assert main(["evaluate", str(untrained_checkpoint), "--csv", str(bad), "--out", str(tmp_path / "ev2")]) == 2
+    assert "latin1.csv: not UTF-8 text" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from rcdnet.data.boxes import (
     square_around,
 )
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples
-from rcdnet.data.readers import read_csv
+from rcdnet.data.user_csv import read_csv
 
 PLAIN = {"denoise_h": 0.0, "clahe_clip": 0.0}  # so that pixel values can be checked exactly
 

@@ -165,6 +165,10 @@ def cmd_evaluate(args) -> int:
     if outside:
         _err(f"note: {len(outside)} CSV rows use relative paths that leave the CSV's folder (e.g. {outside[0]}); "
              "they were read")
+    copies = sum(bool(s.extra.get("repeats_file")) for s in samples)
+    if copies:
+        _err(f"note: {copies} CSV rows repeat files with identical content: each set of copies is one case for the "
+             "intervals (one group), never independent patients")
     skipped = [str(p) for p in problems] + res["skipped_files"]
     if skipped:
         _err(f"{len(skipped)} files skipped:", *[f"  {p}" for p in skipped])

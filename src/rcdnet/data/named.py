@@ -18,13 +18,13 @@ from rcdnet.data.readers import (
     busi_dir,
     read_bus_uclm,
     read_busi,
-    read_csv,
     read_folder,
     read_udiat,
     udiat_dir,
 )
 from rcdnet.data.samples import CLASSES_3, DataProblem, Sample
 from rcdnet.data.sources import READERS, load_dataset, load_sources
+from rcdnet.data.user_csv import read_csv
 
 VALIDATION = "val"
 BREAST_MASK_RE = re.compile(r"_(tumor|other\d+)$")  # BrEaST's lesion and other-structure masks

@@ -1,5 +1,5 @@
-"""Dataset readers: BUSI (Kaggle layout), BUS-UCLM, UDIAT Dataset B, and users' own folder-per-class or CSV data
-(one entry point for them all, and several pooled as training sources: ``data.sources``).
+"""Dataset readers: BUSI (Kaggle layout), BUS-UCLM, UDIAT Dataset B and users' own folder-per-class data (BrEaST:
+``data.breast``; users' CSVs: ``data.user_csv``; one entry point for them all: ``data.sources``).
 
 Every reader returns ``(samples, problems)``: files it cannot use are reported as
 :class:`~rcdnet.data.samples.DataProblem` and skipped, never fatal. Pixel decoding happens later (in
@@ -13,12 +13,10 @@ import os
 import re
 from pathlib import Path
 
-from rcdnet.data.boxes import BoxError, parse_box
 from rcdnet.data.decode import IMAGE_SUFFIXES
 from rcdnet.data.samples import CLASSES_2, CLASSES_3, DataProblem, Sample
 
 DATA_ENV = "RCDNET_DATA"
-BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 MASK_RE = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?$")
 _LABEL_ALIASES = {"benign": "benign", "0": "benign", "malignant": "malignant", "1": "malignant", "normal": "normal"}
 
@@ -247,48 +245,6 @@ def read_folder(root: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[
             samples.append(Sample(path=f, label=label, key=str(f.relative_to(root)), source="folder", mask_paths=mk))
     if not samples:
         raise DatasetError(f"{root}: no images found in class folders ({', '.join(classes)})")
-    return samples, problems
-
-
-def read_csv(csv_path: Path, classes: tuple[str, ...] = CLASSES_2) -> tuple[list[Sample], list[DataProblem]]:
-    """Users' data as a CSV with columns ``path,label[,group][,x0,y0,x1,y1]`` (labels benign/malignant or 0/1; the
-    optional lesion box in pixels, for region-of-interest models); relative paths are resolved against the CSV's own
-    folder. A relative path that leaves that folder (``../x.png``) is read, and marked
-    (``extra["outside_csv_folder"]``) so that commands can say so. A malformed box skips its row, named."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise DatasetError(f"{csv_path}: CSV file not found")
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-        if "path" not in fields or "label" not in fields:
-            raise DatasetError(f"{csv_path}: needs a header with columns path,label[,group]; found {reader.fieldnames}")
-        rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in reader]
-    samples: list[Sample] = []
-    problems: list[DataProblem] = []
-    for line, r in enumerate(rows, start=2):
-        label = normalise_label(r["label"], classes)
-        where = f"{csv_path}:line {line}"
-        if label is None:
-            problems.append(DataProblem(where, f"unknown label {r['label']!r} (expected {', '.join(classes)} or 0/1)"))
-            continue
-        p = Path(r["path"])
-        outside = not p.is_absolute() and ".." in p.parts and not (csv_path.parent / p).resolve().is_relative_to(
-            csv_path.parent.resolve())
-        p = p if p.is_absolute() else csv_path.parent / p
-        if not p.is_file():
-            problems.append(DataProblem(str(p), f"file missing ({where})"))
-            continue
-        coords = [r.get(k, "") for k in BOX_COLUMNS]
-        try:
-            box = parse_box(",".join(coords), where) if any(coords) else None
-        except BoxError as exc:
-            problems.append(DataProblem(str(p), str(exc)))
-            continue
-        samples.append(Sample(path=p, label=label, key=r["path"], source="csv", group=r.get("group") or None,
-                              box=box, extra={"outside_csv_folder": True} if outside else {}))
-    if not samples:
-        raise DatasetError(f"{csv_path}: no usable rows")
     return samples, problems
 
 

@@ -10,12 +10,12 @@ from rcdnet.data.readers import (
     DatasetError,
     read_bus_uclm,
     read_busi,
-    read_csv,
     read_folder,
     read_udiat,
     resolve_data_root,
 )
 from rcdnet.data.samples import CLASSES_2, DataProblem, Sample
+from rcdnet.data.user_csv import read_csv
 
 READERS = {"busi": read_busi, "bus-uclm": read_bus_uclm, "breast": read_breast, "udiat": read_udiat}
 # Where each named dataset comes from (its publication; ../shared/data/README.md), for model cards and reports.

@@ -71,7 +71,8 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     if images is None:
         samples, images, problems = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
     if not samples:
-        raise ValueError(f"{name}: no readable images to evaluate")
+        why = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise ValueError(f"{name}: no readable images to evaluate" + (f" ({why})" if why else ""))
     probs, raw = _probabilities(predictor, images, progress)
     p_mal, p_raw = probs[:, predictor.malignant_index], raw[:, predictor.malignant_index]
     y = np.array([int(s.label == "malignant") for s in samples])
