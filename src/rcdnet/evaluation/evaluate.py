@@ -53,6 +53,12 @@ def _defined(metrics: dict) -> dict:
             if isinstance(m, dict) and "value" in m else m for k, m in metrics.items()}
 
 
+def nothing_readable(name: str, problems: list[DataProblem]) -> str:
+    """'NAME: no readable images to evaluate (the first three reasons)'."""
+    why = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return f"{name}: no readable images to evaluate" + (f" ({why})" if why else "")
+
+
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
                      n_boot: int = 2000, cache_dir: Path | None = None, seed: int = 0,
                      images: np.ndarray | None = None, progress: bool = False, extra: dict | None = None,
@@ -71,8 +77,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     if images is None:
         samples, images, problems = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
     if not samples:
-        why = "; ".join(str(p) for p in problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise ValueError(f"{name}: no readable images to evaluate" + (f" ({why})" if why else ""))
+        raise ValueError(nothing_readable(name, problems))
     probs, raw = _probabilities(predictor, images, progress)
     p_mal, p_raw = probs[:, predictor.malignant_index], raw[:, predictor.malignant_index]
     y = np.array([int(s.label == "malignant") for s in samples])
