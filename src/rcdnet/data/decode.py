@@ -96,14 +96,6 @@ def kind_of(path: Path, data: bytes | None = None) -> str:
     return "image"
 
 
-def _has_preamble(path: Path, data: bytes | None) -> bool:
-    """Whether the file carries the DICOM preamble ("DICM" at byte 128)."""
-    if data is None:
-        with open(path, "rb") as fh:
-            data = fh.read(132)
-    return data[128:132] == b"DICM"
-
-
 def _check_file(path: Path) -> None:
     try:
         st = path.stat()
@@ -132,7 +124,9 @@ def read_frames(path: str | Path, data: bytes | None = None, max_frames: int | N
         raise ImageReadError(f"{path}: file is empty (0 bytes)")
     kind = kind_of(path, data)
     if kind == "dicom":
-        yield from _dicom_frames(path, data, max_frames, max_pixels)
+        from rcdnet.data.dicom import dicom_frames  # (it uses this module's checks and types)
+
+        yield from dicom_frames(path, data, max_frames, max_pixels)
     elif kind == "video":
         yield from _video_frames(path, data, max_frames, max_pixels)
     else:
@@ -195,46 +189,6 @@ def to_uint8_rgb(arr: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarra
         a = arr.astype(np.float64)
         arr = ((a - a.min()) / (a.max() - a.min() + 1e-12) * 255).astype(np.uint8)
     return np.ascontiguousarray(arr[..., :3])
-
-
-def _dicom_frames(path: Path, data: bytes | None, max_frames: int | None, max_pixels: int | None) -> Iterator[Frame]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else str(path), force=True)
-        rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
-        has_pixels = "PixelData" in ds
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    except InvalidDicomError:
-        raise ImageReadError(f"{path}: not a DICOM file (no DICOM header could be read)") from None
-    except Exception as exc:  # noqa: BLE001 - a damaged header raises many types (BytesLengthException, ...)
-        if isinstance(exc, AttributeError) and not _has_preamble(path, data):
-            raise ImageReadError(f"{path}: not a DICOM file (no DICOM preamble, and no image size in what could be "
-                                 "read as one)") from None
-        what = "no image size (Rows / Columns)" if isinstance(exc, AttributeError) else f"{exc}"[:200]
-        raise ImageReadError(f"{path}: damaged or incomplete DICOM header ({type(exc).__name__}: {what})") from None
-    if not has_pixels:
-        raise ImageReadError(f"{path}: DICOM file without pixel data")
-    _check_pixels(path, cols, rows, frames, limit=max_pixels)
-    try:
-        pixels = ds.pixel_array  # pydicom 3 returns YBR colour data already converted to RGB
-        if photometric == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
-
-            pixels = apply_color_lut(pixels, ds)
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types (missing plugin, corrupt stream)
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", "unknown transfer syntax")
-        raise ImageReadError(f"{path}: DICOM pixel data could not be decoded ({name}: {type(exc).__name__}: "
-                             f"{exc})") from None
-    rgb_like = pixels.ndim == 4 or (pixels.ndim == 3 and pixels.shape[-1] in (3, 4) and frames == 1)
-    if frames == 1:
-        pixels = pixels[None] if (pixels.ndim == 2 or rgb_like) else pixels
-    for i, frame in enumerate(pixels):
-        if max_frames is not None and i >= max_frames:
-            break
-        yield Frame(to_uint8_rgb(np.asarray(frame), photometric), index=i)
 
 
 def _video_frames(path: Path, data: bytes | None, max_frames: int | None, max_pixels: int | None) -> Iterator[Frame]:
