@@ -25,7 +25,7 @@ from rcdnet.data.split import group_folds
 from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.metrics import metrics_with_ci, threshold_for_sensitivity
 from rcdnet.evaluation.report import environment
-from rcdnet.files import markdown_table, write_csv
+from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
 from rcdnet.predict.ensemble import ENSEMBLE_FILE, ENSEMBLE_FORMAT, EnsemblePredictor
 from rcdnet.training import distributed as dist
@@ -113,7 +113,7 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
                "fold_std": {m: float(np.std([r[m] for r in fold_rows], ddof=1)) if len(fold_rows) > 1 else 0.0
                             for m in FOLD_METRICS},
                "ensemble_external": external}
-    (out / "cv_metrics.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "cv_metrics.json", summary)
     (out / "cv.md").write_text(markdown(summary))
     return summary
 

@@ -76,3 +76,21 @@ def print_table(rows: list[dict], file=None) -> None:
     print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols), file=file)
+
+
+def write_json(path: str | Path, data) -> Path:
+    """``data`` as indented JSON, written atomically: to a temporary file in the same folder, then renamed over
+    ``path``, so a full disk or a kill never leaves a truncated file behind (the error names the file)."""
+    import json
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{path}: could not be written ({exc.strerror})") from None
+    return path

@@ -25,7 +25,7 @@ from rcdnet.data.sources import READERS
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import bootstrap_mean_ci, weighted_auc
 from rcdnet.evaluation.report import environment
-from rcdnet.files import markdown_table, write_csv
+from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
 
 # the targets for every held-out source (docs/loso.md)
@@ -164,8 +164,8 @@ def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -
                "ensemble_mean_auc": float(np.mean([per_source[h]["ensemble_auc"] for h in sources])),
                "out_of_source": out_of_source_calibration(pooled, cfg.eval.target_sensitivity), "targets": TARGETS}
     summary["worst_auc"] = per_source[summary["worst_source"]]["auc"]
-    (out / "loso_metrics.json").write_text(json.dumps(summary, indent=1))
-    (out / "out_of_source_calibration.json").write_text(json.dumps(summary["out_of_source"]["all"], indent=1))
+    write_json(out / "loso_metrics.json", summary)
+    write_json(out / "out_of_source_calibration.json", summary["out_of_source"]["all"])
     (out / "loso.md").write_text(markdown(summary))
     return summary
 

@@ -23,7 +23,7 @@ from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
 from rcdnet.evaluation.report import data_summary, environment, write_report
 from rcdnet.evaluation.thresholds import choose_thresholds
-from rcdnet.files import writable_dir, write_csv
+from rcdnet.files import writable_dir, write_csv, write_json
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import load_checkpoint, save_atomic
@@ -194,7 +194,7 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
                "timing": {"epochs": len(trainer.history),
                           "total_seconds": round(sum(h["epoch_seconds"] for h in trainer.history), 1),
                           "peak_memory_mb": max(h["peak_memory_mb"] for h in trainer.history)}}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir / "report.md", cfg=cfg, env=env, data_summary=summary, history=trainer.history, best=best,
                  thresholds=predictor.thresholds, results=results, extra_results=extra)
     return metrics

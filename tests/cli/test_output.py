@@ -15,3 +15,25 @@ def test_output_folder_rule(tmp_path):
     assert output_dir(None, "train") == Path("runs/train")
     assert output_dir(None, "audit") == Path("runs/audit")
     assert output_dir(None, "benchmark-cpu") == Path("runs/benchmark-cpu")
+
+
+def test_json_outputs_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    import json
+    import os
+
+    import pytest
+
+    from rcdnet.files import write_json
+
+    target = tmp_path / "m_metrics.json"
+    write_json(target, {"auc": 0.9})
+    assert json.loads(target.read_text()) == {"auc": 0.9}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)  # the disk fills before the new file takes the old one's place
+    with pytest.raises(OSError, match="m_metrics.json: could not be written"):
+        write_json(target, {"auc": 0.5})
+    assert json.loads(target.read_text()) == {"auc": 0.9}  # the earlier file whole, no half-written one
+    assert [p.name for p in tmp_path.iterdir()] == ["m_metrics.json"]  # and no temporary file left

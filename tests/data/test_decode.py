@@ -330,3 +330,31 @@ def test_dicom_bombs_are_decoded_frame_by_frame_or_refused_before_decoding(tmp_p
     liar = make_jpeg_dicom(tmp_path / "liar.dcm", bytes(small), 64, 64, 1)
     with pytest.raises(ImageReadError, match=r"liar\.dcm: frame 0 is 20000x20000 pixels but the DICOM header says 64x64"):
         list(read_frames(liar))
+
+
+def test_two_clips_of_one_name_keep_their_own_per_frame_results(untrained_checkpoint, tmp_path, data_root, capsys,
+                                                                 monkeypatch):
+    for folder, n in (("left", 3), ("right", 5)):
+        (tmp_path / folder).mkdir()
+        make_video(tmp_path / folder / "clip.mp4", [_real(i)[:160, :200] for i in range(1, n + 1)])
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(untrained_checkpoint), "left", "right"]) == 0
+    capsys.readouterr()
+    written = sorted(tmp_path.glob("*.frames.csv"))
+    assert [p.name.split("_")[-2] for p in written] == ["left", "right"]
+    assert [len(p.read_text().splitlines()) - 1 for p in written] == [3, 5]
+
+
+def test_16_bit_pictures_map_like_8_bit_ones_and_unknown_scales_are_refused(tmp_path, data_root):
+    from PIL import Image
+
+    gray = to_gray(_real(3))
+    Image.fromarray((gray.astype(np.uint16) * 257)).save(tmp_path / "wide.png")  # the same picture in 16 bits
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I;16")
+    assert np.array_equal(read_image(tmp_path / "wide.png")[..., 0], gray)  # not stretched: the same pixels
+    Image.fromarray((gray.astype(np.uint16) * 16)).save(tmp_path / "twelve.png")  # 12-bit values in 16 bits
+    with pytest.raises(ImageReadError, match=r"twelve\.png: 16-bit pixels that use only 12 bits"):
+        read_image(tmp_path / "twelve.png")
+    Image.fromarray(gray.astype(np.float32) / 255).save(tmp_path / "float.tif")
+    with pytest.raises(ImageReadError, match=r"float\.tif: floating-point pixels"):
+        read_image(tmp_path / "float.tif")

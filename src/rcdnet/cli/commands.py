@@ -253,6 +253,7 @@ def cmd_predict(args) -> int:
     from rcdnet.data.named import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
     from rcdnet.predict.localise import Localiser, needs_roi
+    from rcdnet.predict.sources import frames_csv_names
 
     if args.out:
         writable_file(args.out)
@@ -271,8 +272,9 @@ def cmd_predict(args) -> int:
         sys.stdout.write(text)
     if frames and args.format != "json":
         folder = Path(args.out).parent if args.out else Path(".")
+        csv_names = frames_csv_names(list(frames))
         for name, fr in frames.items():
-            target = folder / f"{Path(name).name}.frames.csv"
+            target = folder / csv_names[name]
             write_csv(target, fr)
             _err(f"per-frame results: {target}")
     predicted = {r["image"] for r in rows}

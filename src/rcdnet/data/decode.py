@@ -157,8 +157,15 @@ def _still(path: Path, data: bytes | None, max_pixels: int | None) -> np.ndarray
         if isinstance(exc, ImageReadError):
             raise
         raise ImageReadError(f"{path}: corrupt or truncated image ({exc})") from None
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return to_uint8_rgb(np.asarray(img, np.float64), "MONOCHROME2")
+    if img.mode in ("I;16", "I;16B", "I;16L"):  # 16-bit: the full range scaled to 8 bits, never stretched (a
+        g = np.asarray(img, np.uint32)          # picture must not brighten with its own contrast)
+        if g.max() < 4096:
+            raise ImageReadError(f"{path}: 16-bit pixels that use only {int(g.max()).bit_length()} bits: their scale "
+                                 "is unknown (12-bit data?); save the picture as 8-bit")
+        return np.repeat(((g * 255 + 32767) // 65535).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise ImageReadError(f"{path}: {'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels: no "
+                             "scale to map them to the 8-bit images the model was trained on; save it as 8-bit")
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         return over_black(np.asarray(img.convert("RGBA")))
     return np.asarray(img.convert("RGB"))

@@ -3,7 +3,6 @@ ROC and confusion-matrix figures, ``metrics.json``; and ``rcdnet evaluate``'s ch
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.plots import plot_confusion, plot_roc
 from rcdnet.evaluation.report import environment
 from rcdnet.evaluation.thresholds import rechoose_for_variant
-from rcdnet.files import write_csv
+from rcdnet.files import write_csv, write_json
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
 from rcdnet.predict.site import with_site
 from rcdnet.runtime import describe, with_progress
@@ -121,7 +120,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     t0 = predictor.thresholds["default"]
     plot_confusion(y, (p_mal >= t0).astype(int), ["benign", "malignant"], out_dir / f"{name}_confusion.png",
                    title=f"{name} @ p>={t0:.2f}")
-    (out_dir / f"{name}_metrics.json").write_text(json.dumps(result, indent=1))
+    write_json(out_dir / f"{name}_metrics.json", result)
     result["_y"], result["_p"], result["_p_raw"] = y, p_mal, p_raw  # for combined figures; not serialised
     return result
 

@@ -26,7 +26,7 @@ from rcdnet.data.preprocess import (
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.data.shifts import LEVELS, SHIFTS, apply_shift
 from rcdnet.evaluation.metrics import bootstrap_ci, threshold_for_sensitivity
-from rcdnet.files import markdown_table, write_csv
+from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.runtime import parallel_map
 
@@ -190,7 +190,7 @@ def write_outputs(out_dir: Path, rows: list[dict], overlays: dict | None) -> dic
     if overlays:
         md += ["## Overlays (calipers, text, colour)", "", "```", json.dumps(overlays, indent=1), "```"]
     (out_dir / "robustness.md").write_text("\n".join(md) + "\n")
-    (out_dir / "robustness.json").write_text(json.dumps({"summary": summary, "rows": rows, "overlays": overlays}, indent=1))
+    write_json(out_dir / "robustness.json", {"summary": summary, "rows": rows, "overlays": overlays})
     return summary
 
 

@@ -3,7 +3,6 @@ faithful they are to the model (ROAD), and how fast, per dataset, with the centr
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.explain.agreement import road_scores
 from rcdnet.explain.cam import METHODS, REFERENCE
 from rcdnet.explain.images import CHUNK, agreement, loaded_chunks, mapper
-from rcdnet.files import markdown_table, write_csv
+from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.runtime import with_progress
 
@@ -112,7 +111,7 @@ def agreement_table(predictor: TorchPredictor, datasets: dict[str, list[Sample]]
 def write_table(rows: list[dict], out_dir: Path, header: str = "") -> str:
     """``explain_metrics.{csv,json,md}`` in ``out_dir``; returns the Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "explain_metrics.json").write_text(json.dumps(rows, indent=1))
+    write_json(out_dir / "explain_metrics.json", rows)
     write_csv(out_dir / "explain_metrics.csv",
               [{**{k: v for k, v in r.items() if k != "energy_ci"}, "energy_ci_low": r["energy_ci"][0],
                 "energy_ci_high": r["energy_ci"][1]} for r in rows])
