@@ -186,24 +186,18 @@ def test_real_scanner_dicom_files_compressed_and_not(untrained_checkpoint, capsy
     assert by_name["US1_UNCR.dcm"] == by_name["US1_J2KR.dcm"]
 
 
-def _mutated(data: bytes, rng: np.random.Generator, head: int = 4000) -> bytes:
-    """``data`` with 1-7 bytes of its first ``head`` changed at random, cut short three times in ten."""
-    b = bytearray(data)
-    for _ in range(rng.integers(1, 8)):
-        b[int(rng.integers(0, min(len(b), head)))] = int(rng.integers(0, 256))
-    return bytes(b[:int(rng.integers(132, len(b)))] if rng.random() < 0.3 else b)
-
-
 def test_mutated_dicom_and_video_files_are_per_file_errors_never_crashes(tmp_path, data_root):
-    """A seeded slice of the decoder fuzz (scripts would run thousands): every damaged file either decodes or is an
-    ImageReadError naming it; nothing else escapes."""
+    """A seeded slice of the decoder fuzz (scripts/fuzz_decoders.py runs thousands): every damaged file either
+    decodes or is an ImageReadError naming it; nothing else escapes."""
     from pydicom.data import get_testdata_file
+
+    from scripts.fuzz_decoders import mutate
 
     rng = np.random.default_rng(0)
     sources = [get_testdata_file(n) for n in ("US1_J2KR.dcm", "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm")]
     clip = make_video(tmp_path / "clip.mp4", [_real(i)[:160, :200] for i in range(1, 4)]).read_bytes()
-    cases = [(f"case{i}.dcm", _mutated(open(f, "rb").read(), rng)) for f in sources for i in range(25)]
-    cases += [(f"case{i}.mp4", _mutated(clip, rng, head=len(clip))) for i in range(25)]
+    cases = [(f"case{i}.dcm", mutate(open(f, "rb").read(), rng)) for f in sources for i in range(25)]
+    cases += [(f"case{i}.mp4", mutate(clip, rng, head=len(clip))) for i in range(25)]
     real = open(sources[0], "rb").read()
     k = real.index(b"\x02\x00\x10\x00UI")  # the transfer syntax's value representation, made unknown
     cases.append(("unknown_vr.dcm", real[:k + 4] + b"U." + real[k + 6:]))  # pydicom: NotImplementedError
