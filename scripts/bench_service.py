@@ -4,8 +4,10 @@
 
 Starts ``rcdnet serve MODEL`` on a free 127.0.0.1 port, waits for /health, then sends ``--requests`` uploads from
 ``--concurrency`` concurrent clients and stops by itself (and after ``--max-seconds`` at the latest): real UDIAT
-images (cycled; only sent, never scored), and with ``--bombs F`` that share of image bombs (a 13000 x 13000 PNG of
-a few hundred KB, which must be refused with 413 from its header). Prints requests/s, the answers by HTTP status,
+images (cycled; only sent, never scored; with the box around each lesion for a region-of-interest model), and with
+``--bombs F`` that share of bombs by turns: a 13000 x 13000 PNG of a few hundred KB (refused with 413 from its
+header), a DICOM of 99 colour JPEG frames of 2000 x 2000 (decoded frame by frame) and a DICOM whose 64 x 64 header
+hides a frame claiming 20000 x 20000 (refused before decoding). Prints requests/s, the answers by HTTP status,
 p50/p95/max latency of the normal requests (from the first try to the answer: a client that gets 503 waits the
 ``Retry-After`` seconds and sends again), and the server's peak resident memory (sampled every 50 ms from /proc);
 the server is stopped afterwards. The load passes when no answer is a 5xx other than 503 and peak memory stays
@@ -49,6 +51,42 @@ def bomb(side: int = 13000) -> bytes:
     return buf.getvalue()
 
 
+def bombs() -> list[tuple[str, bytes]]:
+    """The bombs of the mix: a PNG of 13000 x 13000 pixels, a DICOM of 99 colour JPEG frames of 2000 x 2000 (396 MP,
+    just under the per-file limit: decoded frame by frame) and a DICOM whose 64 x 64 header hides a frame claiming
+    20000 x 20000 (refused before decoding)."""
+    import tempfile
+
+    import cv2
+    from fuzz_decoders import jpeg, make_jpeg_dicom
+
+    folder = Path(tempfile.mkdtemp())
+    picture = cv2.resize(_first_udiat(), (2000, 2000))
+    small = bytearray(jpeg(picture[:64, :64]))
+    k = small.index(b"\xff\xc0")
+    small[k + 5:k + 9] = (20000).to_bytes(2, "big") * 2
+    return [("bomb.png", bomb()),
+            ("bomb-frames.dcm", make_jpeg_dicom(folder / "f.dcm", jpeg(picture), 2000, 2000, 99).read_bytes()),
+            ("bomb-liar.dcm", make_jpeg_dicom(folder / "l.dcm", bytes(small), 64, 64, 1).read_bytes())]
+
+
+def _first_udiat() -> np.ndarray:
+    from rcdnet.data.decode import read_image
+
+    return read_image(load_dataset("udiat", None)[0][0].path)
+
+
+def region_boxes(model: str, samples: list) -> dict[str, str]:
+    """For a region-of-interest model, each image's box (around its lesion mask) as the form field; else none."""
+    from rcdnet.data.boxes import box_of_mask
+    from rcdnet.data.decode import read_mask
+    from rcdnet.predict import load_predictor
+
+    if load_predictor(model).preprocessor.roi_margin <= 0:
+        return {}
+    return {Path(s.path).name: ",".join(map(str, box_of_mask(read_mask(s.mask_paths)))) for s in samples}
+
+
 class PeakMemory:
     """The largest resident set of process ``pid``, sampled every 50 ms on a background thread (Linux /proc)."""
 
@@ -74,7 +112,9 @@ class PeakMemory:
         self._thread.join(5)
 
 
-async def load(url: str, payloads: list[tuple[str, bytes]], n: int, concurrency: int, max_seconds: float) -> dict:
+async def load(url: str, payloads: list[tuple[str, bytes]], n: int, concurrency: int, max_seconds: float,
+               boxes: dict[str, str] | None = None) -> dict:
+    boxes = boxes or {}
     latencies, errors, statuses = [], 0, {}
     queue: asyncio.Queue = asyncio.Queue()
     for i in range(n):
@@ -87,10 +127,11 @@ async def load(url: str, payloads: list[tuple[str, bytes]], n: int, concurrency:
         nonlocal errors
         while not queue.empty() and time.perf_counter() < deadline:
             name, data = queue.get_nowait()
-            kind, t0 = "bomb" if name.startswith("bomb") else "image", time.perf_counter()
+            kind, t0 = name.split(".")[0] if name.startswith("bomb") else "image", time.perf_counter()
             while time.perf_counter() < deadline:
                 try:
-                    r = await client.post(url, files={"file": (name, data, "image/png")})
+                    r = await client.post(url, files={"file": (name, data, "application/octet-stream")},
+                                          data={"box": boxes[name]} if name in boxes else None)
                 except httpx.HTTPError:
                     errors += 1
                     break
@@ -146,11 +187,13 @@ def main() -> None:
     args = ap.parse_args()
     samples = load_dataset("udiat", None)[0][:32]
     payloads = [(Path(s.path).name, Path(s.path).read_bytes()) for s in samples]
-    if args.bombs > 0:  # one bomb after every k images: a share of 1 / (k + 1)
-        k, data, mixed = max(1, round((1 - args.bombs) / args.bombs)), bomb(), []
+    boxes = region_boxes(args.model, samples)
+    if args.bombs > 0:  # one bomb after every k images: a share of 1 / (k + 1); PNG and DICOM bombs by turns
+        k, kinds, mixed = max(1, round((1 - args.bombs) / args.bombs)), bombs(), []
         for i, p in enumerate(payloads):
-            mixed += [p, ("bomb.png", data)] if i % k == k - 1 else [p]
+            mixed += [p, kinds[(i // k) % len(kinds)]] if i % k == k - 1 else [p]
         payloads = mixed
+        boxes |= {name: "0,0,64,64" for name, _ in kinds} if boxes else {}
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "rcdnet", "serve", args.model, "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
@@ -164,10 +207,10 @@ def main() -> None:
                 time.sleep(0.2)
         else:
             raise SystemExit("server did not start: " + server.stderr.read().decode()[-2000:])
-        asyncio.run(load(f"{url}/{args.endpoint}", payloads[:8], 8, 1, 60))  # warm-up
+        asyncio.run(load(f"{url}/{args.endpoint}", payloads[:8], 8, 1, 60, boxes))  # warm-up
         with PeakMemory(server.pid) as mem:
             res = asyncio.run(load(f"{url}/{args.endpoint}", payloads, args.requests, args.concurrency,
-                                   args.max_seconds))
+                                   args.max_seconds, boxes))
         res["peak_rss_mb"] = round(mem.peak_mb)
         if args.screenshot:
             screenshot(url, Path(args.screenshot_image or samples[0].path), Path(args.screenshot))

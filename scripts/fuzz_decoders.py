@@ -31,6 +31,37 @@ def mutate(data: bytes, rng: np.random.Generator, head: int = 4000) -> bytes:
     return bytes(b[:int(rng.integers(132, len(b)))] if rng.random() < 0.3 else b)
 
 
+def jpeg(rgb: np.ndarray, quality: int = 75) -> bytes:
+    """An (H, W, 3) uint8 picture as JPEG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def make_jpeg_dicom(path: Path, frame: bytes, rows: int, cols: int, frames: int) -> Path:
+    """A colour JPEG-baseline ultrasound DICOM holding ``frames`` copies of one encoded ``frame``, its header saying
+    ``rows`` x ``cols`` (a DICOM bomb when they are many and large, or when the header lies)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, UltrasoundImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UltrasoundImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = UltrasoundImageStorage, meta.MediaStorageSOPInstanceUID, "US"
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel, ds.PlanarConfiguration = rows, cols, frames, 3, 0
+    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "YBR_FULL_422", 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = encapsulate([frame] * frames)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(str(path), enforce_file_format=True)
+    return Path(path)
+
+
 def corpus(data_root: Path) -> dict[str, tuple[bytes, int]]:
     """name -> (bytes, how far into the file mutations reach)."""
     import av

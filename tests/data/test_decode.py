@@ -269,36 +269,6 @@ def test_blank_pictures_get_no_diagnosis_and_blank_frames_are_skipped(untrained_
     assert "not an ultrasound image" in captured.err and "2 predicted, 2 skipped" in captured.err
 
 
-def make_jpeg_dicom(path, jpeg: bytes, rows: int, cols: int, frames: int):
-    """A colour JPEG-baseline ultrasound DICOM holding ``frames`` copies of one encoded frame (header: rows x cols)."""
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGBaseline8Bit
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = UltrasoundImageStorage, meta.MediaStorageSOPInstanceUID, "US"
-    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel, ds.PlanarConfiguration = rows, cols, frames, 3, 0
-    ds.PhotometricInterpretation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = "YBR_FULL_422", 8, 8, 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = encapsulate([jpeg] * frames)
-    ds["PixelData"].VR = "OB"
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
-
-
-def _jpeg(rgb: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=75)
-    return buf.getvalue()
-
-
 PEAK = """
 import resource, sys
 from rcdnet.data.decode import read_frames
@@ -313,12 +283,14 @@ def test_dicom_bombs_are_decoded_frame_by_frame_or_refused_before_decoding(tmp_p
 
     import cv2
 
+    from scripts.fuzz_decoders import jpeg, make_jpeg_dicom
+
     big = cv2.resize(_real(1), (2000, 2000))  # 99 colour frames of 4 MP: 396 MP, just under the per-file limit
-    bomb = make_jpeg_dicom(tmp_path / "frames.dcm", _jpeg(big), 2000, 2000, 99)
+    bomb = make_jpeg_dicom(tmp_path / "frames.dcm", jpeg(big), 2000, 2000, 99)
     out = subprocess.run([sys.executable, "-c", PEAK, str(bomb)], capture_output=True, text=True, timeout=600)
     frames, peak_mb = map(int, out.stdout.split())
     assert frames == 99 and peak_mb < 1000, (frames, peak_mb)  # all 99 frames at once would hold 1.2 GB of RGB
-    small = bytearray(_jpeg(_real(2)[:64, :64]))  # a 64 x 64 JPEG whose frame header is made to say 20000 x 20000
+    small = bytearray(jpeg(_real(2)[:64, :64]))  # a 64 x 64 JPEG whose frame header is made to say 20000 x 20000
     k = small.index(b"\xff\xc0")
     small[k + 5:k + 9] = (20000).to_bytes(2, "big") * 2
     liar = make_jpeg_dicom(tmp_path / "liar.dcm", bytes(small), 64, 64, 1)
