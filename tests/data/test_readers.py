@@ -8,12 +8,12 @@ from rcdnet.data.decode import ImageReadError, read_image, read_mask
 from rcdnet.data.readers import (
     DatasetError,
     read_busi,
-    read_csv,
     read_folder,
     read_udiat,
     resolve_data_root,
 )
 from rcdnet.data.samples import CLASSES_3
+from rcdnet.data.user_csv import read_csv
 from tests.conftest import BUSI, UDIAT
 
 
