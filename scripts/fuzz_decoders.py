@@ -145,7 +145,7 @@ def _client():
     torch.save({"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "classes": ["benign", "malignant"],
                 "model": build_model(cfg, 2, pretrained=False).state_dict(), "thresholds": {"default": 0.5},
                 "val_keys": []}, path)
-    return TestClient(create_app(path, max_upload_mb=20))
+    return TestClient(create_app(path, max_upload_mb=20), raise_server_exceptions=False)
 
 
 if __name__ == "__main__":

@@ -208,10 +208,13 @@ def _video_frames(path: Path, data: bytes | None, max_frames: int | None, max_pi
     with container:
         if not container.streams.video:
             raise ImageReadError(f"{path}: file holds no video stream")
-        stream = container.streams.video[0]
-        _check_pixels(path, stream.codec_context.width or MIN_SIDE, stream.codec_context.height or MIN_SIDE,
-                      limit=max_pixels)
-        declared = stream.frames or 0  # 0 where the container does not say
+        try:
+            stream = container.streams.video[0]
+            codec = stream.codec_context
+            width, height, declared = codec.width, codec.height, stream.frames or 0  # 0: the container does not say
+        except Exception as exc:  # noqa: BLE001 - a damaged stream header (no codec context, ...)
+            raise ImageReadError(f"{path}: damaged video stream header ({type(exc).__name__})") from None
+        _check_pixels(path, width or MIN_SIDE, height or MIN_SIDE, limit=max_pixels)
         n, stopped = 0, None
         try:
             for frame in container.decode(stream):
