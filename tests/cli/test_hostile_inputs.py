@@ -163,3 +163,16 @@ def test_copied_csv_rows_are_one_case_and_a_bad_csv_names_itself(untrained_check
     bad.write_bytes("path,label\nb\xe9nign.png,benign\n".encode("latin-1"))
     assert main(["evaluate", str(untrained_checkpoint), "--csv", str(bad), "--out", str(tmp_path / "ev2")]) == 2
     assert "latin1.csv: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_blank_picture_in_a_csv_is_not_scored_as_a_case(untrained_checkpoint, tmp_path, cache_dir, data_root):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "blank.png"), np.full((300, 400), 200, np.uint8))
+    csv = tmp_path / "cases.csv"
+    csv.write_text(f"path,label\nblank.png,malignant\n{BUSI / 'benign' / 'benign (9).png'},benign\n"
+                   f"{BUSI / 'malignant' / 'malignant (9).png'},malignant\n")
+    assert main(["evaluate", str(untrained_checkpoint), "--csv", str(csv), "--out", str(tmp_path / "ev"),
+                 "--bootstrap", "20", "--cache", str(cache_dir), "--quiet"]) == 0
+    m = json.loads((tmp_path / "ev" / "cases_metrics.json").read_text())
+    assert m["n"] == 2 and any("blank.png" in f and "not an ultrasound image" in f for f in m["skipped_files"])

@@ -18,6 +18,15 @@ def blank(rgb: np.ndarray) -> bool:
     return int(rgb.max()) - int(rgb.min()) < BLANK_LEVELS
 
 
+def check_content(rgb: np.ndarray, path: str | Path) -> np.ndarray:
+    """``rgb`` if it holds an image; else an :class:`ImageReadError` naming ``path`` (datasets and CSVs: a blank
+    picture is never scored as a case)."""
+    if blank(rgb):
+        raise ImageReadError(f"{path}: no image content (the picture is blank: every pixel within {BLANK_LEVELS} grey "
+                             "levels): not an ultrasound image, no diagnosis given")
+    return rgb
+
+
 def with_content(frames: Iterable[Frame], path: str | Path) -> Iterator[Frame]:
     """The frames of ``frames`` that hold an image; an :class:`ImageReadError` naming ``path`` once they are done if
     none did. Errors of the frames themselves pass through unchanged."""

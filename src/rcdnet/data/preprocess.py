@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from rcdnet.data.boxes import Box, BoxError, box_of_mask, check_box, crop, jitter_box, paste, square_around
+from rcdnet.data.content import check_content
 from rcdnet.data.decode import ImageReadError, read_image, read_mask, to_gray
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.runtime import parallel_map, with_progress
@@ -277,7 +278,7 @@ def preprocess_samples(
             f = cache / f"{cache_name(s, pre)}.npy"
             if f.exists():
                 return np.load(f)
-            rgb = read_image(s.path)
+            rgb = check_content(read_image(s.path), s.path)
             arr = pre(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi_margin > 0 else None)
             save_npy_atomic(f, arr)
             return arr
