@@ -17,8 +17,23 @@ def write_csv(target: Path | io.TextIOBase, rows: list[dict], fields: list[str] 
     if isinstance(target, io.TextIOBase):
         _write_rows(target, rows, fields)
         return
-    with open(target, "w", newline="") as fh:
-        _write_rows(fh, rows, fields)
+    _atomic(Path(target), lambda fh: _write_rows(fh, rows, fields))
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(fh)`` into a temporary file beside ``path``, then renamed over it: a full disk or a kill never leaves
+    a truncated file behind, and the error names the file."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            write(fh)
+        os.chmod(tmp, 0o644)  # as an ordinary new file (mkstemp makes it owner-only)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{path}: could not be written ({exc.strerror})") from None
 
 
 def _write_rows(fh, rows: list[dict], fields: list[str]) -> None:
@@ -79,18 +94,8 @@ def print_table(rows: list[dict], file=None) -> None:
 
 
 def write_json(path: str | Path, data) -> Path:
-    """``data`` as indented JSON, written atomically: to a temporary file in the same folder, then renamed over
-    ``path``, so a full disk or a kill never leaves a truncated file behind (the error names the file)."""
+    """``data`` as indented JSON, written atomically (see :func:`_atomic`)."""
     import json
-    import tempfile
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(exc.errno, f"{path}: could not be written ({exc.strerror})") from None
-    return path
+    _atomic(Path(path), lambda fh: fh.write(json.dumps(data, indent=1)))
+    return Path(path)

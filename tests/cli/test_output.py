@@ -37,3 +37,19 @@ def test_json_outputs_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_json(target, {"auc": 0.5})
     assert json.loads(target.read_text()) == {"auc": 0.9}  # the earlier file whole, no half-written one
     assert [p.name for p in tmp_path.iterdir()] == ["m_metrics.json"]  # and no temporary file left
+
+
+def test_csv_outputs_are_written_whole_and_name_their_file_on_failure(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from rcdnet.files import write_csv
+
+    target = tmp_path / "val_predictions.csv"
+    write_csv(target, [{"key": "a", "p": 0.5}])
+    assert target.read_text().splitlines() == ["key,p", "a,0.5"] and oct(target.stat().st_mode)[-3:] == "644"
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="val_predictions.csv: could not be written"):
+        write_csv(target, [{"key": "b", "p": 0.1}])
+    assert target.read_text().splitlines() == ["key,p", "a,0.5"] and len(list(tmp_path.iterdir())) == 1
