@@ -25,9 +25,11 @@ SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0
 def frame_size(frame: bytes) -> tuple[int, int] | None:
     """(width, height) of a compressed frame from its own header (JPEG, JPEG-LS: SOF; JPEG 2000: SIZ), None where
     the codec does not say (RLE) or the header cannot be parsed."""
-    if frame[:4] == b"\xff\x4f\xff\x51" and len(frame) >= 16:  # JPEG 2000 codestream: SOC, then SIZ
-        xsiz, ysiz, xo, yo = struct.unpack(">IIII", frame[8:24]) if len(frame) >= 24 else (0, 0, 0, 0)
-        return (xsiz - xo, ysiz - yo) if xsiz else None
+    if frame[:4] == b"\xff\x4f\xff\x51":  # JPEG 2000 codestream: SOC, then SIZ
+        if len(frame) < 24:
+            return None
+        xsiz, ysiz, xo, yo = struct.unpack(">IIII", frame[8:24])
+        return xsiz - xo, ysiz - yo
     if frame[:2] != b"\xff\xd8":
         return None
     pos = 2

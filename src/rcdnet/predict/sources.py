@@ -139,18 +139,15 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
 
 def frames_csv_names(paths: list[str]) -> dict[str, str]:
     """The per-frame CSV's file name for each clip: ``<name>.frames.csv``; clips that share a file name get their
-    folders' names in front (``a_b_clip.mp4.frames.csv``), so that no clip's frames overwrite another's."""
+    two innermost folders' names in front (``a_b_clip.mp4.frames.csv``), and a number where even those agree, so
+    that no clip's frames overwrite another's."""
     names = [Path(p).name for p in paths]
-    out = {}
-    for p, n in zip(paths, names):
-        if names.count(n) == 1:
-            out[p] = f"{n}.frames.csv"
-        else:
-            parts = [x for x in Path(p).resolve().parent.parts[1:] if x]
-            out[p] = "_".join(parts[-2:] + [n]) + ".frames.csv"
-    taken: dict[str, int] = {}
-    for p, n in out.items():  # folders alike too: numbered
-        taken[n] = taken.get(n, 0) + 1
-        if list(out.values()).count(n) > 1:
-            out[p] = n.replace(".frames.csv", f"_{taken[n]}.frames.csv")
+    out = {p: f"{n}.frames.csv" if names.count(n) == 1 else
+           "_".join([x for x in Path(p).resolve().parent.parts[1:] if x][-2:] + [n]) + ".frames.csv"
+           for p, n in zip(paths, names)}
+    seen: dict[str, int] = {}
+    for p, n in out.items():
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            out[p] = n.replace(".frames.csv", f"_{seen[n]}.frames.csv")
     return out
