@@ -1,17 +1,17 @@
-"""Speed of the automatic region-of-interest mode, end to end from a decoded frame, per stage.
+"""Speed of the automatic mode (image in, lesion found, outlined, measured, classified), end to end, per stage.
 
-    python scripts/bench_automatic.py ROI_MODEL --localiser MODEL [--images 48] [--threads N] [--json OUT]
+    python scripts/bench_automatic.py RUN [--images 48] [--threads N] [--json OUT]
 
-ROI_MODEL is a region-of-interest model (run dir, .pt or .onnx from ``rcdnet export``); MODEL one with a
-localisation head (.pt or .onnx). For each of ``--images`` UDIAT originals, already decoded (as a video frame would
-be), one frame at a time: the localiser's preprocessing of the whole frame (resize, denoising, CLAHE), its network,
-the found box on the original's pixels, the region of interest cut around it and preprocessed, and the classifier.
-Reported: the median time of each stage and frames per second end to end (the mean over all frames), on the
-threads of the process's policy. A first pass warms up, the second is timed. Then the same frames as a video clip
-(resized to 560 x 420, MPEG-4) through `rcdnet predict ROI_MODEL CLIP --localiser MODEL`'s own path
-(``predict_sources``: decoding, the frames of each chunk preprocessed and located on the worker threads, the
-classifier on the chunk): frames per second streamed, the fastest of two passes.
-Both networks run on the process's engine (``RCDNET_ENGINE``, default ONNX Runtime); the page says which.
+RUN is a run directory that ships a classifier and its lesion finder (``checkpoints/segmenter.pt``: what
+`make main` writes). For each of ``--images`` UDIAT originals, already decoded (as a video frame would be), one at a
+time: the finder's input (grey, squashed to its square), its network, the lesions on the original's pixels (map
+resized back, regions, outline and diameters), the region of interest cut around the most confident one and
+preprocessed, and the classifier. Reported: the median time of each stage and images per second end to end (the
+mean over all images), on the threads of the process's policy; a first pass warms up. Then the same images through
+`rcdnet predict RUN`'s own path (``predict_sources``: decoding, preprocessing and finding on the worker threads,
+the classifier per chunk) twice: as PNG files in a folder, and as one MPEG-4 clip (560 x 420); images (frames) per
+second, the fastest of two passes. The classifier runs on the process's engine (``RCDNET_ENGINE``, default ONNX
+Runtime), the finder on PyTorch; the page says which.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from rcdnet import runtime
 from rcdnet.data.decode import read_image
 from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.report import environment
-from rcdnet.predict import load_predictor
-from rcdnet.predict.localise import Localiser, region_box
+from rcdnet.predict import load_predictor, predict_sources
+from rcdnet.segment.finder import LesionFinder, finder_for
+from rcdnet.segment.lesions import measure, regions
 
-STAGES = ("localiser preprocessing", "localiser network", "box on the original", "ROI preprocessing",
-          "classifier network")
+STAGES = ("finder input", "finder network", "lesions on the original", "ROI preprocessing", "classifier network")
 
 
-def time_frame(rgb: np.ndarray, localiser: Localiser, classifier) -> dict[str, float]:
-    """One frame through the automatic mode; seconds per stage."""
+def time_image(rgb: np.ndarray, finder: LesionFinder, classifier) -> dict[str, float]:
+    """One image through the automatic mode; seconds per stage."""
     t, times = time.perf_counter(), {}
 
     def lap(name: str) -> None:
@@ -45,12 +45,12 @@ def time_frame(rgb: np.ndarray, localiser: Localiser, classifier) -> dict[str, f
         now = time.perf_counter()
         times[name], t = now - t, now
 
-    pre = localiser.predictor.preprocessor
-    x = pre(rgb)[None]
+    small = finder.grey(rgb)[None]
     lap(STAGES[0])
-    lesion = localiser.predictor.localise(x)[0]
+    prob = finder.maps(small)[0]
     lap(STAGES[1])
-    box = region_box(pre.to_original(lesion, rgb.shape[:2]))
+    found = [measure(r, c) for r, c in regions(finder.on_original(prob, rgb.shape[:2]), finder.min_area)]
+    box = found[0].box if found else (0, 0, rgb.shape[1], rgb.shape[0])
     lap(STAGES[2])
     roi = classifier.preprocessor(rgb, box)[None]
     lap(STAGES[3])
@@ -59,13 +59,15 @@ def time_frame(rgb: np.ndarray, localiser: Localiser, classifier) -> dict[str, f
     return times
 
 
-def clip_fps(frames: list[np.ndarray], localiser: Localiser, classifier, tmp: Path) -> float:
-    """Frames per second of ``predict_sources`` on the frames as an MPEG-4 clip (fastest of two passes)."""
+def write_inputs(frames: list[np.ndarray], tmp: Path) -> tuple[list[Path], Path]:
+    """The images as PNG files in a folder, and as one MPEG-4 clip."""
     import av
     import cv2
 
-    from rcdnet.predict import predict_sources
-
+    pngs = []
+    for i, f in enumerate(frames):
+        pngs.append(tmp / f"{i:03d}.png")
+        cv2.imwrite(str(pngs[-1]), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     clip = tmp / "clip.mp4"
     with av.open(str(clip), "w") as out:
         st = out.add_stream("mpeg4", rate=25)
@@ -75,47 +77,56 @@ def clip_fps(frames: list[np.ndarray], localiser: Localiser, classifier, tmp: Pa
                 out.mux(pk)
         for pk in st.encode():
             out.mux(pk)
+    return pngs, clip
+
+
+def streamed(classifier, finder: LesionFinder, paths: list[Path], n: int) -> float:
+    """Images per second of ``predict_sources`` over ``paths`` (fastest of two passes); every file must answer."""
     best = float("inf")
     for _ in range(2):
         t0 = time.perf_counter()
-        rows, _, problems = predict_sources(classifier, [clip], localiser=localiser)
+        rows, _, problems = predict_sources(classifier, paths, finder=finder)
         best = min(best, time.perf_counter() - t0)
-        if problems or rows[0]["frames"] != len(frames):
-            raise SystemExit(f"clip: {problems or rows}")
-    return len(frames) / best
+        refused = [p for p in problems if "no lesion found" not in p.problem]
+        if refused:
+            raise SystemExit(f"automatic mode failed: {refused[:3]}")
+    return n / best
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("model")
-    ap.add_argument("--localiser", required=True)
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json")
     args = ap.parse_args()
     runtime.apply(args.threads)
-    classifier, localiser = load_predictor(args.model), Localiser(args.localiser)
+    classifier = load_predictor(args.model)
+    finder = finder_for(classifier, args.model)
+    if finder is None:
+        raise SystemExit(f"{args.model}: no lesion finder shipped beside the model (checkpoints/segmenter.pt)")
     frames = [read_image(s.path) for s in load_dataset("udiat")[0][:args.images]]
     for rgb in frames[:4]:  # warm-up
-        time_frame(rgb, localiser, classifier)
-    rows = [time_frame(rgb, localiser, classifier) for rgb in frames]
+        time_image(rgb, finder, classifier)
+    rows = [time_image(rgb, finder, classifier) for rgb in frames]
     per_stage = {s: statistics.median(r[s] for r in rows) * 1000 for s in STAGES}
-    fps = len(rows) / sum(sum(r.values()) for r in rows)
+    ips = len(rows) / sum(sum(r.values()) for r in rows)
     env = environment()
     with tempfile.TemporaryDirectory() as tmp:
-        streamed = clip_fps(frames, localiser, classifier, Path(tmp))
-    engines = {"classifier": classifier.runtime, "localiser": localiser.predictor.runtime}
-    out = {"model": args.model, "localiser": args.localiser, "frames": len(rows), "median_ms": per_stage,
-           "frames_per_s": fps, "clip_frames_per_s": streamed, "engines": engines, "env": env}
-    print(f"automatic mode: {args.model} with boxes from {args.localiser}, {len(rows)} UDIAT frames, "
-          f"{env['threads']}; commit {env['commit']}, {env['hardware']}, {env['date']}; engines: classifier "
-          f"{engines['classifier']}, localiser {engines['localiser']}")
-    print("| stage | median ms per frame |\n|---|---|")
+        pngs, clip = write_inputs(frames, Path(tmp))
+        folder, video = streamed(classifier, finder, pngs, len(pngs)), streamed(classifier, finder, [clip], len(frames))
+    out = {"model": args.model, "images": len(rows), "median_ms": per_stage, "images_per_s": ips,
+           "folder_images_per_s": folder, "clip_frames_per_s": video, "classifier_engine": classifier.runtime,
+           "env": env}
+    print(f"automatic mode: {args.model} (classifier on {classifier.runtime}, finder on PyTorch), {len(rows)} UDIAT "
+          f"images, {env['threads']}; commit {env['commit']}, {env['hardware']}, {env['date']}")
+    print("| stage | median ms per image |\n|---|---|")
     for s, ms in per_stage.items():
         print(f"| {s} | {ms:.1f} |")
-    print(f"| **end to end, one frame at a time** | **{1000 / fps:.1f}** ({fps:.1f} frames/s) |")
-    print(f"\nAs a clip through `rcdnet predict`'s path (frames preprocessed on {env['threads'].split(' ')[0]} worker "
-          f"threads, then classified): **{streamed:.1f} frames/s**.")
+    print(f"| **end to end, one image at a time** | **{1000 / ips:.1f}** ({ips:.1f} images/s) |")
+    print(f"\nThrough `rcdnet predict`'s path (decoding and finding on {env['threads'].split(' ')[0]} worker threads, "
+          f"then the classifier per chunk): a folder of PNGs **{folder:.1f} images/s**, a clip **{video:.1f} "
+          "frames/s**.")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

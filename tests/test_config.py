@@ -46,7 +46,7 @@ def test_every_setting_is_typed_and_checked(tmp_path):
 
     cfg = load_config()
     assert isinstance(cfg, RunConfig) and cfg.data.external == () and isinstance(cfg.augment.rotation, float)
-    assert set(default_dict()) == {"seed", "data", "augment", "model", "train", "eval"}
+    assert set(default_dict()) == {"seed", "data", "augment", "model", "train", "eval", "segment"}
     assert cfg.to_dict() == load_config(None, cfg.to_dict()).to_dict()  # round trip through plain values
     with pytest.raises(ConfigError, match=r"command line.train.epochs: expected a whole number, got 2.5"):
         load_config(None, {"train": {"epochs": 2.5}})
@@ -54,6 +54,8 @@ def test_every_setting_is_typed_and_checked(tmp_path):
         load_config(None, parse_set(["model.use_cbam=3"]))
     with pytest.raises(ConfigError, match=r"command line.data.external: expected a list"):
         load_config(None, parse_set(["data.external=udiat"]))
+    with pytest.raises(ConfigError, match=r"segment.image_size must be a multiple of 32"):
+        load_config(None, parse_set(["segment.image_size=100"]))
     f = tmp_path / "typo.yaml"
     f.write_text("data:\n  imagesize: 224\n")
     with pytest.raises(ConfigError, match=r"typo.yaml.data: unknown setting 'imagesize'"):

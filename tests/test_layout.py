@@ -9,9 +9,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "rcdnet"
 # sub-package -> sub-packages it must never import (downstream of it on the way from disk to diagnosis)
 DOWNSTREAM = {
-    "data": {"models", "training", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
-    "models": {"training", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
-    "training": {"evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "data": {"models", "training", "segment", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "models": {"training", "segment", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "training": {"segment", "evaluation", "predict", "explain", "deploy", "serve", "benchmark", "cli"},
+    "segment": {"predict", "evaluation", "explain", "deploy", "serve", "benchmark", "cli"},
     "predict": {"evaluation", "explain", "deploy", "serve", "benchmark", "cli"},
     "evaluation": {"explain", "deploy", "serve", "benchmark", "cli"},
     "explain": {"deploy", "serve", "benchmark", "cli"},

@@ -91,6 +91,17 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SegmentConfig:
+    epochs: int
+    image_size: int
+    batch_size: int
+    lr: float
+    freeze_blocks: int
+    min_area: float
+    target_sensitivity: float
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     seed: int
     data: DataConfig
@@ -98,6 +109,7 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig
     eval: EvalConfig
+    segment: SegmentConfig
 
     @property
     def split_seed(self) -> int:
@@ -196,6 +208,11 @@ def _checked(cfg: RunConfig, where: str) -> RunConfig:
     if cfg.data.denoise_window < 1 or cfg.data.denoise_window % 2 == 0:  # OpenCV's search window has a centre pixel
         raise ConfigError(f"{where}: data.denoise_window must be an odd number of pixels >= 1, got "
                           f"{cfg.data.denoise_window}")
+    if cfg.segment.image_size % 32 or cfg.segment.image_size < 64:  # the encoder halves the image five times
+        raise ConfigError(f"{where}: segment.image_size must be a multiple of 32 and at least 64, got "
+                          f"{cfg.segment.image_size}")
+    if not 0 < cfg.segment.target_sensitivity <= 1:
+        raise ConfigError(f"{where}: segment.target_sensitivity must be in (0, 1], got {cfg.segment.target_sensitivity}")
     return cfg
 
 

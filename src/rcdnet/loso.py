@@ -137,6 +137,32 @@ def out_of_source_calibration(pooled: dict[str, tuple[np.ndarray, np.ndarray]], 
     return {"method": method, "target_sensitivity": target, "sources": per_source, "all": every.to_dict()}
 
 
+FINDER_KEYS = ("found", "box_iou_0.5", "dice", "no_lesion_on_normal", "auc_found_box", "auc_given_box",
+               "diameter_error_mm_median")
+
+
+def finder_summary(folds: list[Path], held: str) -> dict | None:
+    """The folds' lesion finders on the held-out source (their runs' ``segmenter_external``), averaged over seeds;
+    None where the folds trained none."""
+    found = [json.loads((d / "metrics.json").read_text()).get("segmenter_external", {}).get(held) for d in folds]
+    if not all(found):
+        return None
+    return {k: float(np.mean([f[k] for f in found])) for k in FINDER_KEYS if all(k in f for f in found)}
+
+
+def _finder_lines(s: dict) -> list[str]:
+    rows = [[h, *(_f(m["finder"].get(k)) for k in FINDER_KEYS)] for h, m in s["sources"].items() if "finder" in m]
+    if not rows:
+        return []
+    return ["", "The lesion finder on the held-out hospital (each fold's own, its threshold chosen on the fold's "
+            "validation split; means over seeds): share of lesion images with a lesion found, share whose best region's "
+            "box overlaps the mask's (IoU >= 0.5), Dice, \"no lesion\" on normal images, the classifier's AUC on the "
+            "found boxes and on the masks' boxes, median error of the longest diameter (mm, where the pixel size is "
+            "known).", "",
+            *markdown_table(["held out", "found", "box IoU >= 0.5", "Dice", "no lesion on normals", "AUC found box",
+                             "AUC mask box", "diameter error mm"], rows)]
+
+
 def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -> dict:
     """Pool the finished folds into ``loso_predictions.csv``, ``loso_metrics.json`` and ``loso.md``."""
     rows_out, per_source, pooled = [], {}, {}
@@ -154,6 +180,8 @@ def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -
         per_source[held] = source_summary(y, P, np.array([r["group"] for r in rows0]), [m for _, m in folds],
                                           cfg.eval.bootstrap)
         pooled[held] = (y, P)
+        if finder := finder_summary([fold_dir(out, seed, held) for seed in seeds], held):
+            per_source[held]["finder"] = finder
     write_csv(out / "loso_predictions.csv", rows_out, ["key", "source", "label", "group", "seed", "p_malignant"])
     by_seed = [float(np.mean([per_source[h]["auc_per_seed"][i] for h in sources])) for i in range(len(seeds))]
     summary = {"env": environment(), "seeds": seeds, "sources": per_source,
@@ -213,4 +241,4 @@ def markdown(s: dict) -> str:
                                 f"{_f(m['high_sensitivity_sensitivity'])} / {_f(m['high_sensitivity_specificity'])}",
                                 f"{_f(oos['sources'][h]['sensitivity'])} / {_f(oos['sources'][h]['specificity'])}"]
                                for h, m in s["sources"].items()])]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _finder_lines(s)) + "\n"

@@ -24,7 +24,13 @@ from rcdnet.evaluation.plots import plot_roc, plot_training_curves
 from rcdnet.evaluation.report import data_summary, environment, write_report
 from rcdnet.evaluation.thresholds import choose_thresholds
 from rcdnet.files import writable_dir, write_csv, write_json
+from rcdnet.evaluation.finder import evaluate_finder
 from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.segment.data import load_masks, normal_images
+from rcdnet.segment.finder import LesionFinder
+from rcdnet.segment.model import FILE as SEGMENTER_FILE
+from rcdnet.segment.model import save_segmenter
+from rcdnet.segment.train import choose_threshold, predict_maps, train_segmenter
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import load_checkpoint, save_atomic
 from rcdnet.training.trainer import Trainer
@@ -91,6 +97,49 @@ def calibrate_on_validation(best_path: Path, data: PreparedData, cfg: RunConfig
                                            cfg.eval.target_sensitivity)
     save_atomic(ckpt, best_path)
     return TorchPredictor(best_path), va_samples, va_images
+
+
+def fit_segmenter(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: Path, predictor=None,
+                  log=lambda m: print(m, file=sys.stderr)) -> dict:
+    """The lesion finder's part of the run: trained after the classifier on the same split, shipped as
+    ``checkpoints/segmenter.pt`` beside ``best.pt``: trained (unless the run already shipped one: a resumed run keeps
+    it), its threshold chosen and its numbers measured on validation (with ``predictor``: found-box vs given-box
+    AUC). Returns those numbers and the per-epoch history."""
+    path = run_dir / "checkpoints" / SEGMENTER_FILE
+    if path.is_file():  # written once, complete with its threshold and numbers
+        return LesionFinder.load(path).validation
+    normals = normal_images(cfg.data.sources, data_root, cfg.data.val_fraction)
+    sets = {}
+    for which in ("train", "val"):
+        chosen = [s for s in data.samples if data.split[s.key] == which] + normals[which]
+        sets[which], _ = load_masks(chosen, cfg.segment.image_size)  # unreadable files are in data_problems.csv
+    train, val = sets["train"], sets["val"]
+    model, history = train_segmenter(cfg.segment, cfg.seed, train, val, log=log)
+    finder = LesionFinder(model, image_size=cfg.segment.image_size, threshold=0.0, min_area=cfg.segment.min_area)
+    conf = [finder.finding(finder.on_original(m, shape)).confidence
+            for m, shape, has in zip(predict_maps(model, val.images), val.shapes, val.has_lesion) if has]
+    finder.threshold = threshold = choose_threshold(np.array(conf), cfg.segment.target_sensitivity)
+    validation = {"history": history, "in_sample": "found (the threshold was chosen on these lesion images)",
+                  **evaluate_finder(finder, val.samples, predictor, cfg.eval.bootstrap)}
+    save_segmenter(path, model, image_size=cfg.segment.image_size, threshold=threshold,
+                   min_area=cfg.segment.min_area, validation=validation)
+    return validation
+
+
+def finder_on_external(cfg: RunConfig, data_root: Path, run_dir: Path, predictor) -> dict:
+    """The shipped finder on every external set (a held-out hospital: its lesion images, and its normal ones where
+    it has them), with ``predictor``'s found-box AUC in the ledger (dataset ``<name>-found-boxes``)."""
+    from rcdnet.evaluation.ledger import record
+
+    finder, out = LesionFinder.load(run_dir / "checkpoints" / SEGMENTER_FILE), {}
+    for name in cfg.data.external:
+        samples, _ = load_dataset(name, data_root, classes=tuple(predictor.classes))
+        normals = normal_images((name,), data_root, 0.0)["train"]
+        out[name] = evaluate_finder(finder, samples + normals, predictor, cfg.eval.bootstrap)
+        if "auc_found_box" in out[name]:
+            out[name]["external_scorings"] = record(run_dir, f"{name}-found-boxes", out[name]["lesion_images"],
+                                                    out[name]["auc_found_box"], predictor, environment()["commit"])
+    return out
 
 
 def dedup_subset(samples: list, pairs: list) -> list:
@@ -180,6 +229,8 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     if not evaluate:
         return {"best": best}
     predictor, results, extra = evaluate_run(cfg, data, data_root, run_dir, cache_dir)
+    ships_finder = cfg.segment.epochs > 0 and cfg.data.roi_margin > 0  # a whole-image model needs no box
+    finder = fit_segmenter(cfg, data, data_root, run_dir, predictor) if ships_finder else None
     t = predictor.temperature
     plot_reliability({f"{n} (T=1)": (r["_y"], r["_p_raw"]) for n, r in results.items()}
                      | {f"{n} (T={t:.2f})": (r["_y"], r["_p"]) for n, r in results.items()},
@@ -194,7 +245,11 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
                "timing": {"epochs": len(trainer.history),
                           "total_seconds": round(sum(h["epoch_seconds"] for h in trainer.history), 1),
                           "peak_memory_mb": max(h["peak_memory_mb"] for h in trainer.history)}}
+    if finder is not None:
+        metrics["segmenter"] = finder
+        if cfg.data.external:
+            metrics["segmenter_external"] = finder_on_external(cfg, data_root, run_dir, predictor)
     write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir / "report.md", cfg=cfg, env=env, data_summary=summary, history=trainer.history, best=best,
-                 thresholds=predictor.thresholds, results=results, extra_results=extra)
+                 thresholds=predictor.thresholds, results=results, extra_results=extra, segmenter=finder)
     return metrics

@@ -131,7 +131,7 @@ def test_predict_box_on_the_command_line(roi_checkpoint, untrained_checkpoint, t
     captured = capsys.readouterr()
     assert "blob.png: box (350, 250, 450, 320) reaches outside the 400x300 image" in captured.err
     assert main(["predict", str(roi_checkpoint), str(path), "--format", "json"]) == 1
-    assert "blob.png: the model classifies a lesion region: give its box" in capsys.readouterr().err
+    assert "blob.png: this region-of-interest model ships no lesion finder: give the lesion's box" in capsys.readouterr().err
     # a mask beside the image gives the box when none is given
     mask = np.zeros((300, 400), np.uint8)
     mask[100:140, 250:290] = 255
@@ -167,43 +167,6 @@ def test_the_localisation_head_trains_with_and_without_masks_and_maps_back(tmp_p
     assert maps.shape == (1, 96, 96) and 0 <= maps.min() and maps.max() <= 1
     back = predictor.preprocessor.to_original(maps[0], img.shape[:2])
     assert back.shape == (300, 400)
-
-
-def test_the_automatic_mode_classifies_around_the_box_the_localiser_finds(roi_checkpoint, tmp_path, capsys):
-    from rcdnet.predict.localise import Localiser, box_iou, region_box
-
-    prob = np.zeros((300, 400), np.float32)
-    prob[100:140, 250:290] = 0.9
-    prob[10:15, 10:15] = 0.8  # a smaller second region: the largest one is kept
-    assert region_box(prob) == (250, 100, 290, 140)
-    assert region_box(prob * 0.4) == (250, 100, 290, 140)  # nothing reaches 0.5: above half the maximum
-    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
-    loc = _checkpoint(tmp_path / "loc.pt", {"train": {"localise_weight": 0.5}, "data": {"image_size": 96, "roi_margin": 0}},
-                      seed=1)
-    path, img = _blob_image(tmp_path)
-    found = Localiser(str(loc)).box(img)
-    check_box(found, img.shape[:2], "found")
-    assert main(["predict", str(roi_checkpoint), str(path), "--localiser", str(loc), "--format", "json"]) == 0
-    automatic = json.loads(capsys.readouterr().out)["predictions"][0]["p_malignant"]
-    assert main(["predict", str(roi_checkpoint), str(path), "--box", ",".join(map(str, found)), "--format",
-                 "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["predictions"][0]["p_malignant"] == automatic
-    # evaluate: boxes from the localiser, and how they agree with the masks
-    mask = np.zeros((300, 400), np.uint8)
-    mask[100:140, 250:290] = 255
-    for cls in ("benign", "malignant"):  # a folder per class, each image with its mask beside it
-        (tmp_path / "cases" / cls).mkdir(parents=True)
-        Image.fromarray(img).save(tmp_path / "cases" / cls / "blob.png")
-        Image.fromarray(mask).save(tmp_path / "cases" / cls / "blob_mask.png")
-    assert main(["evaluate", str(roi_checkpoint), "--folder", str(tmp_path / "cases"), "--localiser", str(loc),
-                 "--out", str(tmp_path / "ev"), "--bootstrap", "20", "--cache", str(tmp_path / "cache")]) == 0
-    res = json.loads((tmp_path / "ev" / "cases_metrics.json").read_text())
-    assert res["localisation"]["with_masks"] == 2
-    assert res["localisation"]["mean_box_iou"] == pytest.approx(box_iou(found, (250, 100, 290, 140)))
-    # a whole-image model refuses the localiser; a model without a head cannot be one
-    assert main(["predict", str(loc), str(path), "--localiser", str(loc)]) == 2
-    assert main(["predict", str(roi_checkpoint), str(path), "--localiser", str(roi_checkpoint)]) == 2
-    assert "no localisation head" in capsys.readouterr().err
 
 
 def test_roi_export_with_its_lesion_map_matches_pytorch(tmp_path):

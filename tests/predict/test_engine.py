@@ -100,7 +100,6 @@ def test_the_engine_is_part_of_the_policy(monkeypatch):
 def test_the_localisation_heads_map_runs_on_the_same_graph(tmp_path, data_root, monkeypatch):
     from rcdnet.config import load_config
     from rcdnet.models.registry import build_model
-    from rcdnet.predict.localise import Localiser
     from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
 
     monkeypatch.setenv("RCDNET_CACHE", str(tmp_path / "cache"))
@@ -116,10 +115,6 @@ def test_the_localisation_heads_map_runs_on_the_same_graph(tmp_path, data_root, 
     assert fast.engine == "onnxruntime" and fast._graph.outputs == ["logits", "lesion_map"]
     assert m_fast.shape == (1, 224, 224) and np.abs(m_fast - m_slow).max() < 1e-4 and m_slow.std() > 1e-3
     assert np.abs(fast.predict_arrays(x) - slow.predict_arrays(x)).max() < 1e-5
-    monkeypatch.delenv(runtime.ENGINE_ENV)  # the automatic mode's localiser on the default engine finds the same box
-    auto = Localiser(str(ckpt))
-    monkeypatch.setenv(runtime.ENGINE_ENV, "pytorch")
-    assert auto.predictor.engine == "onnxruntime" and auto.box(rgb) == Localiser(str(ckpt)).box(rgb)
 
 
 def test_an_unknown_engine_is_a_clear_command_line_error(monkeypatch, capsys):

@@ -4,6 +4,7 @@ CLI (CPU, ~1-2 min)."""
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,8 @@ from sklearn.metrics import roc_auc_score
 from tests.conftest import BUSI, TEST_SIZE
 
 pytestmark = pytest.mark.slow
-FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--set", TEST_SIZE, "--quiet"]
+FAST = ["--set", "eval.bootstrap=200", "--set", "train.batch_size=16", "--set", TEST_SIZE, "--set", "segment.epochs=2",
+        "--set", "segment.image_size=64", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +126,28 @@ def test_evaluate_and_predict_commands(trained, data_root, cache_dir, tmp_path, 
     assert out["predictions"][0]["p_malignant"] == pytest.approx(direct[0, model.malignant_index], abs=6e-4)
     assert out["errors"][0]["file"].endswith("broken.png")
     assert "1 predicted, 1 skipped" in captured.err
+
+
+def test_the_run_ships_a_lesion_finder_that_predict_uses_without_a_box(trained, tmp_path, capsys):
+    """`rcdnet train` trains the segmenter after the classifier on the same split: an image with no box and no mask
+    beside it gets an answer that says which box was used, or "no lesion found"."""
+    finder = json.loads((trained / "metrics.json").read_text())["segmenter"]
+    assert (trained / "checkpoints" / "segmenter.pt").is_file() and len(finder["history"]) == 2
+    assert finder["lesion_images"] > 0 and 0 <= finder["dice"] <= 1 and finder["found"] >= 0.95
+    assert "auc_found_box" in finder and "## Lesion finder (validation split)" in (trained / "report.md").read_text()
+    images = []
+    for name in ("malignant (5).png", "benign (3).png"):  # alone in a folder: no mask beside them
+        cls = name.split(" ")[0]
+        images.append(tmp_path / name)
+        shutil.copy(BUSI / cls / name, images[-1])
+    code = main(["predict", str(trained), *map(str, images), "--format", "json"])
+    captured = capsys.readouterr()
+    out, err = json.loads(captured.out), captured.err
+    answered = {Path(r["image"]).name for r in out["predictions"]}
+    refused = {Path(e["file"]).name for e in out["errors"]}
+    assert answered | refused == {p.name for p in images} and code == (0 if answered else 1)
+    assert all(r["box_source"] == "found" and 0 < r["finder_confidence"] <= 1 for r in out["predictions"])
+    assert all("no lesion found" in e["problem"] for e in out["errors"]), err
 
 
 def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):
@@ -241,8 +265,10 @@ def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cach
                                        "augment.ultrasound_variants=2", "train.ema_decay=0.9",
                                        "data.inpaint_overlays=true", "data.letterbox=true", "eval.tta=true",
                                        "eval.adabn=true", "train.localise_weight=0.5",
-                                       "data.sources=[busi, bus-uclm]", "data.external=[udiat]"]))
+                                       "data.sources=[busi, bus-uclm]", "data.external=[udiat]",
+                                       "segment.epochs=0"]))
     metrics = run(cfg.updated({'data': {'limit': 60}}), data_root, tmp_path, cache_dir=cache_dir, progress=False)
+    assert "segmenter" not in metrics and not (tmp_path / "checkpoints" / "segmenter.pt").exists()  # none asked for
     dice = json.loads((tmp_path / "history.json").read_text())[0]["val_dice"]
     assert 0 < dice < 1  # the localisation head trained beside the classifier and was scored on the masks
     assert metrics["results"]["udiat"]["n"] == 163

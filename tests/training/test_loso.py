@@ -35,7 +35,8 @@ def loso(tmp_path_factory, data_root, cache_dir):
     args = ["cv", "--by-source", "--limit", "30", "--epochs", "1", "--data", str(data_root), "--out", str(out),
             "--cache", str(cache_dir), "--quiet", "--set", f"data.sources=[{', '.join(SOURCES)}]", "--set",
             "data.external=[]", "--set", "data.image_size=64", "--set", "data.denoise_h=0", "--set",
-            "train.batch_size=16", "--set", "eval.bootstrap=50"]
+            "train.batch_size=16", "--set", "eval.bootstrap=50", "--set", "segment.epochs=1", "--set",
+            "segment.image_size=64"]
     assert main(args) == 0
     return out, args
 
@@ -75,6 +76,13 @@ def test_per_source_metrics_are_those_of_that_source_alone(loso):
     assert "Leave one source out (3 sources" in page and f"Worst source: **{summary['worst_source']}**" in page
     assert set(summary["out_of_source"]["sources"]) == set(SOURCES) and "Calibration that travels" in page
     assert json.loads((out / "out_of_source_calibration.json").read_text())["method"] == "platt"
+    # each fold's lesion finder, scored on the held-out hospital (its normal images too, where it has them)
+    for held in SOURCES:
+        fold = json.loads((out / "seed0" / f"without-{held}" / "metrics.json").read_text())["segmenter_external"][held]
+        assert fold["lesion_images"] == summary["sources"][held]["n"] and 0 <= fold["dice"] <= 1
+        assert summary["sources"][held]["finder"]["dice"] == pytest.approx(fold["dice"])
+        assert ("no_lesion_on_normal" in fold) == (held == "breast")  # BrEaST has 4 normal images
+    assert "The lesion finder on the held-out hospital" in page
 
 
 def test_seeds_are_averaged_and_finished_folds_kept(loso):

@@ -133,7 +133,6 @@ def cmd_evaluate(args) -> int:
     from rcdnet.data.named import chosen_dataset, from_training_sources
     from rcdnet.evaluation.evaluate import evaluate_dataset, predictor_for_evaluation
     from rcdnet.evaluation.ledger import sentence
-    from rcdnet.predict.localise import Localiser, locate, needs_roi
 
     predictor = predictor_for_evaluation(args.checkpoint, tta=args.tta, adabn=args.adabn, data_root=args.data,
                                          cache_dir=args.cache, report=_err)
@@ -141,13 +140,11 @@ def cmd_evaluate(args) -> int:
                                              data_root=args.data)
     out = writable_dir(output_dir(args.out, "evaluate", args.checkpoint))
     extra = None
-    if args.localiser:
-        needs_roi(predictor, "--localiser", args.checkpoint)
-        samples, found, bad = locate(Localiser(args.localiser), samples)
-        problems, extra = problems + bad, {"localisation": found}
-        print(f"automatic mode: boxes from {args.localiser}; against the lesion masks ({found['with_masks']} images): "
-              f"mean box IoU {found['mean_box_iou']:.3f}, lesions found (IoU >= 0.5) {found['found_iou_0.5']:.3f}"
-              if found["with_masks"] else f"automatic mode: boxes from {args.localiser} (no masks to check them)")
+    if args.found_boxes:
+        from rcdnet.evaluation.finder import automatic_mode
+
+        samples, refused, extra = automatic_mode(predictor, args.checkpoint, args.found_boxes, samples, args.bootstrap)
+        problems += refused
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
                            cache_dir=args.cache, progress=not args.quiet, extra=extra,
                            ledger=not from_training_sources(name, predictor))
@@ -252,19 +249,17 @@ def cmd_predict(args) -> int:
     from rcdnet.data.boxes import parse_box
     from rcdnet.data.named import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
-    from rcdnet.predict.localise import Localiser, needs_roi
     from rcdnet.predict.sources import frames_csv_names
+    from rcdnet.segment.finder import finder_for
 
     if args.out:
         writable_file(args.out)
     box = parse_box(args.box) if args.box else None
     predictor = load_predictor(args.checkpoint)
-    if box is not None or args.localiser:
-        needs_roi(predictor, "--box / --localiser", args.checkpoint)
-    localiser = Localiser(args.localiser) if args.localiser else None
+    finder = finder_for(predictor, args.checkpoint, args.finder) if box is None else None
     files = expand_inputs(args.inputs)
     rows, frames, problems = predict_sources(predictor, files, window=args.smooth, progress=len(files) > 1, box=box,
-                                             localiser=localiser)
+                                             finder=finder)
     text = _render_predictions(rows, frames, problems, predictor.thresholds, args.format)
     if args.out:
         Path(args.out).write_text(text)

@@ -91,10 +91,10 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--tta", action="store_true", help="average over each image and its mirror (one checkpoint)")
     e.add_argument("--adabn", action="store_true", help="re-estimate batch-norm statistics on this dataset's "
                                                         "images first (AdaBN; labels are not used; one checkpoint)")
-    e.add_argument("--localiser", metavar="MODEL", help="region-of-interest models: the lesion boxes found by this "
-                                                        "model's localisation head (the automatic mode) instead of "
-                                                        "the boxes around the lesion masks; their agreement with the "
-                                                        "masks is reported")
+    e.add_argument("--found-boxes", nargs="?", const=True, default=None, metavar="FINDER",
+                   help="region-of-interest models: classify the boxes the lesion finder finds (the automatic mode: "
+                        "the run's own, or FINDER, a run directory or segmenter.pt) instead of the masks' boxes; "
+                        "how the finder agrees with the masks is reported")
     _common(e, "output folder (default: <run dir>/eval)")
 
 
@@ -143,11 +143,12 @@ def _add_predict(sub) -> None:
     p.add_argument("--out", help="write the result to this file instead of the screen (per-frame CSVs beside it)")
     p.add_argument("--smooth", type=int, default=5, help="frames in the moving average of a clip's probability")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the lesion's box in pixels (region-of-interest models: "
-                                                     "the square around it is classified; default: the box around "
-                                                     "a <stem>_mask*.png beside the image)")
-    p.add_argument("--localiser", metavar="MODEL", help="the automatic mode: a model with a localisation head "
-                                                        "finds the lesion box that a region-of-interest model "
-                                                        "classifies (unless --box is given)")
+                                                     "the square around it is classified; else the box around "
+                                                     "a <stem>_mask*.png beside the image; else each lesion the "
+                                                     "run's lesion finder finds)")
+    p.add_argument("--finder", metavar="MODEL", help="the lesion finder for images without --box or mask (default: "
+                                                     "the one the run shipped, checkpoints/segmenter.pt); a run "
+                                                     "directory or segmenter.pt")
 
 
 def _add_export(sub) -> None:

@@ -49,6 +49,15 @@ def box_of_mask(mask: np.ndarray) -> Box | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
 def square_around(box: Box, margin: float) -> Box:
     """The square centred on ``box`` whose side is its longer side times (1 + ``margin``): the context a reader
     sees around the lesion. May reach outside the image (:func:`crop` pads with black)."""

@@ -52,11 +52,13 @@ class IncompleteVideo(ImageReadError):
 
 @dataclasses.dataclass
 class Frame:
-    """One picture to classify: ``index`` within its file (0 for a still image), ``time`` in seconds for video."""
+    """One picture to classify: ``index`` within its file (0 for a still image), ``time`` in seconds for video,
+    ``pixel_mm`` the width of a pixel in millimetres where the file says (DICOM)."""
 
     rgb: np.ndarray
     index: int = 0
     time: float | None = None
+    pixel_mm: float | None = None
 
 
 def _check_pixels(path: Path, w: int, h: int, frames: int = 1, limit: int | None = None) -> None:

@@ -95,6 +95,27 @@ def _check_compressed_frames(path: Path, ds, rows: int, cols: int, frames: int) 
         return
 
 
+def pixel_size_mm(ds) -> float | None:
+    """Millimetres per pixel across the image: the first ultrasound region's PhysicalDeltaX where its units are
+    centimetres (code 3), else PixelSpacing's column spacing; None where neither is there or believable (a positive
+    number under 10 mm)."""
+    candidates = []
+    try:
+        region = ds.SequenceOfUltrasoundRegions[0]
+        if int(region.PhysicalUnitsXDirection) == 3:
+            candidates.append(10.0 * float(region.PhysicalDeltaX))
+    except Exception:  # noqa: BLE001, S110 - absent or damaged: fall through to PixelSpacing
+        pass
+    try:
+        candidates.append(float(ds.PixelSpacing[1]))
+    except Exception:  # noqa: BLE001, S110
+        pass
+    for mm in candidates:
+        if np.isfinite(mm) and 0 < mm < 10:
+            return mm
+    return None
+
+
 def dicom_frames(path: Path, data: bytes | None, max_frames: int | None, max_pixels: int | None) -> Iterator[Frame]:
     """(H, W, 3) uint8 RGB frames of a DICOM file (``data``: its bytes), decoded one at a time; at most
     ``max_frames`` (else :data:`MAX_FRAMES`)."""
@@ -104,6 +125,7 @@ def dicom_frames(path: Path, data: bytes | None, max_frames: int | None, max_pix
     _check_pixels(path, cols, rows, frames, limit=max_pixels)
     _check_compressed_frames(path, ds, rows, cols, frames)
     limit = min(max_frames or MAX_FRAMES, MAX_FRAMES)
+    pixel_mm = pixel_size_mm(ds)
     try:
         for i, pixels in enumerate(iter_pixels(ds)):  # YBR colour comes back as RGB
             if i >= limit:
@@ -113,7 +135,7 @@ def dicom_frames(path: Path, data: bytes | None, max_frames: int | None, max_pix
                                      f"the header says {cols}x{rows}")
             if photometric == "PALETTE COLOR":
                 pixels = apply_color_lut(pixels, ds)
-            yield Frame(to_uint8_rgb(np.asarray(pixels), photometric), index=i)
+            yield Frame(to_uint8_rgb(np.asarray(pixels), photometric), index=i, pixel_mm=pixel_mm)
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise many types (missing plugin, corrupt stream)

@@ -167,15 +167,26 @@ def render_report(run_dir: Path) -> Path:
     write_report(run_dir / "report.md", cfg=cfg, env=metrics["env"],
                  data_summary=metrics["data"], history=json.loads((run_dir / "history.json").read_text()),
                  best=metrics["best"], thresholds=metrics["thresholds"], results=metrics["results"],
-                 extra_results=extra,
+                 extra_results=extra, segmenter=metrics.get("segmenter"),
                  rendered=f"report rendered again from the run's saved results at commit `{rendered['commit']}`, "
                           f"{rendered['date']} (nothing re-scored)")
     return run_dir / "report.md"
 
 
+def _sensitivity_lines(extra_results: dict[str, dict]) -> list[str]:
+    if not extra_results:
+        return []
+    lines = ["", "## Sensitivity analyses", ""]
+    for name, r in extra_results.items():
+        d = r["operating_points"]["default"]
+        lines.append(f"- {name} (n={r['n']}): AUC {fmt_metric(d['auc'])}, accuracy {fmt_metric(d['accuracy'])}, "
+                     f"sensitivity {fmt_metric(d['sensitivity'])}, specificity {fmt_metric(d['specificity'])}")
+    return lines
+
+
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
                  thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict],
-                 rendered: str | None = None) -> None:
+                 rendered: str | None = None, segmenter: dict | None = None) -> None:
     paper_of = {VALIDATION: "busi-val"} if cfg.data.sources == ("busi",) else {}  # the paper's like-with-like rows
     val = next(iter(results))  # the validation split comes first (named busi-val by runs before 2026-11-23)
     tot = sum(h["epoch_seconds"] for h in history)
@@ -226,12 +237,11 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
               "scorings of that time" for n, r in results.items() if n != val]
     if scored:
         lines += ["", "## How often each external set had been scored", ""] + [f"- {h}" for h in scored]
-    if extra_results:
-        lines += ["", "## Sensitivity analyses", ""]
-        for name, r in extra_results.items():
-            d = r["operating_points"]["default"]
-            lines.append(f"- {name} (n={r['n']}): AUC {fmt_metric(d['auc'])}, accuracy {fmt_metric(d['accuracy'])}, "
-                         f"sensitivity {fmt_metric(d['sensitivity'])}, specificity {fmt_metric(d['specificity'])}")
+    lines += _sensitivity_lines(extra_results)
+    if segmenter:
+        from rcdnet.evaluation.finder import markdown
+
+        lines += ["", *markdown(segmenter)]
     lines += ["", "## Figures", "", "![loss](loss_curve.png) ![accuracy](accuracy_curve.png)", "",
               "![ROC](roc.png) ![reliability](reliability.png)", ""]
     lines += [f"![{n} confusion]({n}_confusion.png)" for n in results]

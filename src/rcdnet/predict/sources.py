@@ -6,19 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rcdnet.data.boxes import Box, BoxError, box_of_mask
+from rcdnet.data.boxes import Box, BoxError
 from rcdnet.data.content import with_content
-from rcdnet.data.decode import (
-    Frame,
-    ImageReadError,
-    IncompleteVideo,
-    kind_of,
-    read_frames,
-    read_mask,
-)
-from rcdnet.data.named import masks_beside
+from rcdnet.data.decode import Frame, ImageReadError, IncompleteVideo, kind_of, read_frames
 from rcdnet.data.samples import DataProblem
 from rcdnet.predict.base import Predictor, prediction_row
+from rcdnet.predict.regions import Region, RegionResolver
+from rcdnet.segment.finder import LesionFinder
 from rcdnet.runtime import parallel_map, with_progress
 
 
@@ -30,33 +24,21 @@ def smooth(p: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(p, k, "same") / np.convolve(np.ones_like(p), k, "same")
 
 
-def _box(predictor: Predictor, path: Path, box: Box | None, rgb: np.ndarray, localiser=None) -> Box | None:
-    """The lesion box a region-of-interest model classifies: the one given, else the one ``localiser`` finds in
-    ``rgb`` (the automatic mode), else the box around a lesion mask beside the file (``<stem>_mask*.png``); None
-    for a whole-image model."""
-    if predictor.preprocessor.roi_margin <= 0:
-        return None
-    if box is not None:
-        return box
-    if localiser is not None:
-        return localiser.box(rgb)
-    if masks := masks_beside(path):
-        return box_of_mask(read_mask(masks, rgb.shape[:2]))
-    return None
-
-
 def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems: list[DataProblem],
-                          box: Box | None = None, localiser=None):
+                          resolver: RegionResolver):
     """A video, decoded and classified ``chunk`` frames at a time (a clip never sits whole in memory):
-    (probabilities (F, C) or None when unreadable, frames read). A clip that ended early keeps its frames and is
-    also listed in ``problems``."""
-    probs, meta, rgbs = [], [], []
+    (probabilities (F, C) or None when unreadable, frames read, each frame's region). A clip that ended early keeps
+    its frames and is also listed in ``problems``."""
+    probs, meta, rgbs, regions = [], [], [], []
 
-    def prep(rgb: np.ndarray) -> np.ndarray:
-        return predictor.preprocessor(rgb, _box(predictor, path, box, rgb, localiser))
+    def prep(rgb: np.ndarray) -> tuple[np.ndarray, Region]:
+        region = resolver.regions(path, rgb, several=False)[0]
+        return predictor.preprocessor(rgb, region.box), region
 
     def classify() -> None:  # the decoded frames, preprocessed on the worker threads (boxes found there too)
-        probs.append(predictor.predict_arrays(np.stack(list(parallel_map(prep, rgbs)))))
+        done = list(parallel_map(prep, rgbs))
+        probs.append(predictor.predict_arrays(np.stack([a for a, _ in done])))
+        regions.extend(r for _, r in done)
         rgbs.clear()
 
     try:
@@ -72,50 +54,59 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
             classify()
     except (ImageReadError, BoxError) as exc:
         problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
-        return None, meta
-    return (np.concatenate(probs) if probs else None), meta
+        return None, meta, regions
+    return (np.concatenate(probs) if probs else None), meta[:len(regions)], regions
 
 
-def _decoded(predictor: Predictor, path: Path, box: Box | None = None, localiser=None
-             ) -> tuple[np.ndarray, list[Frame]] | DataProblem | None:
-    """Runs on a worker thread: a still image or DICOM file decoded and preprocessed, (F, S, S) uint8 with each
-    frame's index and time; a :class:`DataProblem` if it cannot be read; None for a video (streamed instead)."""
+def _decoded(predictor: Predictor, path: Path, resolver: RegionResolver):
+    """Runs on a worker thread: a still image or DICOM file decoded and preprocessed, (K, S, S) uint8 with each
+    item's frame and region (a still image: one item per found lesion; a multi-frame file: the most confident one
+    per frame); a :class:`DataProblem` if it cannot be read; None for a video (streamed instead)."""
     if kind_of(path) == "video":
         return None
     try:
-        frames = [(predictor.preprocessor(fr.rgb, _box(predictor, path, box, fr.rgb, localiser)),
-                   Frame(np.empty(0, np.uint8), fr.index, fr.time)) for fr in with_content(read_frames(path), path)]
+        items = []
+        for fr in with_content(read_frames(path), path):
+            meta = Frame(np.empty(0, np.uint8), fr.index, fr.time)
+            items.append([(predictor.preprocessor(fr.rgb, r.box), meta, r)
+                          for r in resolver.regions(path, fr.rgb, fr.pixel_mm)])
     except (ImageReadError, BoxError) as exc:
         return DataProblem(str(path), str(exc).removeprefix(f"{path}: "))
-    return np.stack([a for a, _ in frames]), [m for _, m in frames]
+    flat = [x for frame in items for x in (frame if len(items) == 1 else frame[:1])]
+    return np.stack([a for a, _, _ in flat]), [m for _, m, _ in flat], [r for _, _, r in flat]
 
 
-def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame], window: int, rows: list[dict],
-              frame_rows: dict[str, list[dict]]) -> None:
-    """The file's row (a clip: from its frames' mean probability) and, for a clip, its per-frame rows."""
-    if len(pr) == 1 and meta[0].time is None:
-        rows.append(prediction_row(predictor, str(path), pr[0]))
+def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame], regions: list[Region],
+              window: int, rows: list[dict], frame_rows: dict[str, list[dict]]) -> None:
+    """The file's rows (a still image: one per lesion; a clip: one, from its frames' mean probability) and, for a
+    clip, its per-frame rows."""
+    if all(m.time is None and m.index == 0 for m in meta):
+        for k, (p, region) in enumerate(zip(pr, regions)):
+            lesion = {"lesion": k + 1} if len(regions) > 1 else {}
+            rows.append(prediction_row(predictor, str(path), p) | lesion | region.fields())
         return
     p_mal = pr[:, predictor.malignant_index]
     frame_rows[str(path)] = [{"frame": fr.index, "time_s": "" if fr.time is None else round(fr.time, 3),
                               "p_malignant": round(float(p), 4), "p_malignant_smoothed": round(float(q), 4)}
-                             for fr, p, q in zip(meta, p_mal, smooth(p_mal, window))]
-    rows.append(prediction_row(predictor, str(path), pr.mean(axis=0), frames=len(pr)))
+                             | region.fields() for fr, p, q, region in zip(meta, p_mal, smooth(p_mal, window), regions)]
+    sources = sorted({r.source for r in regions})
+    rows.append(prediction_row(predictor, str(path), pr.mean(axis=0), frames=len(pr)) | {"box_source": "+".join(sources)})
 
 
 def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, chunk: int = 32, progress: bool = False,
-                    box: Box | None = None, localiser=None
+                    box: Box | None = None, finder: LesionFinder | None = None
                     ) -> tuple[list[dict], dict[str, list[dict]], list[DataProblem]]:
     """Returns one row per file (for a multi-frame DICOM or a video: the clip's result from the mean per-frame
-    probability), per-frame rows for every multi-frame file (with the probability smoothed over ``window``
-    frames), and the files that could not be read, which are skipped. A clip that ended early (a truncated video)
-    is predicted from the frames that were decoded and is also listed among the problems, with what happened.
+    probability; for a still image where the finder found several lesions: one row per lesion), per-frame rows for
+    every multi-frame file (with the probability smoothed over ``window`` frames), and the files that could not be
+    read, which are skipped. A clip that ended early (a truncated video) is predicted from the frames that were
+    decoded and is also listed among the problems, with what happened.
 
     Images and DICOM files are decoded and preprocessed ``chunk`` files at a time on the policy's worker threads
-    (:mod:`rcdnet.runtime`), then classified; a video is decoded and classified as it streams. A region-of-interest
-    model classifies the square around ``box``, else around the lesion ``localiser``
-    (:class:`~rcdnet.predict.localise.Localiser`) finds in each frame, else around the lesion mask beside each file;
-    a file without one is a problem that names it."""
+    (:mod:`rcdnet.runtime`), then classified; a video is decoded and classified as it streams. What a
+    region-of-interest model classifies (``box``, a mask beside the file, the lesions ``finder`` finds) is decided by
+    :class:`~rcdnet.predict.regions.RegionResolver`; every row says which box it used."""
+    resolver = RegionResolver(predictor.preprocessor.roi_margin > 0, box, finder)
     rows, frame_rows, problems = [], {}, []
     bar = with_progress(range(len(paths)), len(paths), "predict", progress, unit="file")
     ticks = iter(bar)
@@ -123,15 +114,15 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
         part = [Path(p) for p in paths[start:start + chunk]]
         # decode and preprocess a chunk on the worker threads, then classify it: the two phases take turns, as
         # torch's threads and the workers running side by side on the same cores slow each other down
-        for path, item in zip(part, list(parallel_map(lambda p: _decoded(predictor, p, box, localiser), part))):
+        for path, item in zip(part, list(parallel_map(lambda p: _decoded(predictor, p, resolver), part))):
             next(ticks, None)
             if isinstance(item, DataProblem):
                 problems.append(item)
                 continue
-            pr, meta = (_stream_probabilities(predictor, path, chunk, problems, box, localiser) if item is None
-                        else (predictor.predict_arrays(item[0]), item[1]))
+            pr, meta, regions = (_stream_probabilities(predictor, path, chunk, problems, resolver) if item is None
+                                 else (predictor.predict_arrays(item[0]), item[1], item[2]))
             if pr is not None:
-                _add_rows(predictor, path, pr, meta, window, rows, frame_rows)
+                _add_rows(predictor, path, pr, meta, regions, window, rows, frame_rows)
     if hasattr(bar, "close"):
         bar.close()
     return rows, frame_rows, problems

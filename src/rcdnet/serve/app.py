@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -26,15 +25,8 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rcdnet import __version__
-from rcdnet.data.boxes import Box, BoxError, parse_box
-from rcdnet.data.content import with_content
-from rcdnet.data.decode import (
-    MAX_PIXELS,
-    ImageReadError,
-    IncompleteVideo,
-    TooManyPixels,
-    read_frames,
-)
+from rcdnet.data.boxes import BoxError
+from rcdnet.data.decode import MAX_PIXELS
 from rcdnet.explain.cam import METHODS, REFERENCE
 from rcdnet.explain.images import mapper
 from rcdnet.explain.render import panel
@@ -44,13 +36,14 @@ from rcdnet.predict import (
     TorchPredictor,
     load_predictor,
     model_file,
-    prediction_row,
 )
+from rcdnet.predict.regions import Region, RegionResolver
+from rcdnet.segment.finder import finder_for
+from rcdnet.serve.answers import decoded, predict_answer, read_upload, request_box
 from rcdnet.serve.limits import BodyLimit
 
 log = logging.getLogger("rcdnet.serve")
 STATIC = Path(__file__).parent / "static"
-MAX_FRAMES = 600  # frames read from one uploaded video or multi-frame DICOM
 WORKERS = 2  # requests decoded and classified at once; the next one gets 503 + Retry-After
 RETRY_AFTER_S = 2
 
@@ -73,78 +66,18 @@ SERVED_METHODS = [m for m in METHODS if m not in ("scorecam", REFERENCE)]  # fas
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "eigencam": "Eigen-CAM", "layercam": "LayerCAM"}
 
 
-def read_upload(file: UploadFile, limit: int, max_frames: int = MAX_FRAMES, max_pixels: int | None = None
-                ) -> tuple[str, Iterator[np.ndarray]]:
-    """(file name, its RGB frames decoded one at a time by the one decoder every command uses). An upload over
-    ``limit`` bytes is a 413; problems found while decoding surface from the iterator as :class:`ImageReadError`
-    (a picture over ``max_pixels``: :class:`TooManyPixels`), which :func:`decoded` turns into 4xx answers."""
-    data = file.file.read(limit + 1)
-    name = Path(file.filename or "upload").name
-    if len(data) > limit:
-        raise HTTPException(413, f"upload too large: the limit is {limit / 2**20:g} MB")
-    if not data:
-        raise HTTPException(400, f"{name}: empty file")
-    frames = read_frames(Path(name), data=data, max_frames=max_frames, max_pixels=max_pixels)
-    return name, (f.rgb for f in with_content(frames, name))
-
-
-def decoded(name: str, frames: Iterator[np.ndarray], keep) -> tuple[list, str | None]:
-    """``keep(rgb)`` of every frame (the preprocessed frame, so a clip's full-size frames never pile up), and a
-    warning when a clip ended early. A picture over the pixel limit is a 413, anything unreadable a 415."""
-    out, warning = [], None
-    try:
-        for rgb in frames:
-            out.append(keep(rgb))
-    except IncompleteVideo as exc:
-        warning = str(exc)
-    except TooManyPixels as exc:
-        raise HTTPException(413, str(exc)) from None
-    except ImageReadError as exc:
-        raise HTTPException(415, str(exc)) from None
-    except BoxError as exc:
-        raise HTTPException(422, f"{name}: {exc}") from None
-    except ValueError as exc:
-        raise HTTPException(415, f"{name}: image could not be preprocessed ({exc})") from None
-    if not out:
-        raise HTTPException(415, warning or f"{name}: no frames could be decoded")
-    return out, warning
-
-
-def prediction_json(predictor: Predictor, name: str, probs: np.ndarray) -> dict:
-    """The /predict answer for (F, C) per-frame probabilities (one frame for an image)."""
-    row = prediction_row(predictor, name, probs.mean(axis=0), frames=len(probs))
-    return {"file": name, "label": row["label"], "p_malignant": row["p_malignant"],
-            "operating_points": {op: {"threshold": t, "malignant": bool(row[f"malignant@{op}"])}
-                                 for op, t in predictor.thresholds.items()},
-            "frames": len(probs),
-            "p_malignant_per_frame": [round(float(p), 4) for p in probs[:, predictor.malignant_index]]}
-
-
-def request_box(predictor: Predictor, box: str | None) -> Box | None:
-    """The form field ``box`` (x0,y0,x1,y1) parsed: required by a region-of-interest model, refused by a
-    whole-image one (422 either way)."""
-    roi = predictor.preprocessor.roi_margin > 0
-    if roi and not box:
-        raise HTTPException(422, "this model classifies a marked lesion: send its box as the form field "
-                                 "box=x0,y0,x1,y1 (pixels of the uploaded image)")
-    if box and not roi:
-        raise HTTPException(422, "this model classifies whole images: leave out the box")
-    try:
-        return parse_box(box, "box") if box else None
-    except BoxError as exc:
-        raise HTTPException(422, str(exc)) from None
-
-
-def explain_png(predictor: Predictor, name: str, rgb: np.ndarray, method: str, box: Box | None = None
-                ) -> bytes:
+def explain_png(predictor: Predictor, name: str, rgb: np.ndarray, method: str, region: Region) -> bytes:
     """Original | heat-map overlay with a caption, as PNG bytes (the caller holds the model's lock). The heat map
-    is the PyTorch model's; the probability is the predictor's (with a site's calibration, if it has one)."""
+    is the PyTorch model's; the probability is the predictor's (with a site's calibration, if it has one). The
+    outline is the lesion the finder found (or the one the model's localisation head marks)."""
+    box = region.box
     pre = predictor.preprocessor(rgb, box)[None]
     model = torch_model(predictor)
     with mapper(model, method) as hm:
         probs = predictor.predict_arrays(pre)[0]
         heat = predictor.preprocessor.to_original(hm(pre)[0], rgb.shape[:2], box)
-    found = (predictor.preprocessor.to_original(model.localise(pre)[0], rgb.shape[:2], box) >= 0.5
+    found = (region.lesion.mask(rgb.shape[:2]) if region.lesion is not None else
+             predictor.preprocessor.to_original(model.localise(pre)[0], rgb.shape[:2], box) >= 0.5
              if getattr(model.model, "localiser", None) is not None else None)
     p_mal = float(probs[predictor.malignant_index])
     outline = ", white outline = the lesion the model found" if found is not None else ""
@@ -170,7 +103,7 @@ def torch_model(predictor: Predictor) -> TorchPredictor | None:
     return base if isinstance(base, TorchPredictor) else None
 
 
-def version_info(path: Path, predictor: Predictor, operating_point: str | None, **limits) -> dict:
+def version_info(path: Path, predictor: Predictor, operating_point: str | None, finder=None, **limits) -> dict:
     """``GET /version``: the model, its operating points, the one the page states first, and the service limits."""
     operating_point = operating_point or ("high_sensitivity" if "high_sensitivity" in predictor.thresholds
                                           else "default")
@@ -185,6 +118,7 @@ def version_info(path: Path, predictor: Predictor, operating_point: str | None, 
             "operating_points": predictor.thresholds, "explain": torch_model(predictor) is not None,
             "operating_point": operating_point,
             "input": "lesion box" if predictor.preprocessor.roi_margin > 0 else "whole image",
+            "finder": finder is not None,
             "calibration": getattr(predictor, "calibration", "as trained: the development hospital's validation images"),
             "site_cases": site.provenance.get("n_cases") if site is not None else None,
             "target_sensitivity": target, **limits}
@@ -200,13 +134,14 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
     model's rule-out point ``high_sensitivity`` where it has one, else ``default``)."""
     path = model_file(model)
     predictor = load_predictor(path)
+    roi, finder = predictor.preprocessor.roi_margin > 0, finder_for(predictor, path)
     s = predictor.preprocessor.size  # one pass before serving: the engine is ready (a checkpoint's ONNX graph
     predictor.predict_arrays(np.zeros((1, s, s), np.uint8))  # exported) and /version names the one in use
     lock = threading.Lock()  # one model, shared: heat-map hooks must not see another request's forward pass
     slot = Slots(workers)
     limit = int(max_upload_mb * 2**20)
     max_pixels = int(max_megapixels * 1e6) if max_megapixels else MAX_PIXELS
-    version = version_info(path, predictor, operating_point, max_upload_mb=max_upload_mb,
+    version = version_info(path, predictor, operating_point, finder, max_upload_mb=max_upload_mb,
                            max_megapixels=max_pixels / 1e6, workers=workers)
     model_version = f"{version['model']} {version['model_sha256']}"
     app = FastAPI(title="rcdnet", version=__version__,
@@ -228,13 +163,11 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
 
     @app.post("/predict")
     def predict(file: UploadFile = File(...), box: str | None = Form(None)):
-        lesion = request_box(predictor, box)
+        resolver = RegionResolver(roi, request_box(predictor, box), finder, masks=False)
         with slot:
             name, frames = read_upload(file, limit, max_pixels=max_pixels)
-            arrays, warning = decoded(name, frames, lambda rgb: predictor.preprocessor(rgb, lesion))
-            with lock:
-                probs = predictor.predict_arrays(np.stack(arrays))
-        return {**prediction_json(predictor, name, probs), "warning": warning, "model_version": model_version}
+            answer = predict_answer(predictor, resolver, name, frames, lock)
+        return {**answer, "model_version": model_version}
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
     def explain(file: UploadFile = File(...), method: str = Form("gradcam"), box: str | None = Form(None)):
@@ -243,13 +176,14 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
                                      f"{version['runtime']}")
         if method not in SERVED_METHODS:
             raise HTTPException(422, f"method must be one of {', '.join(SERVED_METHODS)}")
-        lesion = request_box(predictor, box)
+        resolver = RegionResolver(roi, request_box(predictor, box), finder, masks=False)
         with slot:
             name, frames = read_upload(file, limit, max_frames=1, max_pixels=max_pixels)
-            rgb = decoded(name, frames, lambda x: x)[0][0]
+            fr = decoded(name, frames, lambda x: x)[0][0]
             with lock:
                 try:
-                    png = explain_png(predictor, name, rgb, method, lesion)
+                    region = resolver.regions(Path(name), fr.rgb, fr.pixel_mm, several=False)[0]
+                    png = explain_png(predictor, name, fr.rgb, method, region)
                 except BoxError as exc:
                     raise HTTPException(422, f"{name}: {exc}") from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})

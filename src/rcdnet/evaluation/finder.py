@@ -1,0 +1,150 @@
+"""How well the finder does on a labelled set (a run's validation split, a held-out hospital): lesion found, box
+IoU >= 0.5, Dice, longest-diameter error in mm where the pixel size is known, "no lesion" on normal images, and
+the classifier's AUC on the found boxes beside its AUC on the boxes of the drawn masks (paired cluster bootstrap).
+
+The found rate on the split whose lesion images chose the threshold is in-sample by construction (about
+``segment.target_sensitivity``); every other number is not tuned on the images it is measured on."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from rcdnet.data.decode import ImageReadError, read_image, read_mask
+from rcdnet.data.samples import Sample
+from rcdnet.evaluation.selection import bootstrap_differences
+from rcdnet.data.boxes import box_iou
+from rcdnet.runtime import parallel_map
+from rcdnet.segment.finder import LesionFinder
+from rcdnet.segment.lesions import measure
+
+
+def _score_one(finder: LesionFinder, predictor, s: Sample):
+    """One image: (found?, best-guess IoU, Dice, |diameter error| mm or None, p on found box, p on given box)."""
+    rgb = read_image(s.path)
+    pixel_mm = s.extra.get("pixel_size_mm")
+    f = finder.find(rgb, pixel_mm)
+    if not s.mask_paths:  # a normal image
+        return f.found, None, None, None, None, None
+    truth = read_mask(s.mask_paths, rgb.shape[:2])
+    true_lesion = measure(truth, 1.0, pixel_mm)
+    found = np.zeros_like(truth)
+    for les in f.lesions:
+        found |= les.mask(truth.shape)
+    dice = 2 * (found & truth).sum() / max(found.sum() + truth.sum(), 1)
+    iou = box_iou(f.best.box, true_lesion.box) if f.best is not None else 0.0
+    err = abs(f.best.long_diameter - true_lesion.long_diameter) if f.best is not None and pixel_mm else None
+    p = None
+    if predictor is not None and getattr(predictor.preprocessor, "roi_margin", 0) > 0:
+        guess = f.best.box if f.best is not None else (0, 0, rgb.shape[1], rgb.shape[0])
+        arrays = np.stack([predictor.preprocessor(rgb, guess), predictor.preprocessor(rgb, true_lesion.box)])
+        p = predictor.predict_arrays(arrays)[:, predictor.malignant_index]
+    return f.found, iou, float(dice), err, None if p is None else float(p[0]), None if p is None else float(p[1])
+
+
+def found_boxes(finder: LesionFinder, samples: list[Sample]) -> tuple[list[Sample], list]:
+    """Every sample with the box of the most confident lesion the finder finds (replacing any box it had); a sample
+    where none reaches the threshold is a problem ("no lesion found"), as it would be in predict."""
+    from rcdnet.data.samples import DataProblem
+
+    def one(s: Sample):
+        try:
+            f = finder.find(read_image(s.path), s.extra.get("pixel_size_mm"))
+        except ImageReadError as exc:
+            return DataProblem(str(s.path), str(exc).removeprefix(f"{s.path}: "))
+        return dataclasses.replace(s, box=f.lesions[0].box) if f.found else DataProblem(str(s.path), f.refusal())
+
+    located, problems = [], []
+    for item in parallel_map(one, samples):
+        (problems if isinstance(item, DataProblem) else located).append(item)
+    return located, problems
+
+
+def automatic_mode(predictor, model: str, given: str | bool, samples: list[Sample], n_boot: int
+                   ) -> tuple[list[Sample], list, dict]:
+    """``evaluate --found-boxes``: the finder's boxes replace the masks' (the automatic mode). Returns the samples
+    with a found lesion, the refused ones (problems), and how the finder did on these images against their masks."""
+    from rcdnet.segment.finder import finder_for
+
+    finder = finder_for(predictor, model, given if isinstance(given, str) else None)
+    if finder is None:
+        raise ValueError(f"--found-boxes: {model} ships no lesion finder (train with segment.epochs > 0, or pass "
+                         "--found-boxes PATH to a run directory or segmenter.pt)")
+    agreement = evaluate_finder(finder, samples, predictor, n_boot=n_boot)
+    located, refused = found_boxes(finder, samples)
+    print(f"automatic mode: boxes from {finder.source}: lesion found in {len(located)} of {len(samples)} images; "
+          f"against the masks: box IoU >= 0.5 in {agreement.get('box_iou_0.5', float('nan')):.3f}, Dice "
+          f"{agreement.get('dice', float('nan')):.3f}")
+    return located, refused, {"lesion_finder": agreement}
+
+
+def evaluate_finder(finder: LesionFinder, samples: list[Sample], predictor=None, n_boot: int = 2000) -> dict:
+    """The finder's numbers on ``samples`` (lesion images with masks, and normal ones), with the classifier
+    ``predictor``'s found-box and given-box AUC where it is a region-of-interest model."""
+    def safe(s):
+        try:
+            return s, _score_one(finder, predictor, s)
+        except ImageReadError:
+            return s, None
+
+    rows = [(s, r) for s, r in parallel_map(safe, samples) if r is not None]
+    lesion = [(s, r) for s, r in rows if s.mask_paths]
+    normal = [r for s, r in rows if not s.mask_paths]
+    out = {"threshold": round(finder.threshold, 4), "lesion_images": len(lesion), "normal_images": len(normal)}
+    if lesion:
+        out |= {"found": _mean([r[0] for _, r in lesion]), "box_iou_0.5": _mean([r[1] >= 0.5 for _, r in lesion]),
+                "mean_box_iou": _mean([r[1] for _, r in lesion]), "dice": _mean([r[2] for _, r in lesion])}
+        errs = [r[3] for _, r in lesion if r[3] is not None]
+        if errs:
+            out |= {"diameter_error_mm_median": round(float(np.median(errs)), 2), "with_pixel_size": len(errs)}
+    if normal:
+        out["no_lesion_on_normal"] = _mean([not r[0] for r in normal])
+    if lesion and lesion[0][1][4] is not None:
+        out |= _paired_auc([s for s, _ in lesion], [r for _, r in lesion], predictor, n_boot)
+    return out
+
+
+def _mean(v) -> float:
+    return round(float(np.mean(v)), 4)
+
+
+def _paired_auc(samples: list[Sample], rows: list, predictor, n_boot: int) -> dict:
+    """AUC of the found boxes (the best guess where none reached the threshold) and of the masks' boxes on the same
+    images, and their difference with a 95 % interval resampling patients / duplicate groups."""
+    y = np.array([s.label == predictor.classes[predictor.malignant_index] for s in samples], int)
+    if len(set(y)) < 2:
+        return {}
+    found, given = np.array([r[4] for r in rows]), np.array([r[5] for r in rows])
+    clusters = np.array([s.group or s.key for s in samples])
+    diffs = bootstrap_differences([(y, clusters, found[None], given[None])], n_boot)
+    return {"auc_found_box": round(float(roc_auc_score(y, found)), 4),
+            "auc_given_box": round(float(roc_auc_score(y, given)), 4),
+            "auc_difference_ci": [round(float(np.percentile(diffs, q)), 4) for q in (2.5, 97.5)]}
+
+
+def markdown(v: dict, title: str = "Lesion finder (validation split)") -> list[str]:
+    """The report's section on the finder's numbers ``v`` (:func:`evaluate_finder`, with its history)."""
+    lines = [f"## {title}", "",
+             f"A U-Net (EfficientNet-Lite0 encoder) outlines lesions on the whole image; a region is a found lesion "
+             f"when its mean probability reaches {v['threshold']:.3f}, the threshold at which it keeps "
+             f"{v.get('found', float('nan')):.1%} of these lesion images (in-sample: chosen on them).", ""]
+    if "history" in v:
+        h = v["history"]
+        lines.append(f"- trained {len(h)} epochs in {sum(e['seconds'] for e in h) / 60:.1f} min; validation Dice by "
+                     "epoch " + ", ".join(f"{e['val_dice']:.3f}" for e in h))
+    if v.get("lesion_images"):
+        lines.append(f"- {v['lesion_images']} lesion images: lesion box found (IoU >= 0.5 with the mask's box) in "
+                     f"{v['box_iou_0.5']:.1%}, mean box IoU {v['mean_box_iou']:.3f}, Dice {v['dice']:.3f}")
+    if "diameter_error_mm_median" in v:
+        lines.append(f"- longest diameter: median error {v['diameter_error_mm_median']:.1f} mm on the "
+                     f"{v['with_pixel_size']} images whose pixel size is known")
+    if v.get("normal_images"):
+        lines.append(f"- {v['normal_images']} normal images: \"no lesion found\" on {v['no_lesion_on_normal']:.1%}")
+    if "auc_found_box" in v:
+        lo, hi = v["auc_difference_ci"]
+        lines.append(f"- classifier AUC on the found boxes {v['auc_found_box']:.3f} vs on the masks' boxes "
+                     f"{v['auc_given_box']:.3f} (difference 95 % CI [{lo:+.3f}, {hi:+.3f}], patients resampled; "
+                     "the best guess is classified where no region reached the threshold)")
+    return lines

@@ -1,0 +1,115 @@
+"""Image in, lesions out: the shipped segmenter applied to a whole (H, W, 3) image.
+
+The image is made grey and squashed to the segmenter's square, its lesion probability map resized back onto the
+original's pixels, and each connected region measured (:mod:`rcdnet.segment.lesions`). A region is a found lesion
+when its confidence reaches the threshold chosen on validation (the finder keeps ``segment.target_sensitivity`` of
+the validation lesion images); below it the answer is "no lesion found", never a silent guess."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from rcdnet.data.boxes import Box, BoxError
+from rcdnet.data.decode import to_gray
+from rcdnet.segment.lesions import Lesion, measure, regions
+from rcdnet.segment.model import load_segmenter, to_input
+
+
+class NoLesionFound(BoxError):
+    """The finder's best region is below its confidence threshold: the user has to draw the box."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """What the finder says of one image: ``lesions`` (confidence >= ``threshold``, most confident first) and its
+    best guess even when that is below the threshold (None on a blank map)."""
+
+    lesions: tuple[Lesion, ...]
+    best: Lesion | None
+    threshold: float
+
+    @property
+    def found(self) -> bool:
+        return bool(self.lesions)
+
+    @property
+    def confidence(self) -> float:
+        return self.best.confidence if self.best is not None else 0.0
+
+    def refusal(self) -> str:
+        return (f"no lesion found (finder confidence {self.confidence:.2f} < its threshold {self.threshold:.2f}, "
+                "chosen on validation): draw a box (--box x0,y0,x1,y1)")
+
+
+class LesionFinder:
+    """A trained segmenter (``checkpoints/segmenter.pt``) with its validation-chosen threshold."""
+
+    def __init__(self, model: torch.nn.Module, *, image_size: int, threshold: float, min_area: float,
+                 source: str = "(in memory)", validation: dict | None = None):
+        self.model, self.size, self.threshold, self.min_area = model.eval(), image_size, threshold, min_area
+        self.source, self.validation = source, validation or {}
+        self._lock = threading.Lock()  # one forward pass at a time: worker threads share the cores
+
+    @classmethod
+    def load(cls, path: str | Path) -> LesionFinder:
+        model, meta = load_segmenter(path)
+        return cls(model, image_size=int(meta["image_size"]), threshold=float(meta["threshold"]),
+                   min_area=float(meta["min_area"]), source=str(path), validation=meta.get("validation"))
+
+    def grey(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 -> (S, S) uint8: what the network sees."""
+        return cv2.resize(to_gray(rgb), (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def maps(self, greys: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 -> (N, S, S) float32 lesion probabilities."""
+        with self._lock, torch.inference_mode():
+            return torch.sigmoid(self.model(to_input(greys)))[:, 0].numpy()
+
+    def probability_map(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W) float32 lesion probability on the original's pixels."""
+        return self.on_original(self.maps(self.grey(rgb)[None])[0], rgb.shape[:2])
+
+    @staticmethod
+    def on_original(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    def finding(self, prob: np.ndarray, pixel_mm: float | None = None) -> Finding:
+        """The :class:`Finding` of an (H, W) probability map on the original's pixels."""
+        found = [measure(region, conf, pixel_mm) for region, conf in regions(prob, self.min_area)]
+        return Finding(tuple(x for x in found if x.confidence >= self.threshold), found[0] if found else None,
+                       self.threshold)
+
+    def find(self, rgb: np.ndarray, pixel_mm: float | None = None) -> Finding:
+        return self.finding(self.probability_map(rgb), pixel_mm)
+
+    def box(self, rgb: np.ndarray) -> Box:
+        """The most confident lesion's box; :class:`NoLesionFound` when none reaches the threshold."""
+        f = self.find(rgb)
+        if not f.found:
+            raise NoLesionFound(f.refusal())
+        return f.lesions[0].box
+
+
+def finder_for(predictor, model: str | Path, given: str | Path | None = None) -> LesionFinder | None:
+    """The lesion finder of a region-of-interest ``predictor`` loaded from ``model``: ``given`` (a run directory or a
+    segmenter.pt), else the one shipped beside the model (``checkpoints/segmenter.pt``, or beside an exported
+    file); None where there is none. A whole-image model asked for one is an error."""
+    from rcdnet.segment.model import FILE, segmenter_beside
+
+    roi = predictor.preprocessor.roi_margin > 0
+    if given:
+        if not roi:
+            raise ValueError(f"{given}: {model} classifies whole images (it was trained without data.roi_margin), "
+                             "so it needs no lesion box")
+        path = Path(given) / "checkpoints" / FILE if Path(given).is_dir() else Path(given)
+        if not path.is_file():
+            raise FileNotFoundError(f"{given}: no lesion finder there (expected a run directory or a {FILE})")
+        return LesionFinder.load(path)
+    found = segmenter_beside(model) if roi else None
+    return LesionFinder.load(found) if found is not None else None

@@ -1,0 +1,133 @@
+"""The lesion finder: measurements, regions, its threshold, and the automatic mode of predict / evaluate / serve."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from rcdnet.cli import main
+from rcdnet.segment.finder import LesionFinder
+from rcdnet.segment.lesions import measure, regions
+from rcdnet.segment.model import FILE, build_segmenter, save_segmenter
+from rcdnet.segment.train import choose_threshold
+from tests.data.test_boxes import _blob_image, _checkpoint
+
+
+def test_diameters_and_area_of_a_known_ellipse_in_mm():
+    region = np.zeros((300, 400), np.uint8)
+    cv2.ellipse(region, (200, 150), (60, 30), 30, 0, 360, 1, -1)  # axes 121 x 61 px (edges included), tilted 30 deg
+    les = measure(region.astype(bool), 0.9, pixel_mm=0.078)
+    assert les.units == "mm"
+    assert les.long_diameter == pytest.approx(121 * 0.078, abs=2 * 0.078)
+    assert les.short_diameter == pytest.approx(61 * 0.078, abs=2 * 0.078)
+    assert les.area == pytest.approx(np.pi * 60.5 * 30.5 * 0.078 ** 2, rel=0.03)
+    (x0, y0), (x1, y1) = les.long_axis
+    assert np.degrees(np.arctan2(y1 - y0, x1 - x0)) % 180 == pytest.approx(30, abs=3)  # along the long axis
+    mask = les.mask(region.shape)  # the outline encloses the region
+    assert (mask & region.astype(bool)).sum() / region.sum() > 0.98
+    px = measure(region.astype(bool), 0.9)
+    assert px.units == "px" and px.long_diameter == pytest.approx(121, abs=2)
+    assert set(px.summary()) == {"box", "finder_confidence", "long_diameter_px", "short_diameter_px", "area_px2"}
+
+
+def test_regions_most_confident_first_small_ones_dropped():
+    prob = np.zeros((200, 200), np.float32)
+    prob[20:60, 20:60] = 0.7
+    prob[100:150, 100:150] = 0.95
+    prob[5:7, 190:192] = 0.99  # 4 pixels: under min_area
+    found = regions(prob, min_area=5e-4)
+    assert [round(c, 2) for _, c in found] == [0.95, 0.7]
+    assert regions(prob * 0.4, min_area=5e-4)[0][1] == pytest.approx(0.38)  # nothing reaches 0.5: half the maximum
+    assert regions(np.zeros((10, 10), np.float32), 5e-4) == []
+
+
+def test_the_threshold_keeps_the_target_share_of_lesion_images():
+    conf = np.linspace(0.01, 1.0, 100)
+    t = choose_threshold(conf, 0.95)
+    assert np.mean(conf >= t) >= 0.95 and np.mean(conf >= t + 0.011) < 0.95
+    assert choose_threshold(np.array([0.0, 0.9, 0.9, 0.9]), 0.75) == 0.9
+
+
+@pytest.fixture
+def auto_run(tmp_path, monkeypatch):
+    """A run folder with a region-of-interest classifier and a finder whose map is 'bright pixels' (monkeypatched:
+    the plumbing is under test here; test_training trains a real one)."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    _checkpoint(run / "checkpoints" / "best.pt", {"data": {"roi_margin": 0.5, "image_size": 96}},
+                thresholds={"default": 0.5})
+    save_segmenter(run / "checkpoints" / FILE, build_segmenter(pretrained=False), image_size=64, threshold=0.6,
+                   min_area=5e-4, validation={})
+    level = {"p": 0.9}
+    monkeypatch.setattr(LesionFinder, "maps", lambda self, g: (g >= 250).astype(np.float32) * level["p"])
+    return run, level
+
+
+def test_an_image_alone_gets_an_answer_with_the_found_box(auto_run, tmp_path, capsys):
+    run, level = auto_run
+    path, _ = _blob_image(tmp_path)
+    assert main(["predict", str(run), str(path), "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    box = tuple(map(int, row["box"].split(",")))
+    assert row["box_source"] == "found" and 0.75 < row["finder_confidence"] <= 0.9  # edges blurred by the resize
+    assert np.abs(np.array(box) - (250, 100, 290, 140)).max() <= 7  # found on a 64 px map, laid back on 400 x 300
+    side, diagonal = box[2] - box[0], np.hypot(box[2] - box[0], box[3] - box[1])
+    assert side < row["long_diameter_px"] <= diagonal + 0.5 and row["short_diameter_px"] <= row["long_diameter_px"]
+    assert main(["predict", str(run), str(path), "--box", row["box"], "--format", "json"]) == 0
+    given = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert given["box_source"] == "given" and given["p_malignant"] == row["p_malignant"]
+    # two lesions: each found and classified, most confident first
+    img = np.array(Image.open(path))
+    img[200:260, 100:180] = 255
+    Image.fromarray(img).save(tmp_path / "two.png")
+    assert main(["predict", str(run), str(tmp_path / "two.png"), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["predictions"]
+    assert [r["lesion"] for r in rows] == [1, 2] and {r["box_source"] for r in rows} == {"found"}
+    # below the threshold chosen on validation: "no lesion found", never a silent guess
+    level["p"] = 0.3
+    assert main(["predict", str(run), str(path), "--format", "json"]) == 1
+    err = capsys.readouterr().err
+    assert "blob.png: no lesion found (finder confidence 0.2" in err and "< its threshold 0.60" in err and "draw a box" in err
+    # a mask beside the image outranks the finder
+    level["p"] = 0.9
+    mask = np.zeros((300, 400), np.uint8)
+    mask[10:50, 300:340] = 255
+    Image.fromarray(mask).save(tmp_path / "blob_mask.png")
+    assert main(["predict", str(run), str(path), "--format", "json"]) == 0
+    row = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert row["box_source"] == "mask" and row["box"] == "300,10,340,50"
+
+
+def test_evaluate_with_found_boxes_reports_how_the_finder_agrees(auto_run, tmp_path, capsys):
+    run, _ = auto_run
+    path, img = _blob_image(tmp_path)
+    mask = np.zeros((300, 400), np.uint8)
+    mask[100:140, 250:290] = 255
+    for cls in ("benign", "malignant"):
+        (tmp_path / "cases" / cls).mkdir(parents=True)
+        shutil.copy(path, tmp_path / "cases" / cls / "blob.png")
+        Image.fromarray(mask).save(tmp_path / "cases" / cls / "blob_mask.png")
+    assert main(["evaluate", str(run), "--folder", str(tmp_path / "cases"), "--found-boxes", "--out",
+                 str(tmp_path / "ev"), "--bootstrap", "20", "--cache", str(tmp_path / "cache")]) == 0
+    res = json.loads((tmp_path / "ev" / "cases_metrics.json").read_text())["lesion_finder"]
+    assert res["lesion_images"] == 2 and res["found"] == 1.0 and res["box_iou_0.5"] == 1.0 and res["dice"] > 0.8
+    assert "automatic mode: boxes from" in capsys.readouterr().out
+
+
+def test_a_whole_image_model_refuses_a_finder_and_a_run_without_one_asks_for_a_box(untrained_checkpoint, tmp_path,
+                                                                                 capsys):
+    path, _ = _blob_image(tmp_path)
+    seg = tmp_path / FILE
+    save_segmenter(seg, build_segmenter(pretrained=False), image_size=64, threshold=0.5, min_area=5e-4, validation={})
+    assert main(["predict", str(untrained_checkpoint), str(path), "--finder", str(seg)]) == 2
+    assert "classifies whole images" in capsys.readouterr().err
+    (tmp_path / "alone").mkdir()  # (a segmenter.pt beside the checkpoint would be found)
+    roi = _checkpoint(tmp_path / "alone" / "roi.pt", {"data": {"roi_margin": 0.5, "image_size": 96}}, thresholds={"default": 0.5})
+    assert main(["predict", str(roi), str(path)]) == 1
+    assert "blob.png: this region-of-interest model ships no lesion finder" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["predict", str(roi), str(path), "--finder", str(tmp_path / "junk.pt")]) == 2
+    assert "not a segmenter checkpoint" in capsys.readouterr().err
