@@ -82,7 +82,7 @@ def region_boxes(model: str, samples: list) -> dict[str, str]:
     from rcdnet.data.decode import read_mask
     from rcdnet.predict import load_predictor
 
-    if load_predictor(model).preprocessor.roi_margin <= 0:
+    if not load_predictor(model).preprocessor.roi:
         return {}
     return {Path(s.path).name: ",".join(map(str, box_of_mask(read_mask(s.mask_paths)))) for s in samples}
 

@@ -137,7 +137,7 @@ def stage_profile(run_dir: Path, images: list[tuple[Path, str, Path]]) -> dict:
     arrays = []
     for path, _, mask in images:
         g = timed("decode", read_image, path)
-        if pre.roi_margin > 0:
+        if pre.roi:
             box = timed("lesion mask -> box", lambda m, shape: box_of_mask(read_mask([m], shape)), mask, g.shape[:2])
             g = timed("cut (region of interest)", pre.cut, g, box)
         g = timed("grey", to_gray, g)

@@ -3,10 +3,14 @@
     python scripts/lesion_modes.py [runs/selection] > docs/lesion_modes.md
 
 Reads the saved metrics of `scripts/select_default.py run` (each recipe's `all/` run: trained on BUSI and BUS-UCLM,
-scored on its pooled validation split and on UDIAT) and of the automatic mode's evaluations, made with
+scored on its pooled validation split and on UDIAT) and of the automatic mode's evaluations of 2026-11-23, made with
+the `--localiser MODEL` option of that time (boxes from `loc`'s localisation head), which the shipped lesion finder
+replaced on 2026-12-07 (`rcdnet evaluate RUN --found-boxes`; docs/commands.md, "The lesion finder"):
 
     rcdnet evaluate runs/selection/roi/all --dataset val   --localiser runs/selection/loc/all --out runs/selection/roi/all/eval-auto
     rcdnet evaluate runs/selection/roi/all --dataset udiat --localiser runs/selection/loc/all --out runs/selection/roi/all/eval-auto
+
+(at commit 926a94e or before; the option no longer exists).
 
 Modes: whole image (a whole-image recipe, with or without the jointly trained localisation head); the region of
 interest around the lesion mask's box ("the sonographer marked it"); the region of interest around the box the

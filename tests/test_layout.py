@@ -68,3 +68,27 @@ def test_readme_is_short_and_leads_with_the_two_commands():
 
     for link in re.findall(r"\]\((docs/[^)#]+)", text):
         assert (root / link).is_file(), link
+
+
+def test_the_region_of_interest_mode_is_asked_in_one_place():
+    """`roi_margin > 0` means the region-of-interest mode: only the preprocessor and the config say so (their `roi`
+    property); everything else asks them, and which box is classified is decided by predict/regions.py alone."""
+    import re
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    for path in [*_modules(), *sorted(scripts.glob("*.py"))]:
+        if path.name in ("preprocess.py", "config.py"):
+            continue
+        hits = re.findall(r"roi_margin[\"',\s0)]*(?:[<>]=?|==|!=)\s*0", path.read_text())
+        assert not hits, f"{path}: {hits} (use .roi)"
+
+
+def test_a_model_files_kind_is_decided_by_its_suffix_in_one_place():
+    """Which loader a model file needs (checkpoint, ensemble JSON, ONNX) is `rcdnet.predict.model_kind`'s call alone."""
+    import re
+
+    for path in _modules():
+        if path.relative_to(SRC).as_posix() == "predict/__init__.py":
+            continue
+        hits = re.findall(r"""suffix\s*(?:==|!=|in)\s*\(?\s*["']\.(?:onnx|json|pt)""", path.read_text())
+        assert not hits, f"{path.relative_to(SRC)}: {hits} (use rcdnet.predict.model_kind)"

@@ -41,6 +41,11 @@ class DataConfig:
     inpaint_overlays: bool
     roi_margin: float
 
+    @property
+    def roi(self) -> bool:
+        """The region-of-interest mode (``roi_margin`` > 0): see :class:`rcdnet.data.preprocess.Preprocessor`."""
+        return self.roi_margin > 0
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:

@@ -23,7 +23,8 @@ from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import group_folds
 from rcdnet.evaluation.evaluate import evaluate_samples, public
-from rcdnet.evaluation.metrics import metrics_with_ci, threshold_for_sensitivity
+from rcdnet.evaluation.metrics import metrics_with_ci
+from rcdnet.predict.points import OperatingPoints
 from rcdnet.evaluation.report import environment
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
@@ -91,7 +92,7 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
     write_csv(out / "oof_predictions.csv", [{k: r[k] for k in fields} for r in oof], fields)
     y = np.array([r["label"] == "malignant" for r in oof], int)
     p = np.array([float(r["p_malignant"]) for r in oof])
-    thresholds = {"default": 0.5, "high_sensitivity": threshold_for_sensitivity(y, p, cfg.eval.target_sensitivity)}
+    thresholds = OperatingPoints.choose(y, p, cfg.eval.target_sensitivity).to_dict()
     pooled = {op: metrics_with_ci(y, p, t, n_boot) for op, t in thresholds.items()}
     fold_rows = []
     for i, d in enumerate(fold_dirs):

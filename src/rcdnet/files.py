@@ -11,13 +11,19 @@ from pathlib import Path
 
 
 def write_csv(target: Path | io.TextIOBase, rows: list[dict], fields: list[str] | None = None) -> None:
-    """``rows`` as CSV to a path or an open text stream. The header is ``fields``, else the first row's keys
-    (an empty file when there are neither)."""
-    fields = fields or (list(rows[0]) if rows else [])
+    """``rows`` as CSV to a path or an open text stream. The header is ``fields``, else every row's keys in the
+    order first seen (a row without one leaves its cell empty; an empty file when there are none)."""
+    fields = fields or columns(rows)
     if isinstance(target, io.TextIOBase):
         _write_rows(target, rows, fields)
         return
     _atomic(Path(target), lambda fh: _write_rows(fh, rows, fields))
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """The keys of all ``rows``, in the order they first appear (rows of one table may differ: a lesion number, a
+    box only where one was used)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
 
 
 def _atomic(path: Path, write) -> None:
@@ -82,11 +88,12 @@ def writable_file(path: str | Path) -> Path:
 
 
 def print_table(rows: list[dict], file=None) -> None:
-    """``rows`` as aligned plain-text columns (the first row's keys as the header) on ``file`` (stdout)."""
+    """``rows`` as aligned plain-text columns (every row's keys as the header, :func:`columns`) on ``file``
+    (stdout)."""
     file = file or sys.stdout
     if not rows:
         return
-    cols = list(rows[0])
+    cols = columns(rows)
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols), file=file)
     for r in rows:

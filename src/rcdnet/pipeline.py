@@ -229,7 +229,7 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     if not evaluate:
         return {"best": best}
     predictor, results, extra = evaluate_run(cfg, data, data_root, run_dir, cache_dir)
-    ships_finder = cfg.segment.epochs > 0 and cfg.data.roi_margin > 0  # a whole-image model needs no box
+    ships_finder = cfg.segment.epochs > 0 and cfg.data.roi  # a whole-image model needs no box
     finder = fit_segmenter(cfg, data, data_root, run_dir, predictor) if ships_finder else None
     t = predictor.temperature
     plot_reliability({f"{n} (T=1)": (r["_y"], r["_p_raw"]) for n, r in results.items()}

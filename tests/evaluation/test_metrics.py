@@ -13,8 +13,8 @@ from rcdnet.evaluation.metrics import (
     binary_metrics,
     bootstrap_ci,
     metrics_with_ci,
-    threshold_for_sensitivity,
 )
+from rcdnet.predict.points import threshold_for_sensitivity
 
 
 @pytest.fixture

@@ -115,6 +115,13 @@ def test_evaluate_with_found_boxes_reports_how_the_finder_agrees(auto_run, tmp_p
     res = json.loads((tmp_path / "ev" / "cases_metrics.json").read_text())["lesion_finder"]
     assert res["lesion_images"] == 2 and res["found"] == 1.0 and res["box_iou_0.5"] == 1.0 and res["dice"] > 0.8
     assert "automatic mode: boxes from" in capsys.readouterr().out
+    # images with neither a box nor a mask: the run's finder gives theirs without being asked
+    for cls in ("benign", "malignant"):
+        (tmp_path / "cases" / cls / "blob_mask.png").unlink()
+    assert main(["evaluate", str(run), "--folder", str(tmp_path / "cases"), "--out", str(tmp_path / "ev2"),
+                 "--bootstrap", "20", "--cache", str(tmp_path / "cache")]) == 0
+    assert "2 images had no box and no mask: the lesion finder found one in 2" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ev2" / "cases_metrics.json").read_text())["n"] == 2
 
 
 def test_a_whole_image_model_refuses_a_finder_and_a_run_without_one_asks_for_a_box(untrained_checkpoint, tmp_path,
@@ -131,3 +138,34 @@ def test_a_whole_image_model_refuses_a_finder_and_a_run_without_one_asks_for_a_b
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["predict", str(roi), str(path), "--finder", str(tmp_path / "junk.pt")]) == 2
     assert "not a segmenter checkpoint" in capsys.readouterr().err
+
+
+def test_clips_run_the_automatic_mode_and_a_dicoms_pixel_spacing_gives_millimetres(auto_run, tmp_path, capsys):
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    from tests.data.test_decode import make_dicom, make_video
+
+    run, _ = auto_run
+    _, img = _blob_image(tmp_path)
+    clip = make_video(tmp_path / "clip.mp4", [img] * 4)
+    assert main(["predict", str(run), str(clip), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predictions"][0]["box_source"] == "found" and out["predictions"][0]["frames"] == 4
+    assert [f["box_source"] for f in out["frames"][str(clip)]] == ["found"] * 4
+    # DICOM: an ultrasound region in centimetres (0.01 cm = 0.1 mm a pixel) outranks PixelSpacing (0.5 mm)
+    dcm = make_dicom(tmp_path / "us.dcm", img[..., 0].copy())
+    ds = dcmread(dcm)
+    ds.PixelSpacing = [0.5, 0.5]
+    region = Dataset()
+    region.PhysicalUnitsXDirection, region.PhysicalDeltaX = 3, 0.01
+    ds.SequenceOfUltrasoundRegions = [region]
+    ds.save_as(dcm)
+    assert main(["predict", str(run), str(dcm), "--format", "json"]) == 0
+    mm = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert mm["long_diameter_mm"] == pytest.approx(0.1 * np.hypot(40, 40), rel=0.2)  # the 40 x 40 px square
+    del ds.SequenceOfUltrasoundRegions
+    ds.save_as(dcm)
+    assert main(["predict", str(run), str(dcm), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["long_diameter_mm"] == pytest.approx(
+        5 * mm["long_diameter_mm"], rel=0.01)

@@ -211,6 +211,58 @@ def test_a_box_drawn_on_the_page_is_what_a_region_model_classifies(tmp_path, dat
         assert prob == f"{100 * api['p_malignant']:.1f} %"
 
 
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
+def test_the_page_outlines_the_found_lesion_and_follows_a_redrawn_box(tmp_path, monkeypatch):
+    """A run that ships a finder (its map monkeypatched to 'bright pixels'; tests/segment trains real ones): the page
+    classifies the found lesion at once and draws its outline; a box dragged elsewhere is classified instead."""
+    from playwright.sync_api import sync_playwright
+
+    from rcdnet.segment.finder import LesionFinder
+    from rcdnet.segment.model import FILE, build_segmenter, save_segmenter
+    from tests.data.test_boxes import _blob_image, _checkpoint
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    _checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", {"data": {"roi_margin": 0.5, "image_size": 96}},
+                thresholds={"default": 0.5})
+    save_segmenter(tmp_path / "run" / "checkpoints" / FILE, build_segmenter(pretrained=False), image_size=64,
+                   threshold=0.6, min_area=5e-4, validation={})
+    monkeypatch.setattr(LesionFinder, "maps", lambda self, g: (g >= 250).astype(np.float32) * 0.9)
+    path, _ = _blob_image(tmp_path)
+    app = create_app(tmp_path / "run", workers=2)
+    for url in _serve(app):
+        api = httpx.post(url + "/predict", files={"file": (path.name, path.read_bytes())}, timeout=60).json()
+        assert api["lesions"][0]["box_source"] == "found" and len(api["lesions"][0]["outline"]) >= 4
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(url + "/")
+            page.wait_for_function("document.getElementById('version').textContent.length > 0")
+            page.set_input_files("#file", str(path))
+            page.wait_for_function("document.getElementById('lesions').textContent.includes('lesion finder')",
+                                   timeout=60_000)
+            found_text, found_prob = page.inner_text("#lesions"), page.inner_text("#prob")
+            yellow = page.evaluate("""() => { const c = document.getElementById('canvas');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+                for (let i = 0; i < d.length; i += 4) if (d[i] > 230 && d[i + 1] > 150 && d[i + 1] < 200 && d[i + 2] < 80) n++;
+                return n; }""")
+            c = page.locator("#canvas").bounding_box()
+            page.mouse.move(c["x"] + 0.05 * c["width"], c["y"] + 0.1 * c["height"])
+            page.mouse.down()
+            page.mouse.move(c["x"] + 0.2 * c["width"], c["y"] + 0.3 * c["height"], steps=5)
+            page.mouse.up()
+            box = page.inner_text("#boxtext").removeprefix("box ").removesuffix(" (pixels)").replace(" ", "")
+            page.click("#classify")
+            page.wait_for_function("document.getElementById('lesions').textContent.includes('box you drew')",
+                                   timeout=60_000)
+            drawn_prob = page.inner_text("#prob")
+            browser.close()
+        assert f"p(malignant) {100 * api['lesions'][0]['p_malignant']:.1f} %" in found_text and " px" in found_text
+        assert found_prob == f"{100 * api['p_malignant']:.1f} %" and yellow > 50  # the outline is on the canvas
+        again = httpx.post(url + "/predict", files={"file": (path.name, path.read_bytes())}, data={"box": box},
+                           timeout=60).json()
+        assert again["lesions"][0]["box_source"] == "given" and drawn_prob == f"{100 * again['p_malignant']:.1f} %"
+
+
 def test_a_chunked_upload_over_the_limit_is_cut_before_it_is_stored(server):
     """No Content-Length: the body is counted as it arrives and cut just past the 2 MB limit; the client's
     generator is not drained, and the service answers 413 and keeps serving."""

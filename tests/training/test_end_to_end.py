@@ -14,9 +14,9 @@ from rcdnet.cli import main
 from rcdnet.config import load_config, parse_set
 from rcdnet.data.boxes import box_of_mask
 from rcdnet.data.decode import read_image, read_mask
-from rcdnet.evaluation.metrics import threshold_for_sensitivity
 from rcdnet.evaluation.report import ROWS
 from rcdnet.predict import load_predictor
+from rcdnet.predict.points import threshold_for_sensitivity
 from rcdnet.pipeline import RunDirError, run
 from rcdnet.training.trainer import Trainer
 from sklearn.metrics import roc_auc_score
@@ -148,6 +148,27 @@ def test_the_run_ships_a_lesion_finder_that_predict_uses_without_a_box(trained, 
     assert answered | refused == {p.name for p in images} and code == (0 if answered else 1)
     assert all(r["box_source"] == "found" and 0 < r["finder_confidence"] <= 1 for r in out["predictions"])
     assert all("no lesion found" in e["problem"] for e in out["errors"]), err
+
+
+def test_the_export_carries_the_lesion_finder(trained, data_root, cache_dir, tmp_path, capsys):
+    """`rcdnet export` writes <name>.segmenter.onnx beside the classifier (verified against PyTorch); the exported
+    model then answers an image alone with the box the run's own finder finds."""
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", str(trained), "--onnx", str(onnx_path), "--data", str(data_root), "--cache",
+                 str(cache_dir), "--verify-images", "8"]) == 0
+    assert "model.segmenter.onnx" in capsys.readouterr().out and (tmp_path / "model.segmenter.onnx").is_file()
+    image = tmp_path / "malignant (5).png"
+    shutil.copy(BUSI / "malignant" / "malignant (5).png", image)
+    rows = {}
+    for model in (trained, onnx_path):
+        code = main(["predict", str(model), str(image), "--format", "json"])
+        out = json.loads(capsys.readouterr().out)
+        rows[str(model)] = (code, out["predictions"], [e["problem"] for e in out["errors"]])
+    (code_pt, pt, err_pt), (code_onnx, ox, err_onnx) = rows.values()
+    assert code_pt == code_onnx and len(pt) == len(ox) and [e[:16] for e in err_pt] == [e[:16] for e in err_onnx]
+    for a, b in zip(pt, ox):
+        assert a["box_source"] == b["box_source"] == "found" and a["box"] == b["box"]
+        assert a["p_malignant"] == pytest.approx(b["p_malignant"], abs=1e-3)
 
 
 def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):

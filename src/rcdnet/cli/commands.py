@@ -140,11 +140,13 @@ def cmd_evaluate(args) -> int:
                                              data_root=args.data)
     out = writable_dir(output_dir(args.out, "evaluate", args.checkpoint))
     extra = None
-    if args.found_boxes:
-        from rcdnet.evaluation.finder import automatic_mode
+    from rcdnet.evaluation.finder import automatic_mode, boxes_where_missing
 
+    if args.found_boxes:
         samples, refused, extra = automatic_mode(predictor, args.checkpoint, args.found_boxes, samples, args.bootstrap)
-        problems += refused
+    else:  # images with no box and no mask (a CSV without box columns, loose files): the run's finder's boxes
+        samples, refused = boxes_where_missing(predictor, args.checkpoint, samples)
+    problems += refused
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
                            cache_dir=args.cache, progress=not args.quiet, extra=extra,
                            ledger=not from_training_sources(name, predictor))
@@ -193,11 +195,11 @@ def cmd_robustness(args) -> int:
 def cmd_explain(args) -> int:
     from rcdnet.data.named import VALIDATION, chosen_dataset, loose_files
     from rcdnet.explain.run import check_methods, run_explain
-    from rcdnet.predict import model_file
+    from rcdnet.predict import model_file, model_kind
     from rcdnet.predict.pytorch import TorchPredictor
 
     check_methods([args.method] + (args.methods or []))
-    if model_file(args.checkpoint).suffix in (".onnx", ".json"):
+    if model_kind(model_file(args.checkpoint)) != "checkpoint":
         raise ValueError(f"{args.checkpoint}: heat maps need a PyTorch checkpoint (a run directory or a .pt file), "
                          "not an exported ONNX model or an ensemble")
     chosen = args.dataset or args.csv or args.folder

@@ -52,6 +52,11 @@ class Preprocessor:
     inpaint_overlays: bool = False
     roi_margin: float = 0.0
 
+    @property
+    def roi(self) -> bool:
+        """The region-of-interest mode: a lesion box decides what is classified (else the whole image)."""
+        return self.roi_margin > 0
+
     def __post_init__(self) -> None:
         if self.denoise_window < 1 or self.denoise_window % 2 == 0:
             raise ValueError(f"data.denoise_window (the denoising search window) must be an odd number of pixels >= 1, not {self.denoise_window}")
@@ -62,7 +67,7 @@ class Preprocessor:
     def cut(self, rgb: np.ndarray, box: Box | None = None) -> np.ndarray:
         """The part of the (H, W, 3) original that is classified: all of it, or the ROI mode's square (black
         where it reaches past the image)."""
-        return crop(rgb, self.region(rgb.shape[:2], box)) if self.roi_margin > 0 else rgb
+        return crop(rgb, self.region(rgb.shape[:2], box)) if self.roi else rgb
 
     def finish(self, rgb: np.ndarray) -> np.ndarray:
         """Everything after :meth:`cut`: (overlay inpainting), grayscale, resize, denoise, CLAHE."""
@@ -84,7 +89,7 @@ class Preprocessor:
         """The part of an (H, W) original that the output shows, (x0, y0, x1, y1): the whole image, or in the ROI
         mode the square around ``box`` (which must then be given and fit the image)."""
         h, w = shape[:2]
-        if self.roi_margin <= 0:
+        if not self.roi:
             return 0, 0, w, h
         if box is None:
             raise BoxError("the model classifies a lesion region: give its box (predict --box x0,y0,x1,y1, box "
@@ -94,7 +99,7 @@ class Preprocessor:
     def geometry(self, plane: np.ndarray, box: Box | None = None) -> np.ndarray:
         """An (H, W) uint8 plane aligned with the image (a lesion mask) -> (size, size), placed exactly where the
         image's pixels land (the ROI mode's cut, then the squash or letterbox), without denoising or CLAHE."""
-        return self.resize(crop(plane, self.region(plane.shape, box)) if self.roi_margin > 0 else plane)
+        return self.resize(crop(plane, self.region(plane.shape, box)) if self.roi else plane)
 
     def to_original(self, plane: np.ndarray, shape: tuple[int, int], box: Box | None = None) -> np.ndarray:
         """(size, size) map on the preprocessed image (a heat map, the localiser's lesion map) -> (H, W) on the
@@ -172,7 +177,7 @@ def lesion_box(s: Sample, shape: tuple[int, int]) -> Box | None:
 def cache_name(s: Sample, pre: Preprocessor) -> str:
     """A sample's cache file stem: its file identity and, in the ROI mode, where its box comes from."""
     name = file_token(s.path)
-    if pre.roi_margin > 0:
+    if pre.roi:
         origin = repr(s.box) if s.box is not None else "|".join(file_token(m) for m in s.mask_paths)
         name += "-" + hashlib.sha1(origin.encode()).hexdigest()[:12]
     return name
@@ -181,7 +186,7 @@ def cache_name(s: Sample, pre: Preprocessor) -> str:
 def cut_gray(s: Sample, pre: Preprocessor) -> np.ndarray:
     """(h, w) uint8: the sample's grayscale pixels that the model classifies (:meth:`Preprocessor.cut`)."""
     rgb = read_image(s.path)
-    return to_gray(pre.cut(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi_margin > 0 else None))
+    return to_gray(pre.cut(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi else None))
 
 
 def _shifted_copies(s: Sample, pre: Preprocessor, n: int, max_level: int, box_jitter: float) -> np.ndarray:
@@ -192,13 +197,13 @@ def _shifted_copies(s: Sample, pre: Preprocessor, n: int, max_level: int, box_ji
     rgb = read_image(s.path)
     gray = to_gray(rgb)
     rng = np.random.default_rng(pixel_seed(gray))
-    box = lesion_box(s, gray.shape) if pre.roi_margin > 0 else None
+    box = lesion_box(s, gray.shape) if pre.roi else None
     copies = []
     for _ in range(n):
         region = gray
         if box is not None:
             region = to_gray(pre.cut(rgb, jitter_box(box, gray.shape, rng, box_jitter) if box_jitter else box))
-        elif pre.roi_margin > 0:
+        elif pre.roi:
             pre.region(gray.shape, None)  # raises the ROI mode's "give its box" error
         copies.append(pre.finish(np.repeat(random_shift(region, rng, p=1.0, max_level=max_level)[..., None], 3, 2)))
     return np.stack(copies)
@@ -211,7 +216,7 @@ def preprocess_variants(samples: list[Sample], pre: Preprocessor, n: int, cache_
 
     The shifts are seeded by the image's pixels alone, so every copy of the data (another folder, another machine,
     a new modification time) gets the same variants; the cache is keyed by file identity only to skip decoding."""
-    jitter = f"-j{box_jitter:g}" if pre.roi_margin > 0 and box_jitter else ""
+    jitter = f"-j{box_jitter:g}" if pre.roi and box_jitter else ""
     cache = Path(cache_dir or default_cache_dir()) / "variants" / f"{pre.signature()}-n{n}-l{max_level}{jitter}-pixels"
     cache.mkdir(parents=True, exist_ok=True)
     out = np.zeros((len(samples), n, pre.size, pre.size), np.uint8)
@@ -247,7 +252,7 @@ def preprocess_masks(samples: list[Sample], pre: Preprocessor, cache_dir: Path |
             with Image.open(s.path) as im:
                 shape = (im.height, im.width)
             mask = read_mask(s.mask_paths, shape)
-            arr = pre.geometry(mask.astype(np.uint8) * 255, lesion_box(s, shape) if pre.roi_margin > 0 else None)
+            arr = pre.geometry(mask.astype(np.uint8) * 255, lesion_box(s, shape) if pre.roi else None)
         except (ImageReadError, BoxError, OSError):
             return None
         save_npy_atomic(f, arr)
@@ -279,7 +284,7 @@ def preprocess_samples(
             if f.exists():
                 return np.load(f)
             rgb = check_content(read_image(s.path), s.path)
-            arr = pre(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi_margin > 0 else None)
+            arr = pre(rgb, lesion_box(s, rgb.shape[:2]) if pre.roi else None)
             save_npy_atomic(f, arr)
             return arr
         except (ImageReadError, BoxError, OSError) as exc:

@@ -101,4 +101,22 @@ def export_model(checkpoint: str | Path, onnx_path: str | Path, *, data: str | N
         _update_sidecar(q, quantisation=quantisation_report(fp32, OnnxPredictor(q), images, report))
         report(f"{q}: {q.stat().st_size / 2**20:.1f} MB (calibrated on {len(pick)} training images)")
     report(f"metadata: {out.with_suffix('.json')}")
+    _export_finder(predictor, out, data, verify_images, report)
     return out
+
+
+def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: int, report) -> None:
+    """The run's lesion finder, if it ships one, exported beside the classifier and verified on validation
+    images (whole, as the finder sees them)."""
+    from rcdnet.data.decode import read_image
+    from rcdnet.deploy.finder import export_finder
+    from rcdnet.segment.finder import LesionFinder
+    from rcdnet.segment.model import segmenter_beside
+
+    seg = segmenter_beside(predictor.source) if predictor.preprocessor.roi else None
+    if seg is None:
+        return
+    finder = LesionFinder.load(seg)
+    samples, _ = named_dataset(VALIDATION, data, predictor)
+    greys = np.stack([finder.grey(read_image(s.path)) for s in samples[:n]]) if samples[:n] else np.zeros((0,) * 3)
+    export_finder(seg, out, greys.astype(np.uint8), report=report)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rcdnet import __version__
 from rcdnet.files import file_sha256
-from rcdnet.predict import model_file
+from rcdnet.predict import model_file, model_kind
 from rcdnet.predict.site import SiteCalibration
 
 
@@ -42,13 +42,13 @@ def write_site_model(model: str | Path, site: SiteCalibration, out_dir: Path) ->
     from rcdnet.training.checkpoint import load_checkpoint, save_atomic
 
     src = model_file(model)
-    if src.suffix == ".json":
+    if model_kind(src) == "ensemble":
         spec = json.loads(src.read_text())
         target = src.with_name(f"{src.stem}.site.json")
         target.write_text(json.dumps({**spec, "site_calibration": site.to_dict()}, indent=1))
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
-    if src.suffix == ".onnx":
+    if model_kind(src) == "onnx":
         target = out_dir / f"{src.stem}.site.onnx"
         shutil.copyfile(src, target)
         write_metadata(target, {**read_metadata(src), "site_calibration": site.to_dict()})

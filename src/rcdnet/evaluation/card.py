@@ -22,14 +22,15 @@ from rcdnet.evaluation.robustness import overlay_analysis
 from rcdnet.files import markdown_table
 
 INTENDED_USE = """\
-- **What it is for**: a second reader for a breast lesion that a clinician has already found on B-mode
-  ultrasound: given one image of that lesion, it gives a probability of malignancy, a benign / malignant call at
-  two operating points, and a heat map of the pixels behind the call.
+- **What it is for**: a second reader for a breast lesion on B-mode ultrasound: given one image of that lesion
+  (with its box, or without: its lesion finder outlines and measures the lesion, or says none was found), it gives
+  a probability of malignancy, a benign / malignant call at two operating points, and a heat map of the pixels
+  behind the call.
 - **Who uses it**: clinicians, with the ML engineers who validate it at their site first (see the last section).
 - **Research software, not a medical device.** It is not cleared or approved for clinical use; it must not replace
   a radiologist's reading, biopsy decisions or BI-RADS assessment.
-- **Not for**: screening images without a lesion (normal scans were excluded from training, and every image gets a
-  benign / malignant answer); Doppler-only, elastography or non-breast images; patients or scanners unlike the
+- **Not for**: screening images without a lesion (normal scans were excluded from the classifier's training; the
+  lesion finder's "no lesion found" is a safeguard measured below, not a screening test); Doppler-only, elastography or non-breast images; patients or scanners unlike the
   training sources below without a site validation."""
 
 
@@ -128,7 +129,7 @@ def not_ultrasound(run_dir: Path) -> str:
     model = load_predictor(run_dir / "checkpoints" / "best.pt")
     rgb = next(read_frames(path)).rgb
     h, w = rgb.shape[:2]
-    roi = model.preprocessor.roi_margin > 0  # a region-of-interest model: a box marked on the slice's centre half
+    roi = model.preprocessor.roi  # a region-of-interest model: a box marked on the slice's centre half
     box = (w // 4, h // 4, 3 * w // 4, 3 * h // 4) if roi else None
     p = float(model.predict_arrays(model.preprocessor(rgb, box)[None])[0, model.malignant_index])
     return (f"- **An image that is not breast ultrasound still gets an answer**: a {w} x {h} CT slice "
@@ -145,6 +146,16 @@ def calibration(metrics: dict) -> list[str]:
         "- Probabilities are calibrated to the development hospital's validation split; at another hospital they "
         "can be far off (a higher ECE after scaling than before means the scaling does not transfer): recalibrate "
         "there (`rcdnet site-validate`)."]
+
+
+def lesion_finder(metrics: dict) -> list[str]:
+    """The shipped segmenter's validation numbers and, where the run had external sets, its numbers there."""
+    from rcdnet.evaluation.finder import markdown
+
+    lines = markdown(metrics["segmenter"], title=None)
+    for name, v in metrics.get("segmenter_external", {}).items():
+        lines += ["", f"On {name} (external):", "", *markdown(v, title=None, chose_threshold=False)]
+    return lines
 
 
 def held_out_hospitals(loso_dir: Path | None) -> list[str]:
@@ -207,6 +218,8 @@ def model_card(run_dir: str | Path, data_root: str | Path | None = None, loso_di
                 f"- {src}: n = {m['n']}, AUC {fmt_metric(m['operating_points']['default']['auc'])}, sensitivity at "
                 f"`high_sensitivity` {fmt_metric(m['operating_points']['high_sensitivity']['sensitivity'])}"
                 for src, m in r["by_source"].items()] + [""]
+    if "segmenter" in metrics:
+        lines += ["## The lesion finder (automatic mode)", "", *lesion_finder(metrics), ""]
     lines += ["## Calibration", "", *calibration(metrics), "",
               "## Known failure modes", "", not_ultrasound(run_dir),
               "- **Another hospital, another answer**: discrimination and, above all, sensitivity at a fixed threshold "
@@ -214,8 +227,9 @@ def model_card(run_dir: str | Path, data_root: str | Path | None = None, loso_di
               "its sensitivity abroad.",
               "- **Shortcuts**: calipers, text and colour boxes differ between classes in the training data; the "
               "overlay table above shows how the model does with and without them.",
-              "- **Normal scans and several lesions**: there is no 'no lesion' class; with several lesions in view the "
-              "answer is for the image as a whole (give a lesion box to a region-of-interest model).", "",
+              "- **Normal scans and several lesions**: the classifier has no 'no lesion' class; the lesion finder says "
+              "'no lesion found' below its threshold (how often on normal images: the section above), and classifies "
+              "each lesion it finds separately; a wrong region it finds is classified like a lesion.", "",
               "## Before use at a new site", "",
               "Score the model on the site's own labelled cases (at least about 40: the learning curve in "
               "docs/site_validation.md) with `rcdnet site-validate MODEL --csv cases.csv --target-sensitivity 0.95`: it reports the "

@@ -17,7 +17,8 @@ from rcdnet.evaluation.plots import plot_confusion, plot_roc
 from rcdnet.evaluation.report import environment
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv, write_json
-from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file
+from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file, model_kind
+from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.site import with_site
 from rcdnet.runtime import describe, with_progress
 
@@ -133,20 +134,22 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
     validation split (:func:`~rcdnet.evaluation.thresholds.rechoose_for_variant`). AdaBN itself is applied to the
     evaluated set's images by :func:`evaluate_dataset`."""
     f = model_file(model)
-    if f.suffix == ".onnx":
+    kind = model_kind(f)
+    if kind == "onnx":
         raise ValueError(f"{model}: evaluate a checkpoint or an ensemble (the ONNX export is verified against its "
                          "checkpoint by `rcdnet export`)")
-    if f.suffix == ".json" and (tta or adabn):
+    if kind == "ensemble" and (tta or adabn):
         raise ValueError(f"{model}: --tta and --adabn are test-time variants of one checkpoint; an ensemble is "
                          "evaluated as its members were calibrated")
-    if f.suffix != ".json" and (tta or adabn) and TorchPredictor(f).site_record:
+    if kind != "ensemble" and (tta or adabn) and TorchPredictor(f).site_record:
         raise ValueError(f"{model}: carries a site calibration, fitted to the model as it is; --tta and --adabn are "
                          "variants of the original checkpoint (evaluate that instead)")
-    predictor = TorchPredictor(f, tta=True if tta else None) if f.suffix != ".json" else load_predictor(f)
-    if f.suffix != ".json":  # load_predictor applied an ensemble's
+    predictor = TorchPredictor(f, tta=True if tta else None) if kind != "ensemble" else load_predictor(f)
+    if kind != "ensemble":  # load_predictor applied an ensemble's
         predictor = with_site(predictor, predictor.site_record, str(f))
     if isinstance(predictor, TorchPredictor) and ((tta and not predictor.config.eval.tta) or adabn):
-        predictor.thresholds = rechoose_for_variant(predictor, adabn, data_root, cache_dir)
+        predictor = predictor.with_thresholds(OperatingPoints.from_dict(
+            rechoose_for_variant(predictor, adabn, data_root, cache_dir)))
         report(f"operating points chosen again on the run's validation split for this test-time variant: {predictor.thresholds}")
     return predictor
 

@@ -14,34 +14,56 @@ from sklearn.metrics import roc_auc_score
 
 from rcdnet.data.decode import ImageReadError, read_image, read_mask
 from rcdnet.data.samples import Sample
-from rcdnet.evaluation.selection import bootstrap_differences
 from rcdnet.data.boxes import box_iou
+from rcdnet.evaluation.selection import bootstrap_differences
 from rcdnet.runtime import parallel_map
 from rcdnet.segment.finder import LesionFinder
 from rcdnet.segment.lesions import measure
 
 
-def _score_one(finder: LesionFinder, predictor, s: Sample):
-    """One image: (found?, best-guess IoU, Dice, |diameter error| mm or None, p on found box, p on given box)."""
-    rgb = read_image(s.path)
-    pixel_mm = s.extra.get("pixel_size_mm")
-    f = finder.find(rgb, pixel_mm)
-    if not s.mask_paths:  # a normal image
-        return f.found, None, None, None, None, None
-    truth = read_mask(s.mask_paths, rgb.shape[:2])
-    true_lesion = measure(truth, 1.0, pixel_mm)
-    found = np.zeros_like(truth)
-    for les in f.lesions:
-        found |= les.mask(truth.shape)
-    dice = 2 * (found & truth).sum() / max(found.sum() + truth.sum(), 1)
-    iou = box_iou(f.best.box, true_lesion.box) if f.best is not None else 0.0
-    err = abs(f.best.long_diameter - true_lesion.long_diameter) if f.best is not None and pixel_mm else None
-    p = None
-    if predictor is not None and getattr(predictor.preprocessor, "roi_margin", 0) > 0:
+CHUNK = 32  # images decoded, segmented (one batch) and classified together
+
+
+def _decoded(s: Sample):
+    try:
+        rgb = read_image(s.path)
+        return s, rgb, read_mask(s.mask_paths, rgb.shape[:2]) if s.mask_paths else None
+    except ImageReadError:
+        return None
+
+
+def _score_chunk(finder: LesionFinder, predictor, chunk: list[Sample]) -> list[tuple[Sample, tuple]]:
+    """Per readable image: (found?, best-guess IoU, Dice, |diameter error| mm or None, p on the found box, p on the
+    mask's box); a normal image's row holds only the first. The finder's maps are one batch, the classifier's
+    squares (preprocessed on the worker threads) another."""
+    items = [x for x in parallel_map(_decoded, chunk) if x is not None]
+    if not items:
+        return []
+    maps = finder.maps(np.stack([finder.grey(rgb) for _, rgb, _ in items]))
+    rows, crops = [], []
+    for (s, rgb, truth), small in zip(items, maps):
+        pixel_mm = s.extra.get("pixel_size_mm")
+        f = finder.finding(finder.on_original(small, rgb.shape[:2]), pixel_mm)
+        if truth is None:  # a normal image
+            rows.append((s, (f.found, None, None, None, None, None)))
+            continue
+        true_lesion = measure(truth, 1.0, pixel_mm)
+        found = np.zeros_like(truth)
+        for les in f.lesions:
+            found |= les.mask(truth.shape)
+        dice = float(2 * (found & truth).sum() / max(found.sum() + truth.sum(), 1))
+        iou = box_iou(f.best.box, true_lesion.box) if f.best is not None else 0.0
+        err = abs(f.best.long_diameter - true_lesion.long_diameter) if f.best is not None and pixel_mm else None
+        rows.append((s, (f.found, iou, dice, err, None, None)))
         guess = f.best.box if f.best is not None else (0, 0, rgb.shape[1], rgb.shape[0])
-        arrays = np.stack([predictor.preprocessor(rgb, guess), predictor.preprocessor(rgb, true_lesion.box)])
+        crops += [(rgb, guess, len(rows) - 1), (rgb, true_lesion.box, len(rows) - 1)]
+    if predictor is not None and predictor.preprocessor.roi and crops:
+        arrays = np.stack(list(parallel_map(lambda c: predictor.preprocessor(c[0], c[1]), crops)))
         p = predictor.predict_arrays(arrays)[:, predictor.malignant_index]
-    return f.found, iou, float(dice), err, None if p is None else float(p[0]), None if p is None else float(p[1])
+        for k in range(0, len(crops), 2):
+            i = crops[k][2]
+            rows[i] = (rows[i][0], (*rows[i][1][:4], float(p[k]), float(p[k + 1])))
+    return rows
 
 
 def found_boxes(finder: LesionFinder, samples: list[Sample]) -> tuple[list[Sample], list]:
@@ -80,16 +102,26 @@ def automatic_mode(predictor, model: str, given: str | bool, samples: list[Sampl
     return located, refused, {"lesion_finder": agreement}
 
 
+def boxes_where_missing(predictor, model: str, samples: list[Sample]) -> tuple[list[Sample], list]:
+    """A region-of-interest model's samples with neither a box nor a mask get the box of the lesion the run's
+    finder finds (said on the screen, with how many); where none is found, or the run ships no finder, they are
+    left for the preprocessing to refuse by name."""
+    from rcdnet.segment.finder import finder_for
+
+    missing = [s for s in samples if s.box is None and not s.mask_paths]
+    if not missing or not predictor.preprocessor.roi or (finder := finder_for(predictor, model)) is None:
+        return samples, []
+    located, refused = found_boxes(finder, missing)
+    print(f"{len(missing)} images had no box and no mask: the lesion finder found one in {len(located)}"
+          + (f" ({len(refused)} refused: no lesion found)" if refused else ""))
+    keep = {id(s) for s in missing}
+    return [s for s in samples if id(s) not in keep] + located, refused
+
+
 def evaluate_finder(finder: LesionFinder, samples: list[Sample], predictor=None, n_boot: int = 2000) -> dict:
     """The finder's numbers on ``samples`` (lesion images with masks, and normal ones), with the classifier
     ``predictor``'s found-box and given-box AUC where it is a region-of-interest model."""
-    def safe(s):
-        try:
-            return s, _score_one(finder, predictor, s)
-        except ImageReadError:
-            return s, None
-
-    rows = [(s, r) for s, r in parallel_map(safe, samples) if r is not None]
+    rows = [row for i in range(0, len(samples), CHUNK) for row in _score_chunk(finder, predictor, samples[i:i + CHUNK])]
     lesion = [(s, r) for s, r in rows if s.mask_paths]
     normal = [r for s, r in rows if not s.mask_paths]
     out = {"threshold": round(finder.threshold, 4), "lesion_images": len(lesion), "normal_images": len(normal)}
@@ -124,12 +156,17 @@ def _paired_auc(samples: list[Sample], rows: list, predictor, n_boot: int) -> di
             "auc_difference_ci": [round(float(np.percentile(diffs, q)), 4) for q in (2.5, 97.5)]}
 
 
-def markdown(v: dict, title: str = "Lesion finder (validation split)") -> list[str]:
-    """The report's section on the finder's numbers ``v`` (:func:`evaluate_finder`, with its history)."""
-    lines = [f"## {title}", "",
-             f"A U-Net (EfficientNet-Lite0 encoder) outlines lesions on the whole image; a region is a found lesion "
-             f"when its mean probability reaches {v['threshold']:.3f}, the threshold at which it keeps "
-             f"{v.get('found', float('nan')):.1%} of these lesion images (in-sample: chosen on them).", ""]
+def markdown(v: dict, title: str | None = "Lesion finder (validation split)", chose_threshold: bool = True
+             ) -> list[str]:
+    """The finder's numbers ``v`` (:func:`evaluate_finder`, with its history where it has one) as Markdown: under a
+    ``title`` heading if given; ``chose_threshold``: these images chose its threshold (the found rate is in-sample)."""
+    lines = [f"## {title}", ""] if title else []
+    found = f"{v['found']:.1%}" if "found" in v else "–"
+    lines += [f"A U-Net (EfficientNet-Lite0 encoder) outlines lesions on the whole image; a region is a found lesion "
+              f"when its mean probability reaches {v['threshold']:.3f}, " +
+              (f"the threshold at which it keeps {found} of these lesion images (in-sample: chosen on them)."
+               if chose_threshold else f"chosen on the training hospitals' validation split; here it finds a lesion "
+                                       f"in {found} of the lesion images."), ""]
     if "history" in v:
         h = v["history"]
         lines.append(f"- trained {len(h)} epochs in {sum(e['seconds'] for e in h) / 60:.1f} min; validation Dice by "

@@ -139,17 +139,3 @@ def metrics_with_ci(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boot
     out["threshold"] = threshold
     return out
 
-
-def threshold_for_sensitivity(y: np.ndarray, p: np.ndarray, target: float = 0.95) -> float:
-    """A threshold whose sensitivity on (y, p) is at least ``target``, as high as possible: choose it on
-    validation only. It lies midway between the last positive that must be caught and the next lower score, never
-    on a score itself, so rounding in a later recomputation of the same probabilities cannot flip a case."""
-    y = np.asarray(y, int)
-    p = np.asarray(p, float)
-    pos = np.sort(p[y == 1])[::-1]
-    if len(pos) == 0:
-        raise ValueError("no malignant cases: a sensitivity target cannot be set")
-    k = int(np.ceil(target * len(pos)))  # this many positives must be at or above the threshold
-    t = pos[k - 1]
-    below = p[p < t]
-    return float((t + below.max()) / 2 if len(below) else t * (1 - 1e-6))

@@ -122,7 +122,7 @@ def per_source_table(results: dict[str, dict], op: str) -> list[str]:
 
 
 def _input_mode(cfg: RunConfig) -> str:
-    if cfg.data.roi_margin <= 0:
+    if not cfg.data.roi:
         return "the whole image"
     jitter = (f"; shifted copies cut around boxes jittered by {cfg.augment.box_jitter:g}"
               if cfg.augment.ultrasound_variants else "")

@@ -25,7 +25,8 @@ from rcdnet.data.preprocess import (
 )
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.data.shifts import LEVELS, SHIFTS, apply_shift
-from rcdnet.evaluation.metrics import bootstrap_ci, threshold_for_sensitivity
+from rcdnet.evaluation.metrics import bootstrap_ci
+from rcdnet.predict.points import threshold_for_sensitivity
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.runtime import parallel_map

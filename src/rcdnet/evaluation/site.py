@@ -20,7 +20,8 @@ from sklearn.metrics import log_loss
 
 from rcdnet.data.split import group_folds
 from rcdnet.evaluation.calibration import expected_calibration_error
-from rcdnet.evaluation.metrics import metrics_with_ci, threshold_for_sensitivity
+from rcdnet.evaluation.metrics import metrics_with_ci
+from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.site import METHODS, SiteCalibration, logit
 
 SIZES = (20, 40, 80)  # fitting cases for the learning curve (plus all of them)
@@ -48,7 +49,7 @@ def fit_map(method: str, p: np.ndarray, y: np.ndarray) -> SiteCalibration:
 def fit_site(method: str, p: np.ndarray, y: np.ndarray, target: float) -> SiteCalibration:
     """The map and the site's operating points on its scale: ``high_sensitivity`` for ``target``, ``default`` 0.5."""
     site = fit_map(method, p, y)
-    site.thresholds = {"default": 0.5, "high_sensitivity": threshold_for_sensitivity(y, site.apply(p), target)}
+    site.thresholds = OperatingPoints.choose(y, site.apply(p), target).to_dict()
     return site
 
 

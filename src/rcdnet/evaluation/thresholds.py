@@ -8,8 +8,8 @@ import numpy as np
 
 from rcdnet.data.named import VALIDATION, named_dataset
 from rcdnet.data.preprocess import preprocess_samples
-from rcdnet.evaluation.metrics import threshold_for_sensitivity
 from rcdnet.predict.base import Predictor
+from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.pytorch import TorchPredictor
 
 
@@ -18,7 +18,7 @@ def choose_thresholds(predictor: Predictor, val_images: np.ndarray, val_labels: 
     on the validation images)."""
     p = predictor.predict_arrays(val_images)[:, predictor.malignant_index]
     y = np.array([int(lab == "malignant") for lab in val_labels])
-    return {"default": 0.5, "high_sensitivity": threshold_for_sensitivity(y, p, target)}
+    return OperatingPoints.choose(y, p, target).to_dict()
 
 
 def rechoose_for_variant(predictor: TorchPredictor, adabn: bool, data_root: str | Path | None,

@@ -35,7 +35,7 @@ def _load(sample: Sample, predictor: TorchPredictor) -> dict:
     mask = read_mask(sample.mask_paths, rgb.shape[:2]) if sample.mask_paths else None
     if mask is not None and not mask.any():
         mask = None
-    box = lesion_box(sample, rgb.shape[:2]) if predictor.preprocessor.roi_margin > 0 else None
+    box = lesion_box(sample, rgb.shape[:2]) if predictor.preprocessor.roi else None
     return {"sample": sample, "rgb": rgb, "pre": predictor.preprocessor(rgb, box), "mask": mask, "box": box}
 
 

@@ -20,7 +20,15 @@ from rcdnet.predict.site import with_site
 from rcdnet.predict.sources import predict_sources
 
 __all__ = ["ENSEMBLE_FILE", "EnsemblePredictor", "OnnxPredictor", "Predictor", "TorchPredictor", "load_predictor",
-           "model_file", "predict_sources", "prediction_row"]
+           "model_file", "model_kind", "predict_sources", "prediction_row"]
+
+
+KINDS = {".onnx": "onnx", ".json": "ensemble"}  # by suffix; anything else is a checkpoint (or a run directory)
+
+
+def model_kind(path: str | Path) -> str:
+    """"checkpoint", "ensemble" or "onnx": the one place a model file's suffix decides what it is."""
+    return KINDS.get(Path(path).suffix, "checkpoint")
 
 
 def model_file(path: str | Path) -> Path:
@@ -28,7 +36,7 @@ def model_file(path: str | Path) -> Path:
     from rcdnet.training.checkpoint import resolve_checkpoint
 
     p = Path(path)
-    if p.suffix in (".onnx", ".json"):
+    if model_kind(p) != "checkpoint":
         return p
     if p.is_dir() and (p / ENSEMBLE_FILE).is_file():
         return p / ENSEMBLE_FILE
@@ -38,9 +46,9 @@ def model_file(path: str | Path) -> Path:
 def load_predictor(path: str | Path, batch_size: int | None = None) -> Predictor:
     """Any trained model (see the module docstring), at its own settings."""
     f = model_file(path)
-    if f.suffix == ".onnx":
+    if model_kind(f) == "onnx":
         predictor = OnnxPredictor(f, batch_size=batch_size)
-    elif f.suffix == ".json":
+    elif model_kind(f) == "ensemble":
         predictor = EnsemblePredictor(f, batch_size=batch_size)
     else:
         predictor = TorchPredictor(f, batch_size=batch_size)

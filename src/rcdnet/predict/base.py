@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import abc
 
 import numpy as np
 
 from rcdnet.data.preprocess import Preprocessor
+from rcdnet.predict.points import OperatingPoints
 
 
-@runtime_checkable
-class Predictor(Protocol):
-    """A trained model with its preprocessing and validation-chosen operating points.
-
-    ``predict_arrays``: (N, S, S) uint8 preprocessed images -> (N, len(classes)) calibrated probabilities."""
+class Predictor(abc.ABC):
+    """What every predictor is (as pytorch-grad-cam's ``BaseCAM`` is for its methods): a trained model with its
+    preprocessing and validation-chosen operating points. Subclasses (a checkpoint, a fold ensemble, an ONNX
+    export, a site's recalibration of any of them) set the attributes below and implement ``predict_arrays``:
+    (N, S, S) uint8 preprocessed images -> (N, len(classes)) calibrated probabilities."""
 
     classes: list[str]
     thresholds: dict[str, float]     # operating point -> p(malignant) threshold, chosen on validation
@@ -24,10 +25,13 @@ class Predictor(Protocol):
     val_keys: list[str]              # the run's validation split (empty when unknown)
     training_sources: tuple[str, ...]  # the training sources (where its validation split comes from)
 
+    @abc.abstractmethod
     def predict_arrays(self, images: np.ndarray) -> np.ndarray: ...
 
     @property
-    def malignant_index(self) -> int: ...
+    def malignant_index(self) -> int:
+        """The column of p(malignant) in ``predict_arrays``' output."""
+        return self.classes.index("malignant")
 
 
 def prediction_row(predictor: Predictor, name: str, probs: np.ndarray, frames: int = 1) -> dict:
@@ -35,7 +39,7 @@ def prediction_row(predictor: Predictor, name: str, probs: np.ndarray, frames: i
     chosen on validation."""
     p_mal = float(probs[predictor.malignant_index])
     row = {"image": name, "label": predictor.classes[int(np.argmax(probs))], "p_malignant": round(p_mal, 4)}
-    for op, t in predictor.thresholds.items():
-        row[f"malignant@{op}"] = p_mal >= t
+    for op, called in OperatingPoints.from_dict(predictor.thresholds).decide(p_mal).items():
+        row[f"malignant@{op}"] = called
     row["frames"] = frames
     return row

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet.predict.base import Predictor
+from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.pytorch import TorchPredictor
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -19,7 +21,7 @@ def ensemble_file(path: str | Path) -> Path:
     return p / ENSEMBLE_FILE if p.is_dir() else p
 
 
-class EnsemblePredictor:
+class EnsemblePredictor(Predictor):
     """The mean of the members' calibrated probabilities, with operating points chosen on the pooled out-of-fold
     predictions. The description file is JSON (``format``, ``members``: checkpoint paths relative to it,
     ``thresholds``); every member is read like any checkpoint, never unpickled."""
@@ -37,9 +39,10 @@ class EnsemblePredictor:
                 or not members or not all(isinstance(m, str) for m in members)):
             raise ValueError(f"{spec_file}: not an rcdnet ensemble (format {ENSEMBLE_FORMAT} with a list of member "
                              "checkpoint paths)")
-        thresholds = spec.get("thresholds") or {"default": 0.5}
-        if not isinstance(thresholds, dict) or not all(isinstance(v, (int, float)) for v in thresholds.values()):
+        thresholds = spec.get("thresholds")
+        if thresholds is not None and not isinstance(thresholds, dict):
             raise ValueError(f"{spec_file}: thresholds must map operating-point names to numbers")
+        thresholds = OperatingPoints.from_dict(thresholds, str(spec_file)).to_dict()
         self.members = [TorchPredictor(spec_file.parent / m, batch_size=batch_size) for m in members]
         first = self.members[0]
         for m in self.members[1:]:
@@ -52,9 +55,6 @@ class EnsemblePredictor:
         self.val_keys: list[str] = []
         self.site_record: dict | None = spec.get("site_calibration")
 
-    @property
-    def malignant_index(self) -> int:
-        return self.classes.index("malignant")
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, C): the mean of the members' calibrated probabilities."""

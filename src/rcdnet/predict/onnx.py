@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.data.preprocess import Preprocessor
+from rcdnet.predict.base import Predictor
 from rcdnet.runtime import threads as compute_threads
 
 METADATA_KEY = "rcdnet"
@@ -58,7 +59,7 @@ def session(path: str | Path, threads: int = 0):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-class OnnxPredictor:
+class OnnxPredictor(Predictor):
     """``predict_arrays`` (N, S, S) uint8 -> (N, C) probabilities on ONNX Runtime, with the exported model's
     classes, thresholds and preprocessing."""
 
@@ -83,9 +84,6 @@ class OnnxPredictor:
         self.batch_size = batch_size or 32
         self.session = session(path, threads)
 
-    @property
-    def malignant_index(self) -> int:
-        return self.classes.index("malignant")
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         out = [self.session.run(["probabilities"], {"image": images[i:i + self.batch_size, None].astype(np.float32)})[0]

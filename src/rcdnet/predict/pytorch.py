@@ -15,6 +15,8 @@ from rcdnet.data.preprocess import Preprocessor
 from rcdnet.models.adabn import adapt_batchnorm
 from rcdnet.models.input import DecisionFunction, Normalise, to_grey
 from rcdnet.models.registry import build_model, input_stats
+from rcdnet.predict.base import Predictor
+from rcdnet.predict.points import OperatingPoints
 from rcdnet.runtime import engine as process_engine
 from rcdnet.runtime import threads as compute_threads
 from rcdnet.training.checkpoint import load_checkpoint, resolve_checkpoint
@@ -25,7 +27,7 @@ INFERENCE_PIXELS = 320 * 320  # pixels per forward pass: with the mirror, every 
 ADABN_BATCH = 32  # images per batch-norm statistics estimate (AdaBN needs real batches)
 
 
-class TorchPredictor:
+class TorchPredictor(Predictor):
     """A checkpoint's model inside its :class:`~rcdnet.models.input.DecisionFunction`, with the checkpoint's
     preprocessing, classes, temperature and operating points. ``tta`` (default: the run's ``eval.tta``) averages
     each image with its mirror. The logits are computed on ``engine`` (default: the process's,
@@ -43,7 +45,7 @@ class TorchPredictor:
         ckpt = load_checkpoint(self.source)
         self.config = config_from_dict(ckpt["config"], f"{self.source}: config")
         self.classes: list[str] = list(ckpt["classes"])
-        self.thresholds: dict[str, float] = dict(ckpt.get("thresholds") or {"default": 0.5})
+        self.thresholds = OperatingPoints.from_dict(ckpt.get("thresholds"), self.source).to_dict()
         self.val_keys: list[str] = list(ckpt.get("val_keys") or [])
         self.site_record: dict | None = ckpt.get("site_calibration")  # applied by load_predictor (predict.site)
         self.training_sources = self.config.data.sources
@@ -75,9 +77,6 @@ class TorchPredictor:
     def tta(self) -> bool:
         return self.decision.tta
 
-    @property
-    def malignant_index(self) -> int:
-        return self.classes.index("malignant")
 
     def model_input(self, images: np.ndarray) -> torch.Tensor:
         """(N, S, S) uint8 -> (N, 3, S, S) the network's input (what heat maps and AdaBN feed the model)."""
@@ -126,6 +125,12 @@ class TorchPredictor:
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, C) calibrated probabilities."""
         return self.probabilities(self.logits_arrays(images))
+
+    def with_thresholds(self, points: OperatingPoints) -> TorchPredictor:
+        """A copy deciding at ``points`` (the same network and calibration); this one is unchanged."""
+        other = copy.copy(self)
+        other.thresholds = points.to_dict()
+        return other
 
     def adapted(self, images: np.ndarray) -> TorchPredictor:
         """A copy whose batch-norm statistics are re-estimated on ``images`` (AdaBN; no labels used)."""

@@ -30,7 +30,10 @@ class Region:
     lesion: Lesion | None = None
 
     def fields(self) -> dict:
-        """Columns of an output row: which box was used, and the finder's confidence and measurements."""
+        """Columns of an output row: which box was used, and the finder's confidence and measurements (none for a
+        whole-image model: its rows are as they always were)."""
+        if self.source == "whole image":
+            return {}
         out = {"box_source": self.source, "box": "" if self.box is None else ",".join(map(str, self.box))}
         if self.lesion is not None:
             out |= {k: v for k, v in self.lesion.summary().items() if k != "box"}

@@ -13,6 +13,8 @@ import dataclasses
 import numpy as np
 from scipy.special import expit
 
+from rcdnet.predict.base import Predictor
+
 METHODS = ("temperature", "platt", "isotonic")
 EPS = 1e-6
 
@@ -63,7 +65,7 @@ class SiteCalibration:
                 f"{pv.get('cases_file', '?')}, {pv.get('date', '?')}")
 
 
-class SitePredictor:
+class SitePredictor(Predictor):
     """Any predictor answering with a site's calibration: probabilities mapped by it, its operating points."""
 
     def __init__(self, base, site: SiteCalibration):

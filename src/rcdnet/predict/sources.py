@@ -89,8 +89,9 @@ def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame
     frame_rows[str(path)] = [{"frame": fr.index, "time_s": "" if fr.time is None else round(fr.time, 3),
                               "p_malignant": round(float(p), 4), "p_malignant_smoothed": round(float(q), 4)}
                              | region.fields() for fr, p, q, region in zip(meta, p_mal, smooth(p_mal, window), regions)]
-    sources = sorted({r.source for r in regions})
-    rows.append(prediction_row(predictor, str(path), pr.mean(axis=0), frames=len(pr)) | {"box_source": "+".join(sources)})
+    sources = sorted({r.source for r in regions} - {"whole image"})
+    rows.append(prediction_row(predictor, str(path), pr.mean(axis=0), frames=len(pr))
+                | ({"box_source": "+".join(sources)} if sources else {}))
 
 
 def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, chunk: int = 32, progress: bool = False,
@@ -106,7 +107,7 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
     (:mod:`rcdnet.runtime`), then classified; a video is decoded and classified as it streams. What a
     region-of-interest model classifies (``box``, a mask beside the file, the lesions ``finder`` finds) is decided by
     :class:`~rcdnet.predict.regions.RegionResolver`; every row says which box it used."""
-    resolver = RegionResolver(predictor.preprocessor.roi_margin > 0, box, finder)
+    resolver = RegionResolver(predictor.preprocessor.roi, box, finder)
     rows, frame_rows, problems = [], {}, []
     bar = with_progress(range(len(paths)), len(paths), "predict", progress, unit="file")
     ticks = iter(bar)

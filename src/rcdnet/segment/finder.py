@@ -18,7 +18,7 @@ import torch
 from rcdnet.data.boxes import Box, BoxError
 from rcdnet.data.decode import to_gray
 from rcdnet.segment.lesions import Lesion, measure, regions
-from rcdnet.segment.model import load_segmenter, to_input
+from rcdnet.segment.model import ONNX_METADATA_KEY, SegmenterGraph, load_segmenter
 
 
 class NoLesionFound(BoxError):
@@ -50,17 +50,41 @@ class Finding:
 class LesionFinder:
     """A trained segmenter (``checkpoints/segmenter.pt``) with its validation-chosen threshold."""
 
-    def __init__(self, model: torch.nn.Module, *, image_size: int, threshold: float, min_area: float,
-                 source: str = "(in memory)", validation: dict | None = None):
-        self.model, self.size, self.threshold, self.min_area = model.eval(), image_size, threshold, min_area
+    def __init__(self, model: torch.nn.Module | None, *, image_size: int, threshold: float, min_area: float,
+                 source: str = "(in memory)", validation: dict | None = None, session=None):
+        """``model``: the PyTorch network; or ``session``: its ONNX Runtime export (:meth:`load_onnx`)."""
+        self.graph = SegmenterGraph(model).eval() if model is not None else None
+        self.session, self.size, self.threshold, self.min_area = session, image_size, threshold, min_area
         self.source, self.validation = source, validation or {}
+        self.runtime = "onnxruntime" if session is not None else "pytorch"
         self._lock = threading.Lock()  # one forward pass at a time: worker threads share the cores
 
     @classmethod
     def load(cls, path: str | Path) -> LesionFinder:
+        """From the run's ``segmenter.pt``."""
         model, meta = load_segmenter(path)
         return cls(model, image_size=int(meta["image_size"]), threshold=float(meta["threshold"]),
                    min_area=float(meta["min_area"]), source=str(path), validation=meta.get("validation"))
+
+    @classmethod
+    def load_onnx(cls, path: str | Path) -> LesionFinder:
+        """From an exported ``<name>.segmenter.onnx`` (``rcdnet export``), settings from its metadata."""
+        import json
+
+        import onnxruntime as ort
+
+        from rcdnet.runtime import threads as compute_threads
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = compute_threads(), 1
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            meta = json.loads(session.get_modelmeta().custom_metadata_map[ONNX_METADATA_KEY])
+        except Exception as exc:  # onnxruntime raises its own types for a damaged file
+            raise ValueError(f"{path}: not an exported lesion finder ({type(exc).__name__}: {exc})") from None
+        return cls(None, image_size=int(meta["image_size"]), threshold=float(meta["threshold"]),
+                   min_area=float(meta["min_area"]), source=str(path), validation=meta.get("validation"),
+                   session=session)
 
     def grey(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (S, S) uint8: what the network sees."""
@@ -68,8 +92,12 @@ class LesionFinder:
 
     def maps(self, greys: np.ndarray) -> np.ndarray:
         """(N, S, S) uint8 -> (N, S, S) float32 lesion probabilities."""
-        with self._lock, torch.inference_mode():
-            return torch.sigmoid(self.model(to_input(greys)))[:, 0].numpy()
+        x = np.ascontiguousarray(np.asarray(greys, np.float32)[:, None])
+        with self._lock:
+            if self.session is not None:
+                return self.session.run(["lesion_probability"], {"image": x})[0]
+            with torch.inference_mode():
+                return self.graph(torch.from_numpy(x)).numpy()
 
     def probability_map(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W) float32 lesion probability on the original's pixels."""
@@ -102,7 +130,7 @@ def finder_for(predictor, model: str | Path, given: str | Path | None = None) ->
     file); None where there is none. A whole-image model asked for one is an error."""
     from rcdnet.segment.model import FILE, segmenter_beside
 
-    roi = predictor.preprocessor.roi_margin > 0
+    roi = predictor.preprocessor.roi
     if given:
         if not roi:
             raise ValueError(f"{given}: {model} classifies whole images (it was trained without data.roi_margin), "
@@ -111,5 +139,10 @@ def finder_for(predictor, model: str | Path, given: str | Path | None = None) ->
         if not path.is_file():
             raise FileNotFoundError(f"{given}: no lesion finder there (expected a run directory or a {FILE})")
         return LesionFinder.load(path)
-    found = segmenter_beside(model) if roi else None
+    if not roi:
+        return None
+    if predictor.runtime == "onnxruntime":  # an exported model: its exported finder beside it
+        exported = Path(model).with_name(f"{Path(model).stem}.segmenter.onnx")
+        return LesionFinder.load_onnx(exported) if exported.is_file() else None
+    found = segmenter_beside(model)
     return LesionFinder.load(found) if found is not None else None

@@ -20,6 +20,7 @@ ENCODER = "tf_efficientnet_lite0"
 DECODER_CHANNELS = (64, 32, 16, 16, 8)
 FORMAT = "rcdnet-segmenter-1"
 FILE = "segmenter.pt"
+ONNX_METADATA_KEY = "rcdnet_segmenter"
 
 
 def build_segmenter(pretrained: bool = True, freeze_blocks: int = 0) -> nn.Module:
@@ -41,6 +42,19 @@ def build_segmenter(pretrained: bool = True, freeze_blocks: int = 0) -> nn.Modul
         for module in [encoder.conv_stem, encoder.bn1, *encoder.blocks[:freeze_blocks]]:
             module.requires_grad_(False)
     return model
+
+
+class SegmenterGraph(nn.Module):
+    """The finder's forward pass as one graph (what ONNX exports): (N, 1, S, S) float32 grey levels 0..255 ->
+    (N, S, S) lesion probabilities."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = (image / 255.0 - 0.5) / 0.5
+        return torch.sigmoid(self.model(x.expand(-1, 3, -1, -1)))[:, 0]
 
 
 def to_input(grey: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ def prediction_json(predictor: Predictor, name: str, probs: np.ndarray) -> dict:
 
 def request_box(predictor: Predictor, box: str | None) -> Box | None:
     """The form field ``box`` (x0,y0,x1,y1) parsed; refused by a whole-image model (422)."""
-    if box and predictor.preprocessor.roi_margin <= 0:
+    if box and not predictor.preprocessor.roi:
         raise HTTPException(422, "this model classifies whole images: leave out the box")
     try:
         return parse_box(box, "box") if box else None

@@ -117,7 +117,7 @@ def version_info(path: Path, predictor: Predictor, operating_point: str | None, 
             "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
             "operating_points": predictor.thresholds, "explain": torch_model(predictor) is not None,
             "operating_point": operating_point,
-            "input": "lesion box" if predictor.preprocessor.roi_margin > 0 else "whole image",
+            "input": "lesion box" if predictor.preprocessor.roi else "whole image",
             "finder": finder is not None,
             "calibration": getattr(predictor, "calibration", "as trained: the development hospital's validation images"),
             "site_cases": site.provenance.get("n_cases") if site is not None else None,
@@ -134,7 +134,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
     model's rule-out point ``high_sensitivity`` where it has one, else ``default``)."""
     path = model_file(model)
     predictor = load_predictor(path)
-    roi, finder = predictor.preprocessor.roi_margin > 0, finder_for(predictor, path)
+    roi, finder = predictor.preprocessor.roi, finder_for(predictor, path)
     s = predictor.preprocessor.size  # one pass before serving: the engine is ready (a checkpoint's ONNX graph
     predictor.predict_arrays(np.zeros((1, s, s), np.uint8))  # exported) and /version names the one in use
     lock = threading.Lock()  # one model, shared: heat-map hooks must not see another request's forward pass
