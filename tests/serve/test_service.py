@@ -169,6 +169,29 @@ def test_web_page_in_headless_chromium(server, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+def _page_with(pw, url: str, image: Path):
+    """(browser, page): the service's page in headless Chromium with ``image`` dropped on it."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url + "/")
+    page.wait_for_function("document.getElementById('version').textContent.length > 0")
+    page.set_input_files("#file", str(image))
+    return browser, page
+
+
+def _drag_box(page, start: tuple[float, float], end: tuple[float, float]) -> str:
+    """Drag a box on the canvas between two points (fractions of its size), press classify; the box as the page
+    states it (x0,y0,x1,y1 in the image's pixels)."""
+    c = page.locator("#canvas").bounding_box()
+    page.mouse.move(c["x"] + start[0] * c["width"], c["y"] + start[1] * c["height"])
+    page.mouse.down()
+    page.mouse.move(c["x"] + end[0] * c["width"], c["y"] + end[1] * c["height"], steps=5)
+    page.mouse.up()
+    box = page.inner_text("#boxtext").removeprefix("box ").removesuffix(" (pixels)").replace(" ", "")
+    page.click("#classify")
+    return box
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium; .ci/run installs it)")
 def test_a_box_drawn_on_the_page_is_what_a_region_model_classifies(tmp_path, data_root):
     import torch
@@ -187,19 +210,9 @@ def test_a_box_drawn_on_the_page_is_what_a_region_model_classifies(tmp_path, dat
     for url in _serve(app):
         assert httpx.post(url + "/predict", files={"file": (IMAGE.name, IMAGE.read_bytes())}).status_code == 422
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(url + "/")
-            page.wait_for_function("document.getElementById('version').textContent.length > 0")
-            page.set_input_files("#file", str(IMAGE))
+            browser, page = _page_with(pw, url, IMAGE)
             page.wait_for_selector("#marker:not([hidden])", timeout=30_000)
-            c = page.locator("#canvas").bounding_box()
-            page.mouse.move(c["x"] + 0.3 * c["width"], c["y"] + 0.25 * c["height"])
-            page.mouse.down()
-            page.mouse.move(c["x"] + 0.6 * c["width"], c["y"] + 0.55 * c["height"], steps=5)
-            page.mouse.up()
-            box = page.inner_text("#boxtext").removeprefix("box ").removesuffix(" (pixels)").replace(" ", "")
-            page.click("#classify")
+            box = _drag_box(page, (0.3, 0.25), (0.6, 0.55))
             page.wait_for_selector("#verdict:not(:empty)", timeout=60_000)
             prob = page.inner_text("#prob")
             browser.close()
@@ -233,11 +246,7 @@ def test_the_page_outlines_the_found_lesion_and_follows_a_redrawn_box(tmp_path, 
         api = httpx.post(url + "/predict", files={"file": (path.name, path.read_bytes())}, timeout=60).json()
         assert api["lesions"][0]["box_source"] == "found" and len(api["lesions"][0]["outline"]) >= 4
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(url + "/")
-            page.wait_for_function("document.getElementById('version').textContent.length > 0")
-            page.set_input_files("#file", str(path))
+            browser, page = _page_with(pw, url, path)
             page.wait_for_function("document.getElementById('lesions').textContent.includes('lesion finder')",
                                    timeout=60_000)
             found_text, found_prob = page.inner_text("#lesions"), page.inner_text("#prob")
@@ -245,13 +254,7 @@ def test_the_page_outlines_the_found_lesion_and_follows_a_redrawn_box(tmp_path, 
                 const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
                 for (let i = 0; i < d.length; i += 4) if (d[i] > 230 && d[i + 1] > 150 && d[i + 1] < 200 && d[i + 2] < 80) n++;
                 return n; }""")
-            c = page.locator("#canvas").bounding_box()
-            page.mouse.move(c["x"] + 0.05 * c["width"], c["y"] + 0.1 * c["height"])
-            page.mouse.down()
-            page.mouse.move(c["x"] + 0.2 * c["width"], c["y"] + 0.3 * c["height"], steps=5)
-            page.mouse.up()
-            box = page.inner_text("#boxtext").removeprefix("box ").removesuffix(" (pixels)").replace(" ", "")
-            page.click("#classify")
+            box = _drag_box(page, (0.05, 0.1), (0.2, 0.3))
             page.wait_for_function("document.getElementById('lesions').textContent.includes('box you drew')",
                                    timeout=60_000)
             drawn_prob = page.inner_text("#prob")
