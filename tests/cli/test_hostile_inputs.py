@@ -24,6 +24,13 @@ from tests.data.test_decode import make_dicom
 GOOD = BUSI / "malignant" / "malignant (3).png"
 
 
+
+def _evaluate_csv(checkpoint, csv, out, cache_dir, bootstrap: int) -> dict:
+    """`rcdnet evaluate CHECKPOINT --csv CSV` (exit 0 asserted) and the metrics file it writes."""
+    assert main(["evaluate", str(checkpoint), "--csv", str(csv), "--out", str(out), "--bootstrap", str(bootstrap),
+                 "--cache", str(cache_dir), "--quiet"]) == 0
+    return json.loads((out / f"{csv.stem}_metrics.json").read_text())
+
 def test_image_bomb_is_refused_from_its_header_and_the_limit_is_a_setting(tmp_path, bomb_png, data_root):
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(bomb_png)
@@ -65,9 +72,8 @@ def test_bomb_in_predict_and_evaluate_batches_is_skipped_and_the_rest_kept(untra
     csv = tmp_path / "set.csv"
     csv.write_text(f"path,label\nbomb.png,malignant\ncase.dcm,benign\n{GOOD},malignant\n"
                    f"{BUSI / 'benign' / 'benign (4).png'},benign\n")
-    assert main(["evaluate", str(untrained_checkpoint), "--csv", str(csv), "--out", str(tmp_path / "ev"),
-                 "--bootstrap", "20", "--cache", str(cache_dir), "--quiet"]) == 0
-    m = json.loads((tmp_path / "ev" / "set_metrics.json").read_text())
+    m = _evaluate_csv(untrained_checkpoint, csv, tmp_path / "ev", cache_dir, 20)
+
     assert m["n"] == 3 and len(m["skipped_files"]) == 1 and "bomb.png" in m["skipped_files"][0]  # DICOM read
 
 
@@ -154,9 +160,8 @@ def test_copied_csv_rows_are_one_case_and_a_bad_csv_names_itself(untrained_check
     csv = tmp_path / "copies.csv"
     csv.write_text("path,label\n" + "benign.png,benign\n" * 40 + "renamed.png,benign\n" + "malignant.png,malignant\n"
                    "malignant.png,malignant\n")
-    assert main(["evaluate", str(untrained_checkpoint), "--csv", str(csv), "--out", str(tmp_path / "ev"),
-                 "--bootstrap", "50", "--cache", str(cache_dir), "--quiet"]) == 0
-    m = json.loads((tmp_path / "ev" / "copies_metrics.json").read_text())
+    m = _evaluate_csv(untrained_checkpoint, csv, tmp_path / "ev", cache_dir, 50)
+
     assert m["n"] == 43 and m["ci_resampling"].startswith("groups (2 patients / duplicate groups for 43 images)")
     assert "note: 43 CSV rows repeat files with identical content" in capsys.readouterr().err
     bad = tmp_path / "latin1.csv"
@@ -172,7 +177,6 @@ def test_a_blank_picture_in_a_csv_is_not_scored_as_a_case(untrained_checkpoint, 
     csv = tmp_path / "cases.csv"
     csv.write_text(f"path,label\nblank.png,malignant\n{BUSI / 'benign' / 'benign (9).png'},benign\n"
                    f"{BUSI / 'malignant' / 'malignant (9).png'},malignant\n")
-    assert main(["evaluate", str(untrained_checkpoint), "--csv", str(csv), "--out", str(tmp_path / "ev"),
-                 "--bootstrap", "20", "--cache", str(cache_dir), "--quiet"]) == 0
-    m = json.loads((tmp_path / "ev" / "cases_metrics.json").read_text())
+    m = _evaluate_csv(untrained_checkpoint, csv, tmp_path / "ev", cache_dir, 20)
+
     assert m["n"] == 2 and any("blank.png" in f and "not an ultrasound image" in f for f in m["skipped_files"])

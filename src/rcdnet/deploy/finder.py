@@ -18,14 +18,9 @@ import torch
 
 from rcdnet import __version__
 from rcdnet.segment.finder import LesionFinder
-from rcdnet.segment.model import ONNX_METADATA_KEY
+from rcdnet.segment.model import ONNX_METADATA_KEY, segmenter_onnx_beside
 
 MAX_ABS_DIFF = 1e-4  # lesion probabilities, ONNX Runtime fp32 vs PyTorch
-
-
-def finder_onnx_path(classifier_onnx: str | Path) -> Path:
-    p = Path(classifier_onnx)
-    return p.with_name(f"{p.stem}.segmenter.onnx")
 
 
 def export_finder(segmenter_pt: str | Path, classifier_onnx: str | Path, greys: np.ndarray, opset: int = 18,
@@ -33,7 +28,7 @@ def export_finder(segmenter_pt: str | Path, classifier_onnx: str | Path, greys: 
     """Export the run's finder beside ``classifier_onnx``; verified on ``greys`` (M, S, S) uint8 (whole images as the
     finder sees them) and a ramp: raises ValueError when a probability differs by ``MAX_ABS_DIFF`` or more."""
     finder = LesionFinder.load(segmenter_pt)
-    out = finder_onnx_path(classifier_onnx)
+    out = segmenter_onnx_beside(classifier_onnx)
     s = finder.size
     tmp = out.with_name(out.name + ".tmp")
     torch.onnx.export(finder.graph, (torch.full((2, 1, s, s), 128.0),), str(tmp), input_names=["image"],

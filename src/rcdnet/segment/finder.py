@@ -128,7 +128,7 @@ def finder_for(predictor, model: str | Path, given: str | Path | None = None) ->
     """The lesion finder of a region-of-interest ``predictor`` loaded from ``model``: ``given`` (a run directory or a
     segmenter.pt), else the one shipped beside the model (``checkpoints/segmenter.pt``, or beside an exported
     file); None where there is none. A whole-image model asked for one is an error."""
-    from rcdnet.segment.model import FILE, segmenter_beside
+    from rcdnet.segment.model import FILE, segmenter_beside, segmenter_onnx_beside
 
     roi = predictor.preprocessor.roi
     if given:
@@ -142,7 +142,7 @@ def finder_for(predictor, model: str | Path, given: str | Path | None = None) ->
     if not roi:
         return None
     if predictor.runtime == "onnxruntime":  # an exported model: its exported finder beside it
-        exported = Path(model).with_name(f"{Path(model).stem}.segmenter.onnx")
+        exported = segmenter_onnx_beside(model)
         return LesionFinder.load_onnx(exported) if exported.is_file() else None
     found = segmenter_beside(model)
     return LesionFinder.load(found) if found is not None else None

@@ -53,14 +53,23 @@ class SegmenterGraph(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = (image / 255.0 - 0.5) / 0.5
-        return torch.sigmoid(self.model(x.expand(-1, 3, -1, -1)))[:, 0]
+        return torch.sigmoid(self.model(normalise(image)))[:, 0]
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """(N, 1, S, S) float grey levels 0..255 -> (N, 3, S, S) network input (mean = std = 0.5 on 0..1)."""
+    return image.div(255.0).sub(0.5).div(0.5).expand(-1, 3, -1, -1)
 
 
 def to_input(grey: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, S, S) uint8 grey images -> (N, 3, S, S) float32 network input."""
-    x = torch.as_tensor(np.asarray(grey)).float().div(255.0).sub(0.5).div(0.5)
-    return x.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    """(N, S, S) uint8 grey images -> (N, 3, S, S) float32 network input (training)."""
+    return normalise(torch.as_tensor(np.asarray(grey)).float().unsqueeze(1)).contiguous()
+
+
+def segmenter_onnx_beside(classifier_onnx: str | Path) -> Path:
+    """Where ``rcdnet export`` puts the finder of an exported classifier: ``<name>.segmenter.onnx`` beside it."""
+    p = Path(classifier_onnx)
+    return p.with_name(f"{p.stem}.segmenter.onnx")
 
 
 def save_segmenter(path: Path, model: nn.Module, *, image_size: int, threshold: float, min_area: float,

@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 
 from rcdnet.config import SegmentConfig
 from rcdnet.segment.data import MaskSet
-from rcdnet.segment.model import build_segmenter, to_input
+from rcdnet.segment.model import SegmenterGraph, build_segmenter, to_input
 
 
 def augmentation(size: int) -> v2.Compose:
@@ -46,8 +46,8 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def predict_maps(model: torch.nn.Module, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """(N, S, S) uint8 -> (N, S, S) float32 lesion probabilities."""
-    model.eval()
-    return np.concatenate([torch.sigmoid(model(to_input(images[i:i + batch])))[:, 0].numpy()
+    graph = SegmenterGraph(model).eval()
+    return np.concatenate([graph(torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).float()[:, None]).numpy()
                            for i in range(0, len(images), batch)]) if len(images) else np.zeros((0,) + images.shape[1:])
 
 
