@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 ## main: train RcdNet on the four hospitals (BUSI, BUS-UCLM, BrEaST, UDIAT), evaluate on their validation split, write $(RUN_DIR)/report.md
 main: $(STAMP)
-	$(BIN)/rcdnet train --out $(RUN_DIR) $(if $(wildcard $(RUN_DIR)/checkpoints/last.pt),--resume,)
+	$(BIN)/rcdnet train --out $(RUN_DIR) $(if $(wildcard $(RUN_DIR)/checkpoints/last.pt $(RUN_DIR)/members/*/checkpoints/last.pt),--resume,)
 
 ## browser: Debian's Chromium for the web-page test (skipped with a message where it cannot be installed)
 browser:

@@ -81,6 +81,7 @@ class TrainConfig:
     ema_decay: float
     swa_start: int
     swa_lr: float
+    members: int
     threads: int
     device: str
     precision: str
@@ -216,6 +217,11 @@ def _checked(cfg: RunConfig, where: str) -> RunConfig:
     if cfg.segment.image_size % 32 or cfg.segment.image_size < 64:  # the encoder halves the image five times
         raise ConfigError(f"{where}: segment.image_size must be a multiple of 32 and at least 64, got "
                           f"{cfg.segment.image_size}")
+    if cfg.train.members < 1:
+        raise ConfigError(f"{where}: train.members must be at least 1, got {cfg.train.members}")
+    if cfg.train.members > 1 and cfg.train.localise_weight > 0:
+        raise ConfigError(f"{where}: train.members > 1 averages classifiers; a localisation head "
+                          "(train.localise_weight > 0) is trained by single models only")
     if not 0 < cfg.segment.target_sensitivity <= 1:
         raise ConfigError(f"{where}: segment.target_sensitivity must be in (0, 1], got {cfg.segment.target_sensitivity}")
     return cfg

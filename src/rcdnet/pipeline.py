@@ -33,6 +33,7 @@ from rcdnet.segment.model import save_segmenter
 from rcdnet.segment.train import choose_threshold, predict_maps, train_segmenter
 from rcdnet.training import distributed as dist
 from rcdnet.training.checkpoint import load_checkpoint, save_atomic
+from rcdnet.training.members import has_training, train_members
 from rcdnet.training.trainer import Trainer
 
 
@@ -47,8 +48,7 @@ def open_run(run_dir: Path, cfg: RunConfig, resume: bool, write: bool = True
     if write:
         writable_dir(run_dir)
     saved_cfg, split_file = run_dir / "config.yaml", run_dir / "split.csv"
-    has_ckpt = (run_dir / "checkpoints" / "last.pt").exists()
-    if has_ckpt and not resume:
+    if has_training(run_dir) and not resume:
         raise RunDirError(f"{run_dir}: already holds a training run; pass --resume to continue it or choose another --out")
     if resume and saved_cfg.exists():
         asked, cfg = cfg, read_saved_config(saved_cfg)
@@ -78,7 +78,8 @@ def finished_run(run_dir: Path) -> dict | None:
     metrics, saved = run_dir / "metrics.json", run_dir / "config.yaml"
     if not (metrics.is_file() and saved.is_file() and (run_dir / "history.json").is_file()):
         return None
-    done = len(json.loads((run_dir / "history.json").read_text())) >= read_saved_config(saved).train.epochs
+    train = read_saved_config(saved).train
+    done = len(json.loads((run_dir / "history.json").read_text())) >= train.epochs * train.members
     return json.loads(metrics.read_text()) if done else None
 
 
@@ -154,8 +155,9 @@ def dedup_subset(samples: list, pairs: list) -> list:
 
 def train_model(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool, cache_dir: Path | None,
                 progress: bool, split: dict[str, str] | None, ctx: dist.Context
-                ) -> tuple[RunConfig, PreparedData, Trainer, dict]:
-    """Prepare the data (rank 0 first: it fills the caches and writes the run directory) and train."""
+                ) -> tuple[RunConfig, PreparedData, list[dict], dict]:
+    """Prepare the data (rank 0 first: it fills the caches and writes the run directory) and train one model, or
+    every member of a seed ensemble (``train.members``). Returns (config, data, history, best)."""
     if not ctx.main:
         dist.barrier(ctx)  # wait for rank 0 to fill the caches and write the run directory
     cfg, saved_split = open_run(run_dir, cfg, resume, write=ctx.main)
@@ -166,12 +168,18 @@ def train_model(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool,
         write_csv(run_dir / "duplicates.csv", [p.to_row() for p in data.pairs])
         write_csv(run_dir / "data_problems.csv", [{"file": p.path, "problem": p.problem} for p in data.problems])
         dist.barrier(ctx)
+    if cfg.train.members > 1:
+        history, best = train_members(cfg, data, run_dir, resume=resume, progress=progress, cache_dir=cache_dir,
+                                      ctx=ctx)
+        if ctx.main:
+            write_json(run_dir / "history.json", history)
+        return cfg, data, history, best
     trainer = Trainer(cfg, data, run_dir, progress=progress, cache_dir=cache_dir, ctx=ctx)
     if resume and trainer.resume() and ctx.main:
         print(f"resuming {run_dir} after epoch {trainer.start_epoch}")
     best = trainer.fit()
     dist.barrier(ctx)
-    return cfg, data, trainer, best
+    return cfg, data, trainer.history, best
 
 
 def evaluate_run(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: Path, cache_dir: Path | None
@@ -221,11 +229,11 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     runtime.apply(cfg.train.threads)
     env = environment()  # the commit, date and threading the run started with
     ctx = dist.setup(cfg.train.device)
-    cfg, data, trainer, best = train_model(cfg, data_root, run_dir, resume=resume, cache_dir=cache_dir,
+    cfg, data, history, best = train_model(cfg, data_root, run_dir, resume=resume, cache_dir=cache_dir,
                                            progress=progress, split=split, ctx=ctx)
     if not ctx.main:
         return {"best": best, "rank": ctx.rank}
-    plot_training_curves(trainer.history, run_dir)
+    plot_training_curves(history, run_dir)
     if not evaluate:
         return {"best": best}
     predictor, results, extra = evaluate_run(cfg, data, data_root, run_dir, cache_dir)
@@ -242,14 +250,14 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     metrics = {"env": env, "best": best, "thresholds": predictor.thresholds, "data": summary,
                "results": {n: public(r) for n, r in results.items()},
                "sensitivity": {n: public(r) for n, r in extra.items()},
-               "timing": {"epochs": len(trainer.history),
-                          "total_seconds": round(sum(h["epoch_seconds"] for h in trainer.history), 1),
-                          "peak_memory_mb": max(h["peak_memory_mb"] for h in trainer.history)}}
+               "timing": {"epochs": len(history),
+                          "total_seconds": round(sum(h["epoch_seconds"] for h in history), 1),
+                          "peak_memory_mb": max(h["peak_memory_mb"] for h in history)}}
     if finder is not None:
         metrics["segmenter"] = finder
         if cfg.data.external:
             metrics["segmenter_external"] = finder_on_external(cfg, data_root, run_dir, predictor)
     write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir / "report.md", cfg=cfg, env=env, data_summary=summary, history=trainer.history, best=best,
+    write_report(run_dir / "report.md", cfg=cfg, env=env, data_summary=summary, history=history, best=best,
                  thresholds=predictor.thresholds, results=results, extra_results=extra, segmenter=finder)
     return metrics

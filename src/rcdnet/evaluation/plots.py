@@ -13,19 +13,24 @@ from sklearn.metrics import ConfusionMatrixDisplay, roc_curve
 
 
 def plot_training_curves(history: list[dict], out_dir: Path) -> list[Path]:
-    """Loss and accuracy per epoch, train vs validation: ``loss_curve.png``, ``accuracy_curve.png``."""
-    ep = [h["epoch"] for h in history]
+    """Loss and accuracy per epoch, train vs validation: ``loss_curve.png``, ``accuracy_curve.png`` (one set of curves
+    per member of a seed ensemble: records with a ``member``)."""
+    members = sorted({h.get("member", 0) for h in history})
     paths = []
     for key, title in (("loss", "Loss"), ("acc", "Accuracy")):
         fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-        ax.plot(ep, [h[f"train_{key}"] for h in history], label="train (Mixup targets)" if key == "acc" else "train")
-        ax.plot(ep, [h[f"val_{key}"] for h in history], label="validation")
-        if key == "acc":
-            ax.plot(ep, [h["val_auc"] for h in history], "--", label="validation AUC")
+        for k in members:
+            rows = [h for h in history if h.get("member", 0) == k]
+            ep, tag = [h["epoch"] for h in rows], f", member {k + 1}" if len(members) > 1 else ""
+            ax.plot(ep, [h[f"train_{key}"] for h in rows], "C0",
+                    label=("train (Mixup targets)" if key == "acc" else "train") + tag, alpha=1 - 0.25 * k)
+            ax.plot(ep, [h[f"val_{key}"] for h in rows], "C1", label=f"validation{tag}", alpha=1 - 0.25 * k)
+            if key == "acc":
+                ax.plot(ep, [h["val_auc"] for h in rows], "C2--", label=f"validation AUC{tag}", alpha=1 - 0.25 * k)
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small" if len(members) > 1 else None)
         fig.tight_layout()
         p = Path(out_dir) / f"{'loss' if key == 'loss' else 'accuracy'}_curve.png"
         fig.savefig(p)

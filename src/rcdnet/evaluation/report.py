@@ -184,6 +184,11 @@ def _sensitivity_lines(extra_results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def _epochs(epoch: int | list[int]) -> str:
+    """The best epoch, or each member's (a seed ensemble)."""
+    return ", ".join(f"{e} (member {k + 1})" for k, e in enumerate(epoch)) if isinstance(epoch, list) else str(epoch)
+
+
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
                  thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict],
                  rendered: str | None = None, segmenter: dict | None = None) -> None:
@@ -199,7 +204,9 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         f"- model `{cfg.model.name}` (pretrained: {cfg.model.pretrained}, frozen stages: "
         f"{cfg.model.freeze_stages}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
         f"Adam lr {cfg.train.lr}, weight decay {cfg.train.weight_decay}, cosine annealing, "
-        f"label smoothing {cfg.augment.label_smoothing}, Mixup alpha {cfg.augment.mixup_alpha}, seed {cfg.seed}",
+        f"label smoothing {cfg.augment.label_smoothing}, Mixup alpha {cfg.augment.mixup_alpha}, seed {cfg.seed}"
+        + (f"; a seed ensemble of {cfg.train.members} such models (seeds {cfg.seed}-{cfg.seed + cfg.train.members - 1}"
+           ", the mean of their probabilities)" if cfg.train.members > 1 else ""),
         f"- input: {_input_mode(cfg)}, {cfg.data.image_size} px; training sources {', '.join(cfg.data.sources)}",
         f"- generalisation options: ultrasound-shift variants {cfg.augment.ultrasound_variants}, "
         f"overlay inpainting {cfg.data.inpaint_overlays}, letterbox {cfg.data.letterbox}, "
@@ -207,7 +214,7 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         f"test-time mirror TTA {cfg.eval.tta}, AdaBN on external sets {cfg.eval.adabn}",
         f"- training time: {tot / 60:.1f} min in all, {per_epoch:.1f} s per epoch (train + validation); "
         f"peak memory {max((h['peak_memory_mb'] for h in history), default=0):.0f} MB",
-        f"- best epoch by validation {best.get('name', 'auc')}: {best['epoch']}. The validation split made three "
+        f"- best epoch by validation {best.get('name', 'auc')}: {_epochs(best['epoch'])}. The validation split made three "
         "decisions in this run (the best epoch, the temperature, the high-sensitivity threshold), so its numbers are "
         "optimistic and the cells that depend on those choices are marked in-sample. Within this run no external set "
         "was read before it was scored; how the configuration itself was chosen, on what, and which external "

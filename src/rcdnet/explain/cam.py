@@ -16,6 +16,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from rcdnet.explain.agreement import centre_prior
+from rcdnet.models.members import MemberMean
 from rcdnet.models.rcdnet import RcdNet
 
 
@@ -50,7 +51,10 @@ def default_layer(model: nn.Module) -> str:
 
     RcdNet: the CBAM output (the attended 7x7 map the classifier pools). EfficientNet / MobileNet: the last
     1x1 conv head's batch norm + activation. ViT: the last block's first norm (tokens, reshaped to a grid).
-    Other timm CNNs (ResNet, ResNeXt, RegNet): the last stage from ``feature_info``."""
+    Other timm CNNs (ResNet, ResNeXt, RegNet): the last stage from ``feature_info``. A member ensemble: that layer
+    in every member, comma-separated (pytorch-grad-cam averages the layers' maps)."""
+    if isinstance(model, MemberMean):
+        return ",".join(f"members.{i}.{default_layer(m)}" for i, m in enumerate(model.members))
     if isinstance(model, RcdNet):
         return "cbam"
     if _is_vit(model):
@@ -93,13 +97,13 @@ class HeatMapper:
             raise ValueError(f"unknown target {target!r}; choose 'predicted' or a class: {', '.join(classes)}")
         self.layer = layer or default_layer(model)
         try:
-            module = model.get_submodule(self.layer)
+            modules = [model.get_submodule(name) for name in self.layer.split(",")]
         except AttributeError:
-            raise ValueError(f"model has no layer {self.layer!r} (a dotted module name, e.g. "
+            raise ValueError(f"model has no layer {self.layer!r} (dotted module names, comma-separated, e.g. "
                              f"{default_layer(model)!r})") from None
         self.model, self.classes, self.normalise, self.method, self.target = model, classes, normalise, method, target
         reshape = _vit_reshape(model) if _is_vit(model) else None
-        self.cam = METHODS[method](model=model, target_layers=[module], reshape_transform=reshape)
+        self.cam = METHODS[method](model=model, target_layers=modules, reshape_transform=reshape)
         if not getattr(self.cam, "uses_model", True):
             self.layer = "-"
         self.cam.batch_size = 32  # Score-CAM: masked images per forward pass

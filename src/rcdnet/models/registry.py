@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import timm
 from torch import nn
 
+from rcdnet.models.members import MemberMean
 from rcdnet.models.pretrained import create_backbone
 from rcdnet.models.rcdnet import RcdNet
 
@@ -63,9 +64,13 @@ def create_model(name: str, num_classes: int = 2, pretrained: bool = True, weigh
                            drop_rate=head.get("drop_rate", 0.3), **extra)
 
 
-def build_model(cfg: RunConfig, num_classes: int, pretrained: bool, image_size: int | None = None) -> nn.Module:
+def build_model(cfg: RunConfig, num_classes: int, pretrained: bool, image_size: int | None = None,
+                members: int | None = None) -> nn.Module:
     """The model a run configuration describes (``image_size`` overrides ``data.image_size``, e.g. to count FLOPs
-    at 224 px)."""
+    at 224 px): with ``members`` (default ``train.members``) above 1, that many copies as one :class:`MemberMean`."""
+    members = cfg.train.members if members is None else members
+    if members > 1:
+        return MemberMean([build_model(cfg, num_classes, pretrained, image_size, members=1) for _ in range(members)])
     m = cfg.model
     localise = cfg.train.localise_weight > 0
     if localise and not m.name.startswith("rcdnet"):

@@ -14,6 +14,7 @@ from rcdnet.config import config_from_dict
 from rcdnet.data.preprocess import Preprocessor
 from rcdnet.models.adabn import adapt_batchnorm
 from rcdnet.models.input import DecisionFunction, Normalise, to_grey
+from rcdnet.models.members import member_count
 from rcdnet.models.registry import build_model, input_stats
 from rcdnet.predict.base import Predictor
 from rcdnet.predict.points import OperatingPoints
@@ -50,7 +51,7 @@ class TorchPredictor(Predictor):
         self.site_record: dict | None = ckpt.get("site_calibration")  # applied by load_predictor (predict.site)
         self.training_sources = self.config.data.sources
         self.model_name = self.config.model.name
-        model = build_model(self.config, len(self.classes), pretrained=False)
+        model = build_model(self.config, len(self.classes), pretrained=False, members=member_count(ckpt["model"]))
         model.load_state_dict(ckpt["model"])
         model.eval().to(memory_format=torch.channels_last)  # faster convolutions on the CPU; same numbers
         stored = ckpt.get("input") or {}
