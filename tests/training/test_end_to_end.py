@@ -148,6 +148,13 @@ def test_the_run_ships_a_lesion_finder_that_predict_uses_without_a_box(trained, 
     assert answered | refused == {p.name for p in images} and code == (0 if answered else 1)
     assert all(r["box_source"] == "found" and 0 < r["finder_confidence"] <= 1 for r in out["predictions"])
     assert all("no lesion found" in e["problem"] for e in out["errors"]), err
+    # explain takes the same path: the heat map of the region around the most confident lesion found
+    code = main(["explain", str(trained), *map(str, images), "--out", str(tmp_path / "maps"), "--quiet"])
+    rows = list(csv.DictReader((tmp_path / "maps" / "explain.csv").open()))
+    assert {Path(r["image"]).name for r in rows} == answered and code == (0 if answered else 1)
+    boxes = {(Path(r["image"]).name, r["box"]) for r in out["predictions"]}
+    assert all(r["box_source"] == "found" and (Path(r["image"]).name, r["box"]) in boxes and Path(r["heat_map"]).is_file()
+               for r in rows)
 
 
 def test_the_export_carries_the_lesion_finder(trained, data_root, cache_dir, tmp_path, capsys):

@@ -197,6 +197,7 @@ def cmd_explain(args) -> int:
     from rcdnet.explain.run import check_methods, run_explain
     from rcdnet.predict import model_file, model_kind
     from rcdnet.predict.pytorch import TorchPredictor
+    from rcdnet.segment.finder import finder_for
 
     check_methods([args.method] + (args.methods or []))
     if model_kind(model_file(args.checkpoint)) != "checkpoint":
@@ -223,7 +224,8 @@ def cmd_explain(args) -> int:
     res = run_explain(predictor, output_dir(args.out, "explain", args.checkpoint), pictures=pictures,
                       datasets=datasets, evaluate=args.evaluate, figure=args.figure, method=args.method,
                       methods=args.methods, layer=args.layer, target=args.target, road_images=args.road_images,
-                      limit=args.limit, cache_dir=args.cache, progress=not args.quiet)
+                      limit=args.limit, cache_dir=args.cache, progress=not args.quiet,
+                      finder=finder_for(predictor, args.checkpoint) if pictures is not None else None)
     print_table([{k: v for k, v in r.items() if k != "image"} for r in res.rows])
     if res.table:
         print(res.table)

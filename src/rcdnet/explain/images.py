@@ -16,7 +16,9 @@ from rcdnet.explain.agreement import energy_in_mask, pointing_game, top_k_iou
 from rcdnet.explain.cam import HeatMapper
 from rcdnet.explain.render import panel, save_png
 from rcdnet.predict.pytorch import TorchPredictor
+from rcdnet.predict.regions import Region, RegionResolver
 from rcdnet.runtime import parallel_map
+from rcdnet.segment.finder import LesionFinder
 
 CHUNK = 16  # images read, preprocessed and explained together
 
@@ -27,24 +29,32 @@ def mapper(predictor: TorchPredictor, method: str = "gradcam", layer: str | None
     return HeatMapper(predictor.model, predictor.classes, predictor.model_input, method, layer, target)
 
 
-def _load(sample: Sample, predictor: TorchPredictor) -> dict:
+def _load(sample: Sample, predictor: TorchPredictor, finder: LesionFinder | None = None) -> dict:
     """Read one sample (an image, or the first frame of a DICOM or clip): original RGB, preprocessed array, its
-    lesion mask (or None) and, for a region-of-interest model, the lesion box it classifies around. Raises
-    ImageReadError, or BoxError for a region-of-interest model and a sample without a box."""
-    rgb = next(read_frames(sample.path, max_frames=1)).rgb
+    lesion mask (or None) and, for a region-of-interest model, the lesion box it classifies around: the sample's own
+    (given, or around its mask), else the most confident lesion ``finder`` found (``region``: where the box came
+    from). Raises ImageReadError, or BoxError (NoLesionFound too) for a region-of-interest model and a sample
+    without a box that the finder, if any, cannot place."""
+    frame = next(read_frames(sample.path, max_frames=1))
+    rgb = frame.rgb
     mask = read_mask(sample.mask_paths, rgb.shape[:2]) if sample.mask_paths else None
     if mask is not None and not mask.any():
         mask = None
     box = lesion_box(sample, rgb.shape[:2]) if predictor.preprocessor.roi else None
-    return {"sample": sample, "rgb": rgb, "pre": predictor.preprocessor(rgb, box), "mask": mask, "box": box}
+    region = (Region(box, "given" if sample.box is not None else "mask") if box is not None else
+              RegionResolver(predictor.preprocessor.roi, finder=finder, masks=False)
+              .regions(Path(sample.path), rgb, frame.pixel_mm, several=False)[0])
+    return {"sample": sample, "rgb": rgb, "pre": predictor.preprocessor(rgb, region.box), "mask": mask,
+            "box": region.box, "region": region}
 
 
-def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: list[DataProblem]):
+def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: list[DataProblem],
+                  finder: LesionFinder | None = None):
     """Yield lists of up to CHUNK loaded samples (see :func:`_load`); unreadable files (or masks) are appended to
     ``problems`` and skipped. A problem names the image, and a mask's message keeps the mask's own path."""
     def load(s: Sample) -> dict | DataProblem:
         try:
-            return _load(s, predictor)
+            return _load(s, predictor, finder)
         except (ImageReadError, BoxError) as exc:
             return DataProblem(str(s.path), str(exc).removeprefix(f"{s.path}: "))
 
@@ -56,17 +66,20 @@ def loaded_chunks(predictor: TorchPredictor, samples: list[Sample], problems: li
             yield items
 
 
-def iter_explained(predictor: TorchPredictor, hm: HeatMapper, samples: list[Sample], problems: list[DataProblem]):
+def iter_explained(predictor: TorchPredictor, hm: HeatMapper, samples: list[Sample], problems: list[DataProblem],
+                   finder: LesionFinder | None = None):
     """Yield one dict per readable sample: ``rgb``, ``heat`` (H, W) on the original, ``mask``, ``p_malignant``,
-    ``predicted``. Unreadable files (or masks) are appended to ``problems`` and skipped."""
-    for items in loaded_chunks(predictor, samples, problems):
+    ``predicted``, ``found`` (the lesion the model found, or None). Unreadable files (or masks) are appended to
+    ``problems`` and skipped."""
+    for items in loaded_chunks(predictor, samples, problems, finder):
         pre = np.stack([it["pre"] for it in items])
         probs = predictor.predict_arrays(pre)
         heats = hm(pre)
         lesions = predictor.localise(pre) if getattr(predictor.model, "localiser", None) is not None else None
         for j, (it, pr, heat) in enumerate(zip(items, probs, heats)):
             it["heat"] = predictor.preprocessor.to_original(heat, it["rgb"].shape[:2], it["box"])
-            it["found"] = (None if lesions is None else
+            it["found"] = (it["region"].lesion.mask(it["rgb"].shape[:2]) if it["region"].lesion is not None else
+                           None if lesions is None else
                            predictor.preprocessor.to_original(lesions[j], it["rgb"].shape[:2], it["box"]) >= 0.5)
             it["p_malignant"] = float(pr[predictor.malignant_index])
             it["predicted"] = predictor.classes[int(np.argmax(pr))]
@@ -92,13 +105,15 @@ def caption(it: dict, method: str, layer: str) -> list[str]:
 
 
 def explain_samples(predictor: TorchPredictor, samples: list[Sample], out_dir: Path, method: str = "gradcam",
-                    layer: str | None = None, target: str = "malignant") -> tuple[list[dict], list[DataProblem]]:
+                    layer: str | None = None, target: str = "malignant", finder: LesionFinder | None = None
+                    ) -> tuple[list[dict], list[DataProblem]]:
     """Write ``<name>.png`` (original | heat-map overlay, caption) per sample into ``out_dir``; return one row
-    per image (prediction and, with a mask, the agreement scores) and the files that were skipped."""
+    per image (prediction, which box was used and, with a mask, the agreement scores) and the files that were
+    skipped. A region-of-interest model explains a sample without box or mask around the lesion ``finder`` found."""
     out_dir = Path(out_dir)
     rows, problems, used = [], [], set()
     with mapper(predictor, method, layer, target) as hm:
-        for it in iter_explained(predictor, hm, samples, problems):
+        for it in iter_explained(predictor, hm, samples, problems, finder):
             s = it["sample"]
             name = _safe(s.key if s.source != "file" else Path(s.path).stem)
             while name in used:
@@ -107,7 +122,8 @@ def explain_samples(predictor: TorchPredictor, samples: list[Sample], out_dir: P
             png = out_dir / f"{name}.png"
             save_png(png, panel(it["rgb"], it["heat"], it["mask"], caption(it, method, hm.layer), it["found"]))
             row = {"image": str(s.path), "predicted": it["predicted"], "p_malignant": round(it["p_malignant"], 4),
-                   "heat_map": str(png), "energy_in_mask": "", "pointing_hit": "", "iou_top10": "",
+                   **it["region"].fields(), "heat_map": str(png), "energy_in_mask": "", "pointing_hit": "",
+                   "iou_top10": "",
                    **({"found_dice": ""} if it["found"] is not None else {})}
             if it["mask"] is not None:  # agreement with the lesion mask; blank without one
                 row.update(agreement(it["heat"], it["mask"]))

@@ -37,14 +37,15 @@ def run_explain(predictor: TorchPredictor, out: Path, *, pictures: list[Sample] 
                 datasets: dict[str, list[Sample]] | None = None, evaluate: bool = False, figure: bool = False,
                 method: str = "gradcam", methods: list[str] | None = None, layer: str | None = None,
                 target: str = "malignant", road_images: int = 40, limit: int | None = None,
-                cache_dir: Path | None = None, progress: bool = True) -> Explained:
-    """``pictures``: one heat-map PNG per sample and ``explain.csv``. ``datasets`` (name -> samples) feed
-    ``evaluate`` (``explain_metrics.{md,csv,json}``, ``methods``) and ``figure`` (``figure4.png``)."""
+                cache_dir: Path | None = None, progress: bool = True, finder=None) -> Explained:
+    """``pictures``: one heat-map PNG per sample and ``explain.csv`` (a region-of-interest model: pictures without a
+    box or mask around the lesion ``finder`` found). ``datasets`` (name -> samples) feed ``evaluate``
+    (``explain_metrics.{md,csv,json}``, ``methods``) and ``figure`` (``figure4.png``)."""
     methods = methods or EVALUATE_METHODS
     check_methods([method] + (methods if evaluate else []))
     res, out = Explained(), Path(out)
     if pictures is not None:
-        res.rows, bad = explain_samples(predictor, pictures, out, method, layer, target)
+        res.rows, bad = explain_samples(predictor, pictures, out, method, layer, target, finder)
         res.problems += bad
         write_csv(out / "explain.csv", res.rows)
         res.written += [f"{len(res.rows)} heat-map PNGs", "explain.csv"]
