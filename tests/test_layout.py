@@ -92,3 +92,16 @@ def test_a_model_files_kind_is_decided_by_its_suffix_in_one_place():
             continue
         hits = re.findall(r"""suffix\s*(?:==|!=|in)\s*\(?\s*["']\.(?:onnx|json|pt)""", path.read_text())
         assert not hits, f"{path.relative_to(SRC)}: {hits} (use rcdnet.predict.model_kind)"
+
+
+def test_predictors_are_asked_not_type_tested():
+    """What a predictor can do is its :class:`~rcdnet.predict.base.Predictor` methods' business (``scored``,
+    ``torch_predictor``): no caller tests ``isinstance(..., TorchPredictor)``, and no predictor forwards unknown
+    attributes through ``__getattr__``."""
+    import re
+
+    for path in _modules():
+        text = path.read_text()
+        assert not re.search(r"isinstance\([^)]*TorchPredictor", text), f"{path.relative_to(SRC)}: isinstance test"
+        if path.relative_to(SRC).parts[0] == "predict":
+            assert "def __getattr__" not in text, f"{path.relative_to(SRC)}: __getattr__ forwarding"

@@ -33,14 +33,9 @@ def _probabilities(predictor: Predictor, images: np.ndarray, progress: bool = Fa
     """(calibrated (N, C), before temperature scaling (N, C)); a model without a temperature gives both the same."""
     calibrated, raw = [], []
     for i in with_progress(range(0, len(images), chunk), -(-len(images) // chunk), "classify", progress, "batch"):
-        batch = images[i:i + chunk]
-        if isinstance(predictor, TorchPredictor):
-            logits = predictor.logits_arrays(batch)
-            calibrated.append(predictor.probabilities(logits))
-            raw.append(predictor.probabilities(logits, temperature=1.0))
-        else:
-            calibrated.append(predictor.predict_arrays(batch))
-            raw.append(calibrated[-1])
+        cal, before = predictor.scored(images[i:i + chunk])
+        calibrated.append(cal)
+        raw.append(before)
     return np.concatenate(calibrated), np.concatenate(raw)
 
 
@@ -147,7 +142,7 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
     predictor = TorchPredictor(f, tta=True if tta else None) if kind != "ensemble" else load_predictor(f)
     if kind != "ensemble":  # load_predictor applied an ensemble's
         predictor = with_site(predictor, predictor.site_record, str(f))
-    if isinstance(predictor, TorchPredictor) and ((tta and not predictor.config.eval.tta) or adabn):
+    if (tta and not predictor.config.eval.tta) or adabn:  # a checkpoint without a site calibration (checked above)
         predictor = predictor.with_thresholds(OperatingPoints.from_dict(
             rechoose_for_variant(predictor, adabn, data_root, cache_dir)))
         report(f"operating points chosen again on the run's validation split for this test-time variant: {predictor.thresholds}")

@@ -28,6 +28,18 @@ class Predictor(abc.ABC):
     @abc.abstractmethod
     def predict_arrays(self, images: np.ndarray) -> np.ndarray: ...
 
+    def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S) uint8 -> ((N, C) calibrated probabilities, (N, C) the same before the model's own temperature);
+        a model without a temperature of its own gives the same array twice."""
+        p = self.predict_arrays(images)
+        return p, p
+
+    @property
+    def torch_predictor(self):
+        """The PyTorch checkpoint behind this predictor (heat maps need it), None when there is none (an ONNX
+        export, a fold ensemble)."""
+        return None
+
     @property
     def malignant_index(self) -> int:
         """The column of p(malignant) in ``predict_arrays``' output."""

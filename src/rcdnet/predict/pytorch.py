@@ -127,6 +127,15 @@ class TorchPredictor(Predictor):
         """(N, S, S) uint8 -> (N, C) calibrated probabilities."""
         return self.probabilities(self.logits_arrays(images))
 
+    def scored(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((N, C) at the fitted temperature, (N, C) at temperature 1), from one pass."""
+        logits = self.logits_arrays(images)
+        return self.probabilities(logits), self.probabilities(logits, temperature=1.0)
+
+    @property
+    def torch_predictor(self) -> TorchPredictor:
+        return self
+
     def with_thresholds(self, points: OperatingPoints) -> TorchPredictor:
         """A copy deciding at ``points`` (the same network and calibration); this one is unchanged."""
         other = copy.copy(self)

@@ -68,14 +68,18 @@ class SiteCalibration:
 class SitePredictor(Predictor):
     """Any predictor answering with a site's calibration: probabilities mapped by it, its operating points."""
 
-    def __init__(self, base, site: SiteCalibration):
+    def __init__(self, base: Predictor, site: SiteCalibration):
         self.base, self.site = base, site
         self.site_record = None  # applied here: wrapping again would apply it twice
         self.thresholds = dict(site.thresholds)
         self.calibration = site.describe()
+        self.classes, self.preprocessor, self.model_name = base.classes, base.preprocessor, base.model_name
+        self.source, self.val_keys, self.training_sources = base.source, base.val_keys, base.training_sources
+        self.runtime = base.runtime
 
-    def __getattr__(self, name):  # classes, preprocessor, model_name, source, val_keys, ... of the base model
-        return getattr(self.base, name)
+    @property
+    def torch_predictor(self):
+        return self.base.torch_predictor
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         probs = self.base.predict_arrays(images)

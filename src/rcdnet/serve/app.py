@@ -31,12 +31,7 @@ from rcdnet.explain.cam import METHODS, REFERENCE
 from rcdnet.explain.images import mapper
 from rcdnet.explain.render import panel
 from rcdnet.files import file_sha256
-from rcdnet.predict import (
-    Predictor,
-    TorchPredictor,
-    load_predictor,
-    model_file,
-)
+from rcdnet.predict import Predictor, load_predictor, model_file
 from rcdnet.predict.regions import Region, RegionResolver
 from rcdnet.segment.finder import finder_for
 from rcdnet.serve.answers import decoded, predict_answer, read_upload, request_box
@@ -72,7 +67,7 @@ def explain_png(predictor: Predictor, name: str, rgb: np.ndarray, method: str, r
     outline is the lesion the finder found (or the one the model's localisation head marks)."""
     box = region.box
     pre = predictor.preprocessor(rgb, box)[None]
-    model = torch_model(predictor)
+    model = predictor.torch_predictor
     with mapper(model, method) as hm:
         probs = predictor.predict_arrays(pre)[0]
         heat = predictor.preprocessor.to_original(hm(pre)[0], rgb.shape[:2], box)
@@ -97,12 +92,6 @@ def _guard(app: FastAPI, limit: int) -> None:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
-def torch_model(predictor: Predictor) -> TorchPredictor | None:
-    """The PyTorch model behind ``predictor`` (itself, or the one a site calibration wraps), None if there is none."""
-    base = getattr(predictor, "base", predictor)
-    return base if isinstance(base, TorchPredictor) else None
-
-
 def version_info(path: Path, predictor: Predictor, operating_point: str | None, finder=None, **limits) -> dict:
     """``GET /version``: the model, its operating points, the one the page states first, and the service limits."""
     operating_point = operating_point or ("high_sensitivity" if "high_sensitivity" in predictor.thresholds
@@ -115,7 +104,7 @@ def version_info(path: Path, predictor: Predictor, operating_point: str | None, 
               else config.eval.target_sensitivity if config is not None else None)
     return {"rcdnet": __version__, "model_file": path.name, "model_sha256": file_sha256(path)[:16],
             "model": predictor.model_name, "runtime": predictor.runtime, "classes": predictor.classes,
-            "operating_points": predictor.thresholds, "explain": torch_model(predictor) is not None,
+            "operating_points": predictor.thresholds, "explain": predictor.torch_predictor is not None,
             "operating_point": operating_point,
             "input": "lesion box" if predictor.preprocessor.roi else "whole image",
             "finder": finder is not None,
@@ -171,7 +160,7 @@ def create_app(model: str | Path, max_upload_mb: float = 50.0, workers: int = WO
 
     @app.post("/explain", responses={200: {"content": {"image/png": {}}}})
     def explain(file: UploadFile = File(...), method: str = Form("gradcam"), box: str | None = Form(None)):
-        if torch_model(predictor) is None:
+        if predictor.torch_predictor is None:
             raise HTTPException(501, f"heat maps need a single PyTorch checkpoint; this service runs "
                                      f"{version['runtime']}")
         if method not in SERVED_METHODS:
