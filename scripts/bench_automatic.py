@@ -28,7 +28,7 @@ import numpy as np
 from rcdnet import runtime
 from rcdnet.data.decode import read_image
 from rcdnet.data.sources import load_dataset
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.predict import load_predictor, predict_sources
 from rcdnet.segment.finder import LesionFinder, finder_for
 from rcdnet.segment.lesions import measure, regions

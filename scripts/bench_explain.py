@@ -20,7 +20,7 @@ import torch
 
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.sources import load_dataset
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.explain.cam import METHODS
 from rcdnet.explain.images import mapper
 from rcdnet.predict.pytorch import TorchPredictor as Predictor

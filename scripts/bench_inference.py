@@ -27,7 +27,7 @@ from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.complexity import time_calls
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.predict import OnnxPredictor, predict_sources
 from rcdnet.predict import TorchPredictor as Predictor
 

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 from rcdnet.data.sources import load_dataset
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 
 
 def free_port() -> int:

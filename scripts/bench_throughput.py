@@ -183,7 +183,7 @@ def main() -> None:
     from rcdnet.data.boxes import box_of_mask
     from rcdnet.data.decode import read_mask
     from rcdnet.data.shifts import SHIFTS
-    from rcdnet.evaluation.report import environment
+    from rcdnet.runtime import environment
 
     runtime.apply()  # before environment(): the policy the page records is the one in force
     images = _busi_images(args.data, args.images)

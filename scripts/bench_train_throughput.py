@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.models.registry import create_model, freeze_stages, train_mode
 
 

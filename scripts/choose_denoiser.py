@@ -56,7 +56,7 @@ def measures(recipe: str, common: dict[str, set[str]]) -> dict:
 
 
 def table() -> None:
-    from rcdnet.evaluation.report import environment
+    from rcdnet.runtime import environment
     from rcdnet.evaluation.selection import paired_difference
 
     common = {f: set.intersection(*({r["key"] for r in sel._predictions(sel.ROOT / recipe / f, held, "")}

@@ -138,7 +138,7 @@ def _client():
     from rcdnet.config import load_config
     from rcdnet.models.registry import build_model
     from rcdnet.serve.app import create_app
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.models.checkpoint import CHECKPOINT_FORMAT
 
     cfg = load_config(None, {"data": {"roi_margin": 0, "sources": ["busi"], "external": []}})
     path = Path(tempfile.mkdtemp()) / "untrained.pt"

@@ -95,7 +95,7 @@ def table() -> None:
     from scipy.stats import spearmanr
 
     from rcdnet.evaluation.delong import delong_test
-    from rcdnet.evaluation.report import environment
+    from rcdnet.runtime import environment
 
     rows = [r for name in sorted(p.name for p in ROOT.iterdir() if p.is_dir()) for tag in VARIANTS
             if (r := _row(name, tag))]

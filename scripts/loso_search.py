@@ -101,7 +101,7 @@ def candidates() -> list:
 
 def table() -> None:
     from rcdnet.evaluation.loso_rule import WORST_MARGIN, choose_by_loso
-    from rcdnet.evaluation.report import environment
+    from rcdnet.runtime import environment
 
     cands = candidates()
     choice = choose_by_loso(cands)

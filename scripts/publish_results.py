@@ -31,7 +31,8 @@ def main() -> None:
     if "+local changes" in made:
         sys.exit(f"{run_dir}: the run was made from a tree with local changes; publish only runs of a clean commit")
     if report.name == "report.md":
-        from rcdnet.evaluation.report import environment, render_report
+        from rcdnet.evaluation.report import render_report
+        from rcdnet.runtime import environment
 
         if "+local changes" in environment()["commit"]:
             sys.exit("this tree has local changes: commit them, then publish")

@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from rcdnet.data.named import VALIDATION
 from rcdnet.deploy.export import CALIBRATION_IMAGES, split_images
 from rcdnet.deploy.quantise import quantize_int8
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.predict.onnx import session
 from rcdnet.predict.pytorch import TorchPredictor as Predictor
 

@@ -186,7 +186,7 @@ def _run_envs(done: list[tuple[str, str]]) -> list[dict]:
 def table() -> None:
     from scipy.stats import spearmanr
 
-    from rcdnet.evaluation.report import environment
+    from rcdnet.runtime import environment
     from rcdnet.evaluation.selection import Candidate, choose
 
     candidates, finals = [], {}

@@ -66,7 +66,7 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
 
     from rcdnet.config import load_config
     from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.models.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
     cfg = load_config(None, {"data": {"roi_margin": 0, "image_size": 320, "sources": ["busi"], "external": ["udiat"]},

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rcdnet import runtime
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 
 
 def test_policy_sets_every_library_and_reads_back():

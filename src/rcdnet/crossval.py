@@ -25,7 +25,7 @@ from rcdnet.data.split import group_folds
 from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.predict.points import OperatingPoints
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
 from rcdnet.predict.ensemble import ENSEMBLE_FILE, ENSEMBLE_FORMAT, EnsemblePredictor

@@ -24,7 +24,7 @@ from rcdnet.config import RunConfig
 from rcdnet.data.sources import READERS
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import bootstrap_mean_ci, weighted_auc
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
 

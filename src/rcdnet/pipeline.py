@@ -21,7 +21,8 @@ from rcdnet.data.split import load_split, save_split
 from rcdnet.evaluation.calibration import fit_temperature, plot_reliability
 from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
-from rcdnet.evaluation.report import data_summary, environment, write_report
+from rcdnet.evaluation.report import data_summary, write_report
+from rcdnet.runtime import environment
 from rcdnet.evaluation.thresholds import choose_thresholds
 from rcdnet.files import writable_dir, write_csv, write_json
 from rcdnet.evaluation.finder import evaluate_finder
@@ -32,7 +33,7 @@ from rcdnet.segment.model import FILE as SEGMENTER_FILE
 from rcdnet.segment.model import save_segmenter
 from rcdnet.segment.train import choose_threshold, predict_maps, train_segmenter
 from rcdnet.training import distributed as dist
-from rcdnet.training.checkpoint import load_checkpoint, save_atomic
+from rcdnet.models.checkpoint import load_checkpoint, save_atomic
 from rcdnet.training.members import has_training, train_members
 from rcdnet.training.trainer import Trainer
 

@@ -19,8 +19,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
+import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import TypeVar
 
 import cv2
@@ -128,3 +132,30 @@ def with_progress(items: Iterable[T], total: int | None, desc: str, show: bool =
     from tqdm import tqdm
 
     return tqdm(items, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+def environment() -> dict:
+    """Where a number came from: the commit (with "+local changes" when the tree differs), the UTC date, the
+    hardware, the threading policy, Python and torch."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit += "+local changes" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hardware = f"{cpu}, {cores()} cores" + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+                                                      else ", no GPU")
+    return {"commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "hardware": hardware, "threads": describe(),
+            "python": platform.python_version(),
+            "torch": torch.__version__}

@@ -36,7 +36,7 @@ def _blob_image(tmp_path, name="blob.png"):
 def _checkpoint(path, settings: dict, seed: int = 0, **extra):
     """A real, untrained checkpoint of the model ``settings`` describe (on top of the defaults), at ``path``."""
     from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.models.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(seed)
     cfg = load_config(None, settings)

@@ -21,7 +21,7 @@ def default_checkpoint(tmp_path_factory):
     """An untrained checkpoint of the default configuration (region of interest, 224 px, no mirroring)."""
     from rcdnet.config import load_config
     from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.models.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(1)
     cfg = load_config()
@@ -100,7 +100,7 @@ def test_the_engine_is_part_of_the_policy(monkeypatch):
 def test_the_localisation_heads_map_runs_on_the_same_graph(tmp_path, data_root, monkeypatch):
     from rcdnet.config import load_config
     from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.models.checkpoint import CHECKPOINT_FORMAT
 
     monkeypatch.setenv("RCDNET_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(2)

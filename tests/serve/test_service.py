@@ -199,7 +199,7 @@ def test_a_box_drawn_on_the_page_is_what_a_region_model_classifies(tmp_path, dat
 
     from rcdnet.config import load_config
     from rcdnet.models.registry import build_model
-    from rcdnet.training.checkpoint import CHECKPOINT_FORMAT
+    from rcdnet.models.checkpoint import CHECKPOINT_FORMAT
 
     torch.manual_seed(0)
     cfg = load_config(None, {"data": {"roi_margin": 0.5, "image_size": 96}})

@@ -25,7 +25,7 @@ from rcdnet.benchmark.stats import (
 from rcdnet.data.named import VALIDATION
 from rcdnet.evaluation.metrics import binary_metrics
 from rcdnet.evaluation.plots import plot_roc
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.files import write_csv
 
 

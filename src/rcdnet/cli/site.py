@@ -13,7 +13,7 @@ def cmd_site_validate(args) -> int:
     from rcdnet.deploy.site import provenance, write_site_model
     from rcdnet.evaluation.calibration import plot_reliability
     from rcdnet.evaluation.ledger import record, sentence
-    from rcdnet.evaluation.report import environment
+    from rcdnet.runtime import environment
     from rcdnet.evaluation.site import (
         local_cases,
         plot_learning_curve,

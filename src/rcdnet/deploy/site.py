@@ -39,7 +39,7 @@ def write_site_model(model: str | Path, site: SiteCalibration, out_dir: Path) ->
     """Write the model with ``site`` beside its own calibration; returns the new file."""
     from rcdnet.deploy.onnx import write_metadata
     from rcdnet.predict.onnx import read_metadata
-    from rcdnet.training.checkpoint import load_checkpoint, save_atomic
+    from rcdnet.models.checkpoint import load_checkpoint, save_atomic
 
     src = model_file(model)
     if model_kind(src) == "ensemble":

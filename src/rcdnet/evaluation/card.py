@@ -17,7 +17,8 @@ from rcdnet.config import load_config
 from rcdnet.data.samples import Sample
 from rcdnet.data.sources import SOURCE_INFO, load_dataset
 from rcdnet.evaluation.ledger import sentence
-from rcdnet.evaluation.report import environment, fmt_metric
+from rcdnet.evaluation.report import fmt_metric
+from rcdnet.runtime import environment
 from rcdnet.evaluation.robustness import overlay_analysis
 from rcdnet.files import markdown_table
 

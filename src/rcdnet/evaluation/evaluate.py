@@ -14,7 +14,7 @@ from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.ledger import record
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.plots import plot_confusion, plot_roc
-from rcdnet.evaluation.report import environment
+from rcdnet.runtime import environment
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv, write_json
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file, model_kind

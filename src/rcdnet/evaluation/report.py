@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import platform
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 
-from rcdnet import runtime
 from rcdnet.config import RunConfig
 from rcdnet.data.named import VALIDATION
 from rcdnet.evaluation.ledger import sentence
@@ -20,31 +15,6 @@ ROWS = [("accuracy", "Accuracy", "accuracy"), ("precision_macro", "Precision (ma
         ("recall_macro", "Recall (macro)", "recall"), ("f1_macro", "F1 (macro)", "f1"),
         ("precision", "Precision (malignant)", None), ("sensitivity", "Sensitivity / recall (malignant)", None),
         ("specificity", "Specificity", None), ("f1", "F1 (malignant)", None), ("auc", "AUC", "auc")]
-
-
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent, timeout=5).stdout.strip()
-        commit += "+local changes" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    hardware = f"{cpu}, {runtime.cores()} cores" + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
-                                                      else ", no GPU")
-    return {"commit": commit, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "hardware": hardware, "threads": runtime.describe(),
-            "python": platform.python_version(),
-            "torch": torch.__version__}
 
 
 def fmt_metric(m: dict) -> str:

@@ -33,7 +33,7 @@ def model_kind(path: str | Path) -> str:
 
 def model_file(path: str | Path) -> Path:
     """The file behind a model argument: the ``.onnx``, the ``ensemble.json``, or the checkpoint."""
-    from rcdnet.training.checkpoint import resolve_checkpoint
+    from rcdnet.models.checkpoint import resolve_checkpoint
 
     p = Path(path)
     if model_kind(p) != "checkpoint":

@@ -20,7 +20,7 @@ from rcdnet.predict.base import Predictor
 from rcdnet.predict.points import OperatingPoints
 from rcdnet.runtime import engine as process_engine
 from rcdnet.runtime import threads as compute_threads
-from rcdnet.training.checkpoint import load_checkpoint, resolve_checkpoint
+from rcdnet.models.checkpoint import load_checkpoint, resolve_checkpoint
 
 INFERENCE_PIXELS = 320 * 320  # pixels per forward pass: with the mirror, every activation of one 320 px image stays
 # under the heap threshold of ``rcdnet.runtime``; larger passes were slower on the CPU (scripts/bench_throughput.py).

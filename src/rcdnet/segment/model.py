@@ -74,7 +74,7 @@ def segmenter_onnx_beside(classifier_onnx: str | Path) -> Path:
 
 def save_segmenter(path: Path, model: nn.Module, *, image_size: int, threshold: float, min_area: float,
                    validation: dict) -> None:
-    from rcdnet.training.checkpoint import save_atomic
+    from rcdnet.models.checkpoint import save_atomic
 
     save_atomic({"format": FORMAT, "encoder": ENCODER, "decoder_channels": list(DECODER_CHANNELS),
                  "image_size": image_size, "threshold": threshold, "min_area": min_area,

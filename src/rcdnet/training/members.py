@@ -17,7 +17,7 @@ from rcdnet.config import RunConfig
 from rcdnet.data.prepare import PreparedData
 from rcdnet.models.members import member_state
 from rcdnet.training import distributed as dist
-from rcdnet.training.checkpoint import load_checkpoint, save_atomic
+from rcdnet.models.checkpoint import load_checkpoint, save_atomic
 from rcdnet.training.trainer import Trainer
 
 

@@ -37,7 +37,7 @@ from rcdnet.data.preprocess import Preprocessor, preprocess_masks, preprocess_va
 from rcdnet.models.input import Normalise
 from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
-from rcdnet.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
+from rcdnet.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
 from rcdnet.training.dataset import (
     ImageArrayDataset,
     SourceBalancedSampler,

@@ -8,7 +8,7 @@ import torch
 
 from rcdnet.cli import main
 from rcdnet.predict.pytorch import TorchPredictor
-from rcdnet.training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from rcdnet.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 
 
 class _Payload:
