@@ -1,13 +1,23 @@
-"""The command line's arguments, one function per subcommand."""
+"""The command line's arguments: one function per subcommand, registered by :func:`subcommand` (its parser, its
+handler, whether it takes options among its input files); that function is the only place a subcommand is named."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from rcdnet import __version__
+from rcdnet.cli import commands
+from rcdnet.cli.site import cmd_site_validate
 
-DESCRIPTION = ("rcdnet audit | train | cv | benchmark | evaluate | robustness | explain | predict | export | serve | "
-               "site-validate")
+SUBCOMMANDS: list[Callable] = []  # in the order `rcdnet --help` lists them
+
+
+def subcommand(add: Callable) -> Callable:
+    """Register ``add(subparsers)``, which adds one subcommand and sets its ``handler`` (and ``intermixed``: it takes
+    any number of files with its options among them)."""
+    SUBCOMMANDS.append(add)
+    return add
 
 
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -40,13 +50,16 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. train.lr=3e-4")
 
 
+@subcommand
 def _add_audit(sub) -> None:
     a = sub.add_parser("audit", help="counts, sizes, masks, unreadable files, duplicates, label conflicts, overlap")
     a.add_argument("path", nargs="?", help="a data root (BUSI, BUS-UCLM and UDIAT found inside), a folder per class, or a CSV "
                                            "(default: --data)")
     _common(a, "folder for the audit CSVs (default: runs/audit)")
+    a.set_defaults(handler=commands.cmd_audit)
 
 
+@subcommand
 def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train on the configured sources, evaluate on validation and UDIAT, "
                                          "write the report")
@@ -55,8 +68,10 @@ def _add_train(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--no-eval", action="store_true", help="train only")
     t.add_argument("--list-models", action="store_true", help="print the model names and exit")
+    t.set_defaults(handler=commands.cmd_train)
 
 
+@subcommand
 def _add_cv(sub) -> None:
     c = sub.add_parser("cv", help="group-aware stratified k-fold cross-validation and the fold ensemble; or, with "
                                   "--by-source, leave one hospital out in turn")
@@ -67,8 +82,10 @@ def _add_cv(sub) -> None:
     c.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="with --by-source: repeat every fold with each seed (default: the config's seed)")
     _training_options(c)
+    c.set_defaults(handler=commands.cmd_cv)
 
 
+@subcommand
 def _add_benchmark(sub) -> None:
     b = sub.add_parser("benchmark", help="RcdNet against ResNet, MobileNet, RegNet, ViT, ResNeXt and its ablations: "
                                          "several seeds each, CIs, DeLong, size and speed (Tables 1 and 2)")
@@ -81,8 +98,10 @@ def _add_benchmark(sub) -> None:
                                                           "lesion masks for each comparison row (first seed)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting for every job, e.g. train.epochs=1 or data.limit=60")
+    b.set_defaults(handler=commands.cmd_benchmark)
 
 
+@subcommand
 def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics with 95%% CIs, ROC, confusion matrix, predictions on a dataset")
     e.add_argument("checkpoint", help="run directory, checkpoint file, or cross-validation directory (ensemble)")
@@ -96,8 +115,10 @@ def _add_evaluate(sub) -> None:
                         "the run's own, or FINDER, a run directory or segmenter.pt) instead of the masks' boxes; "
                         "how the finder agrees with the masks is reported")
     _common(e, "output folder (default: <run dir>/eval)")
+    e.set_defaults(handler=commands.cmd_evaluate)
 
 
+@subcommand
 def _add_robustness(sub) -> None:
     r = sub.add_parser("robustness", help="validation AUC under acquisition shifts; overlay (shortcut) analysis")
     r.add_argument("checkpoint", help="run directory or checkpoint file")
@@ -108,8 +129,10 @@ def _add_robustness(sub) -> None:
     r.add_argument("--tta", action="store_true", help="average over each image and its mirror")
     r.add_argument("--adabn", action="store_true", help="AdaBN: re-estimate batch-norm statistics on each shifted set")
     _common(r, "output folder (default: <run dir>/robustness)")
+    r.set_defaults(handler=commands.cmd_robustness)
 
 
+@subcommand
 def _add_explain(sub) -> None:
     x = sub.add_parser("explain", help="heat maps (Grad-CAM and friends) with lesion-mask outlines; "
                                        "--evaluate: agreement with the masks; --figure: the paper's Figure 4")
@@ -131,8 +154,10 @@ def _add_explain(sub) -> None:
                                                                 "(a stratified subset)")
     x.add_argument("--figure", action="store_true", help="the Figure-4 grid from val and the model's external sets")
     _common(x, "output folder (default: <run dir>/explain)")
+    x.set_defaults(handler=commands.cmd_explain, intermixed=True)
 
 
+@subcommand
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="label and malignancy probability per image, DICOM or video")
     p.add_argument("checkpoint", help="run directory, checkpoint file, exported .onnx model, or cross-validation "
@@ -149,8 +174,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--finder", metavar="MODEL", help="the lesion finder for images without --box or mask (default: "
                                                      "the one the run shipped, checkpoints/segmenter.pt); a run "
                                                      "directory or segmenter.pt")
+    p.set_defaults(handler=commands.cmd_predict, intermixed=True)
 
 
+@subcommand
 def _add_export(sub) -> None:
     xp = sub.add_parser("export", help="ONNX export verified against PyTorch, optional INT8 quantisation")
     xp.add_argument("checkpoint", help="run directory or checkpoint file")
@@ -162,8 +189,10 @@ def _add_export(sub) -> None:
                                                           "compute; the AUC change is reported with --int8)")
     xp.add_argument("--data", help="data root (default: $RCDNET_DATA, else ../shared/data)")
     xp.add_argument("--cache", help="cache folder for preprocessed images")
+    xp.set_defaults(handler=commands.cmd_export)
 
 
+@subcommand
 def _add_serve(sub) -> None:
     sv = sub.add_parser("serve", help="HTTP service (FastAPI) with a web page for clinicians")
     sv.add_argument("model", help="run directory, checkpoint file, exported .onnx model or cross-validation directory")
@@ -175,8 +204,10 @@ def _add_serve(sub) -> None:
     sv.add_argument("--workers", type=int, default=2, help="requests classified at once; more get 503 + Retry-After")
     sv.add_argument("--operating-point", help="the decision the page states first: high_sensitivity (the rule-out "
                                               "point; the default where the model has one) or default")
+    sv.set_defaults(handler=commands.cmd_serve)
 
 
+@subcommand
 def _add_site_validate(sub) -> None:
     v = sub.add_parser("site-validate", help="a site's own labelled cases: performance there, recalibrated operating "
                                              "points (cross-validated), a learning curve, a model file with them")
@@ -188,14 +219,15 @@ def _add_site_validate(sub) -> None:
                    help="calibration map (auto: the lowest held-out log loss)")
     v.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (of groups) for the intervals")
     _common(v, "output folder (default: <run dir>/site-validate); the new model file is written there")
+    v.set_defaults(handler=cmd_site_validate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rcdnet", description=DESCRIPTION)
+    ap = argparse.ArgumentParser(prog="rcdnet")
     ap.add_argument("--version", action="version", version=f"rcdnet {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    for add in (_add_audit, _add_train, _add_cv, _add_benchmark, _add_evaluate, _add_robustness, _add_explain,
-                _add_predict, _add_export, _add_serve, _add_site_validate):
+    for add in SUBCOMMANDS:
         add(sub)
+    ap.description = "rcdnet " + " | ".join(sub.choices)
     ap.subcommands = dict(sub.choices)  # name -> its parser (cli.parse reads options among files with it)
     return ap
