@@ -1,6 +1,6 @@
 """The generalisation ablation (issue: make the external numbers hold).
 
-    python scripts/generalisation.py run NAME [NAME ...]   # configs/ablations/NAME.yaml -> runs/generalisation/NAME
+    python scripts/generalisation.py run NAME [NAME ...]   # src/rcdnet/configs/recipes/NAME.yaml -> runs/generalisation/NAME
     python scripts/generalisation.py table > docs/generalisation.md
 
 `run` does, for each configuration, with the README's own commands: `rcdnet train` (which ends with the one
@@ -36,7 +36,7 @@ def sh(args: list[str]) -> None:
 
 def run(names: list[str]) -> None:
     for name in names:
-        cfg, out = Path("configs/ablations") / f"{name}.yaml", ROOT / name
+        cfg, out = Path("src/rcdnet/configs/recipes") / f"{name}.yaml", ROOT / name
         if not (out / "report.md").exists():
             sh(RCDNET + ["train", "--config", cfg, "--out", out, "--quiet"]
                + (["--resume"] if (out / "checkpoints" / "last.pt").exists() else []))

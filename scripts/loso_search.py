@@ -1,11 +1,11 @@
 """Choose the default recipe by leaving each hospital out in turn (the rule: docs/loso.md, rcdnet.evaluation.loso_rule).
 
-    python scripts/loso_search.py run [--jobs N] RECIPE [RECIPE ...]   # configs/ablations/RECIPE.yaml -> runs/loso/RECIPE
+    python scripts/loso_search.py run [--jobs N] RECIPE [RECIPE ...]   # src/rcdnet/configs/recipes/RECIPE.yaml -> runs/loso/RECIPE
     python scripts/loso_search.py table > docs/loso_results.md
 
 `run` calls, for every recipe, the README's own command (finished folds are kept, so it resumes):
 
-    rcdnet cv --by-source --seeds 0 1 --config configs/ablations/RECIPE.yaml --out runs/loso/RECIPE
+    rcdnet cv --by-source --seeds 0 1 --config src/rcdnet/configs/recipes/RECIPE.yaml --out runs/loso/RECIPE
         --set data.sources=[busi, bus-uclm, breast, udiat] --set data.external=[]
 
 that is 4 held-out sources x 2 seeds = 8 trainings per recipe. `--jobs N` (a machine with many cores or a GPU)
@@ -33,13 +33,13 @@ RCDNET = [sys.executable, "-m", "rcdnet"]
 
 
 def command(recipe: str) -> list[str]:
-    return RCDNET + ["cv", "--by-source", "--seeds", *map(str, SEEDS), "--config", f"configs/ablations/{recipe}.yaml",
+    return RCDNET + ["cv", "--by-source", "--seeds", *map(str, SEEDS), "--config", recipe,
                      "--out", str(ROOT / recipe), "--quiet", "--set", f"data.sources=[{', '.join(SOURCES)}]",
                      "--set", "data.external=[]"]
 
 
 def _configs(recipes: list[str]) -> dict[str, Path]:
-    configs = {name: Path("configs/ablations") / f"{name}.yaml" for name in recipes}
+    configs = {name: Path("src/rcdnet/configs/recipes") / f"{name}.yaml" for name in recipes}
     missing = [str(c) for c in configs.values() if not c.is_file()]
     if missing or not configs:
         sys.exit(f"no such recipe: {', '.join(missing) or '(none given)'}")
@@ -91,7 +91,7 @@ def candidates() -> list:
             scores[h] = SourceScores(np.array([x["label"] == "malignant" for x in first], int),
                                      np.array([[float(x["p_malignant"]) for x in by_seed[s]] for s in SEEDS]),
                                      np.array([x["group"] for x in first]))
-        single = LosoCandidate(r.name, n_options(Path("configs/ablations") / f"{r.name}.yaml", ""), scores)
+        single = LosoCandidate(r.name, n_options(Path("src/rcdnet/configs/recipes") / f"{r.name}.yaml", ""), scores)
         ensemble = LosoCandidate(f"{r.name} x{len(SEEDS)} ensemble", single.n_options + 1,
                                  {h: SourceScores(s.y, s.P.mean(axis=0, keepdims=True), s.clusters)
                                   for h, s in scores.items()}, extra_variance=single.seed_variance)

@@ -1,6 +1,6 @@
 """Choose the default configuration by transfer across hospitals (the rule: docs/selection.md, rcdnet.evaluation.selection).
 
-    python scripts/select_default.py run [--jobs N] RECIPE [RECIPE ...]   # configs/ablations/RECIPE.yaml -> runs/selection/RECIPE
+    python scripts/select_default.py run [--jobs N] RECIPE [RECIPE ...]   # src/rcdnet/configs/recipes/RECIPE.yaml -> runs/selection/RECIPE
     python scripts/select_default.py table > docs/selection.md
 
 `run` does, with the README's own commands (finished steps are skipped, so it resumes), step 1 for every recipe
@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path("runs/selection")
 RCDNET = [sys.executable, "-m", "rcdnet"]
-REFERENCE = Path("configs/ablations/paper.yaml")  # options are counted over the paper's recipe
+REFERENCE = Path("src/rcdnet/configs/recipes/paper.yaml")  # options are counted over the paper's recipe
 FOLDS = {"busi-to-bus-uclm": ("busi", "bus-uclm"), "bus-uclm-to-busi": ("bus-uclm", "busi")}
 SOURCES = "[busi, bus-uclm]"
 TAGS = {"": [], "+TTA": ["--tta"]}
@@ -72,7 +72,7 @@ def run(recipes: list[str]) -> None:
 
 
 def _configs(recipes: list[str]) -> dict[str, Path]:
-    configs = {name: Path("configs/ablations") / f"{name}.yaml" for name in recipes}
+    configs = {name: Path("src/rcdnet/configs/recipes") / f"{name}.yaml" for name in recipes}
     for config in configs.values():
         if not config.is_file():
             sys.exit(f"{config}: no such recipe")
@@ -199,7 +199,7 @@ def table() -> None:
     for recipe, tag in done:
         runs = {fold: ROOT / recipe / fold for fold in FOLDS}
         name = recipe + tag
-        candidates.append(Candidate(name, n_options(Path("configs/ablations") / f"{recipe}.yaml", tag),
+        candidates.append(Candidate(name, n_options(Path("src/rcdnet/configs/recipes") / f"{recipe}.yaml", tag),
                                     {f"{FOLDS[f][0]}->{FOLDS[f][1]}": _held_out(r, FOLDS[f][1], tag, common[f])
                                      for f, r in runs.items()}))
         in_source = _metrics(_metrics_dir(runs["busi-to-bus-uclm"], tag) / "val_metrics.json")

@@ -12,13 +12,22 @@ def test_defaults_are_the_recipe_the_cross_source_rule_chose_on_every_training_s
     assert cfg.data.val_fraction == 0.3
     # docs/selection_results.md: the rule chose `roi`; the default is that recipe trained on all four hospitals, with
     # none held back as an external set (docs/loso.md)
-    chosen = load_config(Path(__file__).parents[1] / "configs" / "ablations" / "roi.yaml").to_dict()
+    chosen = load_config("roi").to_dict()
     default = cfg.to_dict()
     assert default["data"].pop("sources") == ["busi", "bus-uclm", "breast", "udiat"]
     assert chosen["data"].pop("sources") == ["busi"]
     assert default["data"].pop("external") == [] and chosen["data"].pop("external") == ["udiat"]
     assert default == chosen
     assert cfg.data.roi_margin == 0.5 and cfg.data.image_size == 224 and cfg.eval.tta is False
+
+
+def test_a_packaged_recipe_loads_by_name_and_an_unknown_name_is_a_clear_error():
+    from rcdnet.config import recipes
+
+    assert {"paper", "roi", "roi_e10x3"} <= set(recipes())
+    assert load_config("paper").data.roi_margin == 0 and load_config("roi").data.roi_margin == 0.5
+    with pytest.raises(ConfigError, match="neither a config file nor a packaged recipe"):
+        load_config("no_such_recipe")
 
 
 def test_file_then_command_line_override(tmp_path):
@@ -82,7 +91,7 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path)
 
 def test_one_table_maps_train_and_cv_flags_to_settings():
     from rcdnet.cli.parser import build_parser
-    from rcdnet.config import flag_overrides
+    from rcdnet.cli.parser import flag_overrides
 
     for command in ("train", "cv"):
         args = build_parser().parse_args([command, "--epochs", "3", "--seed", "4", "--limit", "60", "--model",

@@ -239,9 +239,26 @@ def _read_yaml(p: Path) -> dict:
     return data
 
 
+def recipes() -> list[str]:
+    """The packaged recipes (``src/rcdnet/configs/recipes/<name>.yaml``): ``--config <name>`` loads one."""
+    return sorted(f.name[:-5] for f in resources.files("rcdnet").joinpath("configs/recipes").iterdir()
+                  if f.name.endswith(".yaml"))
+
+
+def config_file(path: str | Path) -> Path:
+    """A config file given by its path, or a packaged recipe by its name (``roi``, ``paper``, ...)."""
+    p = Path(path)
+    if p.is_file() or p.suffix or len(p.parts) > 1:
+        return p
+    if str(path) in recipes():
+        return Path(str(resources.files("rcdnet").joinpath(f"configs/recipes/{path}.yaml")))
+    raise ConfigError(f"{path}: neither a config file nor a packaged recipe (one of {', '.join(recipes())})")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Packaged defaults, then the YAML file ``path`` (if any), then ``overrides`` (CLI flags)."""
-    cfg = config_from_dict(_read_yaml(Path(path)) if path is not None else {}, str(path or "defaults"))
+    """Packaged defaults, then the YAML file ``path`` or packaged recipe (if any), then ``overrides`` (CLI flags)."""
+    path = config_file(path) if path is not None else None
+    cfg = config_from_dict(_read_yaml(path) if path is not None else {}, str(path or "defaults"))
     return cfg.updated(overrides) if overrides else cfg
 
 
@@ -268,27 +285,3 @@ def parse_set(items: list[str]) -> dict:
         node[parts[-1]] = yaml.safe_load(value)
     return out
 
-
-# CLI flags of `rcdnet train` and `rcdnet cv` -> (config key, value when given; None = the flag's own value)
-FLAGS: dict[str, tuple[str, Any]] = {
-    "epochs": ("train.epochs", None),
-    "seed": ("seed", None),
-    "limit": ("data.limit", None),
-    "model": ("model.name", None),
-    "from_scratch": ("model.pretrained", False),
-}
-
-
-def flag_overrides(args: Any, sets: list[str]) -> dict:
-    """``--set`` items, then every flag of :data:`FLAGS` the user gave, as one nested overrides dict."""
-    over = parse_set(sets)
-    for flag, (key, fixed) in FLAGS.items():
-        given = getattr(args, flag, None)
-        if given is None or given is False:
-            continue
-        node = over
-        *path, last = key.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = given if fixed is None else fixed
-    return over

@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from rcdnet.config import load_config, parse_set
 from rcdnet.files import print_table, writable_dir, writable_file, write_csv
 
 FOLDERS = {"audit": "audit", "train": "train", "cv": "cv", "evaluate": "eval", "robustness": "robustness",
@@ -56,7 +57,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from rcdnet.config import flag_overrides, load_config
+    from rcdnet.cli.parser import flag_overrides
     from rcdnet.data.readers import resolve_data_root
     from rcdnet.models.registry import list_models
     from rcdnet.pipeline import run
@@ -83,7 +84,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_cv(args) -> int:
-    from rcdnet.config import flag_overrides, load_config
+    from rcdnet.cli.parser import flag_overrides
     from rcdnet.crossval import cross_validate
     from rcdnet.data.readers import resolve_data_root
     from rcdnet.loso import leave_one_source_out
@@ -106,7 +107,6 @@ def cmd_cv(args) -> int:
 
 def cmd_benchmark(args) -> int:
     from rcdnet.benchmark import load_profile, run_benchmark
-    from rcdnet.config import parse_set
     from rcdnet.data.readers import resolve_data_root
 
     over = parse_set(args.set)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 from rcdnet import __version__
 from rcdnet.cli import commands
@@ -40,8 +41,9 @@ def _dataset_options(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
-    """The flags of ``train`` and ``cv`` (each maps to a setting: rcdnet.config.FLAGS)."""
-    p.add_argument("--config", help="YAML file overriding the packaged defaults (configs/default.yaml)")
+    """The flags of ``train`` and ``cv`` (each maps to a setting: :data:`FLAGS`)."""
+    p.add_argument("--config", help="YAML file overriding the packaged defaults (src/rcdnet/configs/default.yaml), "
+                                    "or a packaged recipe by name (paper, roi, ...: src/rcdnet/configs/recipes)")
     p.add_argument("--epochs", type=int, help="train.epochs")
     p.add_argument("--limit", type=int, help="data.limit: a small stratified subset of N training-pool images")
     p.add_argument("--seed", type=int, help="seed")
@@ -231,3 +233,30 @@ def build_parser() -> argparse.ArgumentParser:
     ap.description = "rcdnet " + " | ".join(sub.choices)
     ap.subcommands = dict(sub.choices)  # name -> its parser (cli.parse reads options among files with it)
     return ap
+
+
+# CLI flags of `rcdnet train` and `rcdnet cv` -> (config key, value when given; None = the flag's own value)
+FLAGS: dict[str, tuple[str, Any]] = {
+    "epochs": ("train.epochs", None),
+    "seed": ("seed", None),
+    "limit": ("data.limit", None),
+    "model": ("model.name", None),
+    "from_scratch": ("model.pretrained", False),
+}
+
+
+def flag_overrides(args: Any, sets: list[str]) -> dict:
+    """``--set`` items, then every flag of :data:`FLAGS` the user gave, as one nested overrides dict."""
+    from rcdnet.config import parse_set
+
+    over = parse_set(sets)
+    for flag, (key, fixed) in FLAGS.items():
+        given = getattr(args, flag, None)
+        if given is None or given is False:
+            continue
+        node = over
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = given if fixed is None else fixed
+    return over
