@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from rcdnet.config import ConfigError, load_config, parse_set

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from rcdnet.config import RunConfig
 from rcdnet.data.named import VALIDATION
 from rcdnet.evaluation.ledger import sentence
 from rcdnet.evaluation.paper import rcdnet_row
 from rcdnet.files import markdown_table
+from rcdnet.runtime import environment
 
 ROWS = [("accuracy", "Accuracy", "accuracy"), ("precision_macro", "Precision (macro)", "precision"),
         ("recall_macro", "Recall (macro)", "recall"), ("f1_macro", "F1 (macro)", "f1"),
