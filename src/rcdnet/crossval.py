@@ -24,11 +24,12 @@ from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import group_folds
 from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.metrics import metrics_with_ci
+from rcdnet.evaluation.results import Evaluation, Metric
 from rcdnet.predict.points import OperatingPoints
-from rcdnet.runtime import environment
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
 from rcdnet.predict.ensemble import ENSEMBLE_FILE, ENSEMBLE_FORMAT, EnsemblePredictor
+from rcdnet.runtime import environment
 from rcdnet.training import distributed as dist
 
 FOLD_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "f1_macro")
@@ -96,8 +97,8 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
     pooled = {op: metrics_with_ci(y, p, t, n_boot) for op, t in thresholds.items()}
     fold_rows = []
     for i, d in enumerate(fold_dirs):
-        res = json.loads((d / "metrics.json").read_text())["results"][VALIDATION]["operating_points"]["default"]
-        fold_rows.append({"fold": i, "n": res["counts"]["n"], **{m: res[m]["value"] for m in FOLD_METRICS}})
+        res = Evaluation.from_dict(json.loads((d / "metrics.json").read_text())["results"][VALIDATION]).at()
+        fold_rows.append({"fold": i, "n": res.counts["n"], **{m: res[m].value for m in FOLD_METRICS}})
     (out / ENSEMBLE_FILE).write_text(json.dumps({
         "format": ENSEMBLE_FORMAT, "members": [str(d.relative_to(out) / "checkpoints" / "best.pt")
                                                    for d in fold_dirs],
@@ -120,7 +121,7 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
 
 
 def _ci(m: dict) -> str:
-    return f"{m['value']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]"
+    return str(Metric.from_dict(m))
 
 
 def markdown(s: dict) -> str:
@@ -136,7 +137,7 @@ def markdown(s: dict) -> str:
               *(f"- {m}: {_ci(d[m])}" for m in FOLD_METRICS)]
     for name, r in s["ensemble_external"].items():
         lines += ["", f"Fold ensemble (mean probability of the {len(s['folds'])} fold models) on {name}, n={r['n']}:", ""]
-        for op, m in r["operating_points"].items():
-            lines.append(f"- @{op} (p >= {m['threshold']:.3f}): AUC {_ci(m['auc'])}, accuracy {_ci(m['accuracy'])}, "
-                         f"sensitivity {_ci(m['sensitivity'])}, specificity {_ci(m['specificity'])}")
+        for op, m in Evaluation.from_dict(r, name).points.items():
+            lines.append(f"- @{op} (p >= {m.threshold:.3f}): AUC {m['auc']}, accuracy {m['accuracy']}, "
+                         f"sensitivity {m['sensitivity']}, specificity {m['specificity']}")
     return "\n".join(lines) + "\n"

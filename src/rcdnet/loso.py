@@ -24,9 +24,10 @@ from rcdnet.config import RunConfig
 from rcdnet.data.sources import READERS
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import bootstrap_mean_ci, weighted_auc
-from rcdnet.runtime import environment
+from rcdnet.evaluation.results import Evaluation
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import run
+from rcdnet.runtime import environment
 
 # the targets for every held-out source (docs/loso.md)
 TARGETS = {"mean_auc": 0.90, "worst_auc": 0.85, "ece": 0.08, "rule_out_sensitivity": 0.95,
@@ -86,7 +87,8 @@ def _read_fold(out: Path, seed: int, held: str) -> tuple[list[dict], dict]:
 
 
 def _op(m: dict, op: str, metric: str) -> float | None:
-    return m["operating_points"][op][metric]["value"] if op in m["operating_points"] else None
+    points = Evaluation.from_dict(m).points
+    return points[op][metric].value if op in points else None
 
 
 def source_summary(y: np.ndarray, P: np.ndarray, groups: np.ndarray, per_seed: list[dict], n_boot: int) -> dict:
@@ -107,7 +109,7 @@ def source_summary(y: np.ndarray, P: np.ndarray, groups: np.ndarray, per_seed: l
             "ensemble_ece": expected_calibration_error(y, mean_p),
             **{f"{op}_{k}": mean([_op(m, op, k) for m in per_seed]) for op in ("default", "high_sensitivity")
                for k in ("sensitivity", "specificity")},
-            "thresholds": [{op: v["threshold"] for op, v in m["operating_points"].items()} for m in per_seed]}
+            "thresholds": [{op: v.threshold for op, v in Evaluation.from_dict(m).points.items()} for m in per_seed]}
 
 
 def out_of_source_calibration(pooled: dict[str, tuple[np.ndarray, np.ndarray]], target: float,

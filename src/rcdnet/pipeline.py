@@ -21,7 +21,7 @@ from rcdnet.data.split import load_split, save_split
 from rcdnet.evaluation.calibration import fit_temperature, plot_reliability
 from rcdnet.evaluation.evaluate import evaluate_samples, public
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
-from rcdnet.evaluation.report import data_summary, write_report
+from rcdnet.evaluation.report import data_summary, evaluations, write_report
 from rcdnet.runtime import environment
 from rcdnet.evaluation.thresholds import choose_thresholds
 from rcdnet.files import writable_dir, write_csv, write_json
@@ -245,8 +245,7 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
                      | {f"{n} (T={t:.2f})": (r["_y"], r["_p"]) for n, r in results.items()},
                      run_dir / "reliability.png")
     plot_roc({"ROC: internal validation and external test": {
-        n: (r["_y"], r["_p"], r["operating_points"]["default"]["auc"]["value"],
-            r["operating_points"]["default"]["auc"]["ci"]) for n, r in results.items()}}, run_dir / "roc.png")
+        n: (e.y, e.p, e.auc.value, e.auc.ci) for n, e in evaluations(results).items()}}, run_dir / "roc.png")
     summary = data_summary(data)
     metrics = {"env": env, "best": best, "thresholds": predictor.thresholds, "data": summary,
                "results": {n: public(r) for n, r in results.items()},

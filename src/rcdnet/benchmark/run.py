@@ -34,6 +34,7 @@ from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples, preprocess_variants
 from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.complexity import count_parameters, cpu_speed, gflops
+from rcdnet.evaluation.results import Evaluation
 from rcdnet.files import write_csv
 from rcdnet.models.registry import build_model
 
@@ -59,7 +60,7 @@ def train_job(cfg: RunConfig, directory: Path, data_root: Path, cache_dir: Path 
     info = {"threads": threads or torch.get_num_threads(), "wall_seconds": round(time.time() - t0, 1),
             "resumed": resume}
     (directory / "job.json").write_text(json.dumps(info, indent=1))
-    aucs = {k: r["operating_points"]["default"]["auc"]["value"] for k, r in metrics["results"].items()}
+    aucs = {k: Evaluation.from_dict(r, k).auc.value for k, r in metrics["results"].items()}
     return {"job": str(directory), "error": None, "aucs": aucs, **info}
 
 

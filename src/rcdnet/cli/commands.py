@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rcdnet.config import load_config, parse_set
+from rcdnet.evaluation.results import Evaluation
 from rcdnet.files import print_table, writable_dir, writable_file, write_csv
 
 FOLDERS = {"audit": "audit", "train": "train", "cv": "cv", "evaluate": "eval", "robustness": "robustness",
@@ -73,11 +74,10 @@ def cmd_train(args) -> int:
                       evaluate=not args.no_eval, progress=not args.quiet)
     finally:
         teardown()
-    for name, r in metrics.get("results", {}).items():
-        d = r["operating_points"]["default"]
-        print(f"{name:9s} n={r['n']:4d}  AUC {d['auc']['value']:.3f} [{d['auc']['ci'][0]:.3f}, {d['auc']['ci'][1]:.3f}]"
-              f"  accuracy {d['accuracy']['value']:.3f}  sensitivity {d['sensitivity']['value']:.3f}"
-              f"  specificity {d['specificity']['value']:.3f}")
+    for name, r in ((n, Evaluation.from_dict(r, n)) for n, r in metrics.get("results", {}).items()):
+        d = r.at("default")
+        print(f"{name:9s} n={r.n:4d}  AUC {r.auc}  accuracy {d['accuracy'].value:.3f}  sensitivity "
+              f"{d['sensitivity'].value:.3f}  specificity {d['specificity'].value:.3f}")
     if "results" in metrics:
         print(f"report: {run_dir / 'report.md'}")
     return 0
@@ -150,10 +150,11 @@ def cmd_evaluate(args) -> int:
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
                            cache_dir=args.cache, progress=not args.quiet, extra=extra,
                            ledger=not from_training_sources(name, predictor))
-    for op, m in res["operating_points"].items():
-        print(f"{name} @ {op} (p >= {m['threshold']:.4f}), n={res['n']} ({res['n_malignant']} malignant)")
+    scored = Evaluation.from_dict(res, name)
+    for op, m in scored.points.items():
+        print(f"{name} @ {op} (p >= {m.threshold:.4f}), n={scored.n} ({scored.n_malignant} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
-            v, ci = m[k]["value"], m[k]["ci"]
+            v, ci = m[k].value, m[k].ci
             print(f"  {k:12s} " + ("undefined" if v is None else f"{v:.3f}")
                   + (f"  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
     if "external_scorings" in res:

@@ -17,7 +17,7 @@ from rcdnet.config import load_config
 from rcdnet.data.samples import Sample
 from rcdnet.data.sources import SOURCE_INFO, load_dataset
 from rcdnet.evaluation.ledger import sentence
-from rcdnet.evaluation.report import fmt_metric
+from rcdnet.evaluation.report import evaluations
 from rcdnet.runtime import environment
 from rcdnet.evaluation.robustness import overlay_analysis
 from rcdnet.files import markdown_table
@@ -71,16 +71,16 @@ def operating_points(metrics: dict) -> list[str]:
     lines = [f"- `default`: p(malignant) >= {t['default']:.2f}; `high_sensitivity` (\"rule-out\"): p >= "
              f"{t['high_sensitivity']:.4f}, chosen on the validation split for sensitivity >= 0.95 there.", ""]
     rows = []
-    for name, r in metrics["results"].items():
+    results = evaluations(metrics["results"])
+    for name, r in results.items():
         for op in t:
-            m = r["operating_points"][op]
-            rows.append([name, op, r["n"], fmt_metric(m["sensitivity"]), fmt_metric(m["specificity"]), fmt_metric(m["auc"]),
-                         r.get("ci_resampling", "images")])
+            m = r.at(op)
+            rows.append([name, op, r.n, str(m["sensitivity"]), str(m["specificity"]), str(m["auc"]), r.ci_resampling])
     lines += markdown_table(["set", "operating point", "n", "sensitivity", "specificity", "AUC", "95 % CI resamples"],
                             rows)
-    first = next(iter(metrics["results"]))
-    for name, r in list(metrics["results"].items())[1:]:
-        s = r["operating_points"]["high_sensitivity"]["sensitivity"]["value"]
+    first = next(iter(results))
+    for name, r in list(results.items())[1:]:
+        s = r.at("high_sensitivity")["sensitivity"].value
         lines += ["", f"- **Rule-out on {name}**: the threshold chosen for 95 % sensitivity on {first} caught "
                       f"{s:.2f} of {name}'s cancers. Do not use it to rule out at a new site without a site "
                       "validation."]
@@ -213,12 +213,11 @@ def model_card(run_dir: str | Path, data_root: str | Path | None = None, loso_di
                       ""]
     lines += ["### Images with and without overlays (calipers, text, colour), as detected by `rcdnet.data.overlays`",
               "", *overlays(run_dir, metrics), ""]
-    for name, r in metrics["results"].items():
-        if "by_source" in r:
+    for name, r in evaluations(metrics["results"]).items():
+        if r.by_source:
             lines += [f"### {name} per source", ""] + [
-                f"- {src}: n = {m['n']}, AUC {fmt_metric(m['operating_points']['default']['auc'])}, sensitivity at "
-                f"`high_sensitivity` {fmt_metric(m['operating_points']['high_sensitivity']['sensitivity'])}"
-                for src, m in r["by_source"].items()] + [""]
+                f"- {src}: n = {m.n}, AUC {m.auc}, sensitivity at `high_sensitivity` "
+                f"{m.at('high_sensitivity')['sensitivity']}" for src, m in r.by_source.items()] + [""]
     if "segmenter" in metrics:
         lines += ["## The lesion finder (automatic mode)", "", *lesion_finder(metrics), ""]
     lines += ["## Calibration", "", *calibration(metrics), "",

@@ -8,6 +8,7 @@ from rcdnet.config import RunConfig
 from rcdnet.data.named import VALIDATION
 from rcdnet.evaluation.ledger import sentence
 from rcdnet.evaluation.paper import rcdnet_row
+from rcdnet.evaluation.results import Evaluation, Metric
 from rcdnet.files import markdown_table
 from rcdnet.runtime import environment
 
@@ -19,13 +20,15 @@ ROWS = [("accuracy", "Accuracy", "accuracy"), ("precision_macro", "Precision (ma
 
 def fmt_metric(m: dict) -> str:
     """{"value": v, "ci": [lo, hi]} -> 'v [lo, hi]' ('undefined' where a one-class set has no value)."""
-    v, ci = m["value"], m.get("ci")
-    if v is None:
-        return "undefined"
-    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{v:.3f}"
+    return str(Metric.from_dict(m))
 
 
-def metrics_table(results: dict[str, dict], op: str, paper_of: dict[str, str] | None = None,
+def evaluations(results: dict[str, dict]) -> dict[str, Evaluation]:
+    """Saved or fresh results (name -> dict) as :class:`Evaluation` objects."""
+    return {n: r if isinstance(r, Evaluation) else Evaluation.from_dict(r, n) for n, r in results.items()}
+
+
+def metrics_table(results: dict[str, Evaluation], op: str, paper_of: dict[str, str] | None = None,
                   in_sample: str | None = None) -> str:
     """Our metrics at ``op`` beside the paper's (``paper_of``: result name -> the paper's test set, where they are
     like with like). The column of ``in_sample`` (the set that chose this operating point) says so in its header."""
@@ -38,10 +41,10 @@ def metrics_table(results: dict[str, dict], op: str, paper_of: dict[str, str] | 
         cells = []
         for n in names:
             paper = rcdnet_row(paper_of.get(n, n)).get(paper_key) if paper_key else None
-            cells += [fmt_metric(results[n]["operating_points"][op][key]), f"{paper:.4f}" if paper is not None else "–"]
+            cells += [str(results[n].at(op)[key]), f"{paper:.4f}" if paper is not None else "–"]
         rows.append([label] + cells)
-    counts = " · ".join(f"{n}: " + ", ".join(f"{k.upper()} {r['operating_points'][op]['counts'][k]}"
-                                             for k in ("tp", "fp", "tn", "fn")) for n, r in results.items())
+    counts = " · ".join(f"{n}: " + ", ".join(f"{k.upper()} {r.at(op).counts[k]}" for k in ("tp", "fp", "tn", "fn"))
+                        for n, r in results.items())
     return "\n".join(markdown_table(header, rows)) + f"\n\nConfusion counts: {counts}\n"
 
 
@@ -80,11 +83,11 @@ def data_summary(data) -> dict:
     }
 
 
-def per_source_table(results: dict[str, dict], op: str) -> list[str]:
+def per_source_table(results: dict[str, Evaluation], op: str) -> list[str]:
     """Lines of a table of each multi-source result's metrics per source at ``op`` (none if no result has them)."""
-    rows = [[f"{n}: {src}", str(r["n"]), str(r["n_malignant"])]
-            + [fmt_metric(r["operating_points"][op][k]) for k in ("auc", "sensitivity", "specificity", "accuracy")]
-            for n, res in results.items() for src, r in res.get("by_source", {}).items()]
+    rows = [[f"{n}: {src}", str(r.n), str(r.n_malignant)]
+            + [str(r.at(op)[k]) for k in ("auc", "sensitivity", "specificity", "accuracy")]
+            for n, res in results.items() for src, r in res.by_source.items()]
     if not rows:
         return []
     return ["", "Per source (each computed on that source's images alone, at the same threshold):", "",
@@ -143,14 +146,14 @@ def render_report(run_dir: Path) -> Path:
     return run_dir / "report.md"
 
 
-def _sensitivity_lines(extra_results: dict[str, dict]) -> list[str]:
+def _sensitivity_lines(extra_results: dict[str, Evaluation]) -> list[str]:
     if not extra_results:
         return []
     lines = ["", "## Sensitivity analyses", ""]
     for name, r in extra_results.items():
-        d = r["operating_points"]["default"]
-        lines.append(f"- {name} (n={r['n']}): AUC {fmt_metric(d['auc'])}, accuracy {fmt_metric(d['accuracy'])}, "
-                     f"sensitivity {fmt_metric(d['sensitivity'])}, specificity {fmt_metric(d['specificity'])}")
+        d = r.at("default")
+        lines.append(f"- {name} (n={r.n}): AUC {d['auc']}, accuracy {d['accuracy']}, sensitivity {d['sensitivity']}, "
+                     f"specificity {d['specificity']}")
     return lines
 
 
@@ -160,8 +163,9 @@ def _epochs(epoch: int | list[int]) -> str:
 
 
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
-                 thresholds: dict, results: dict[str, dict], extra_results: dict[str, dict],
+                 thresholds: dict, results: dict[str, dict | Evaluation], extra_results: dict[str, dict | Evaluation],
                  rendered: str | None = None, segmenter: dict | None = None) -> None:
+    results, extra_results = evaluations(results), evaluations(extra_results)
     paper_of = {VALIDATION: "busi-val"} if cfg.data.sources == ("busi",) else {}  # the paper's like-with-like rows
     val = next(iter(results))  # the validation split comes first (named busi-val by runs before 2026-11-23)
     tot = sum(h["epoch_seconds"] for h in history)
@@ -198,7 +202,7 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         lines += ["", f"## Results at the `{op}` operating point", "",
                   "95 % percentile-bootstrap confidence intervals in brackets, from "
                   f"{cfg.eval.bootstrap} resamples of "
-                  + "; ".join(f"{n}: {r.get('ci_resampling', 'images')}" for n, r in results.items())
+                  + "; ".join(f"{n}: {r.ci_resampling}" for n, r in results.items())
                   + ". The paper reports one number per cell "
                   "(no intervals); its tables appear to average precision/recall/F1 over both classes (macro). "
                   f"Sensitivity and specificity at `high_sensitivity` on {val} are in-sample: its threshold "
@@ -206,10 +210,10 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
                   metrics_table(results, op, paper_of, in_sample=val if op != "default" else None)]
         lines += per_source_table(results, op)
     lines += ["", "## Calibration (expected calibration error, 10 bins)", ""]
-    lines += [f"- {n}: ECE {r['ece_before_temperature']:.3f} before, {r['ece']:.3f} after temperature scaling "
-              f"(T = {r['temperature']:.3f}, fitted on validation"
+    lines += [f"- {n}: ECE {r.ece_before_temperature:.3f} before, {r.ece:.3f} after temperature scaling "
+              f"(T = {r.temperature:.3f}, fitted on validation"
               + ("; in-sample: fitted on these very images)" if n == val else ")") for n, r in results.items()]
-    scored = [sentence(n, r["external_scorings"]) if "external_scorings" in r else
+    scored = [sentence(n, r.scorings) if r.scorings is not None else
               f"{n}: scored before the ledger of external scorings began (2026-11-23); docs/decisions.md counts the "
               "scorings of that time" for n, r in results.items() if n != val]
     if scored:
