@@ -307,21 +307,18 @@ def test_every_generalisation_option_trains_end_to_end(tmp_path, data_root, cach
     assert "AdaBN on external sets True" in (tmp_path / "report.md").read_text()
 
 
-def test_publish_results_copies_the_generated_report(trained, tmp_path):
+def test_publish_results_copies_the_generated_report(trained, tmp_path, capsys):
     import subprocess
-    import sys
-    from pathlib import Path
 
     page = tmp_path / "docs" / "results.md"
     page.parent.mkdir()
-    script = Path(__file__).resolve().parents[2] / "scripts" / "publish_results.py"
-    done = subprocess.run([sys.executable, str(script), str(trained), str(page)], capture_output=True, text=True)
+    code = main(["publish", str(trained), str(page)])
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=script.parent).stdout.strip()
+                           cwd=Path(__file__).parent).stdout.strip()
     if dirty:  # a run made from (or a page published from) a tree with local changes is refused, by name
-        assert done.returncode != 0 and "local changes" in done.stderr and not page.exists()
+        assert code != 0 and "local changes" in capsys.readouterr().err and not page.exists()
         return
-    assert done.returncode == 0, done.stderr
+    assert code == 0
     text = page.read_text()
     assert "report rendered again from the run's saved results at commit" in text
     assert text.startswith((trained / "report.md").read_text().split("\n", 1)[0])
@@ -390,10 +387,9 @@ def test_operating_points_and_temperature_ignore_the_external_labels(trained, da
         ours["results"]["udiat"]["operating_points"]["default"]["auc"]["value"], abs=1e-3)
 
 
-def test_model_card_is_generated_from_the_run(trained, data_root):
-    from rcdnet.evaluation.card import model_card
-
-    card = model_card(trained, data_root)
+def test_model_card_is_generated_from_the_run(trained, data_root, tmp_path):
+    assert main(["card", str(trained), "--out", str(tmp_path / "card.md"), "--data", str(data_root)]) == 0
+    card = (tmp_path / "card.md").read_text()
     metrics = json.loads((trained / "metrics.json").read_text())
     assert "not a medical device" in card and "## Before use at a new site" in card
     udiat = metrics["results"]["udiat"]["operating_points"]["high_sensitivity"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from rcdnet import __version__
 from rcdnet.cli import commands
+from rcdnet.cli.pages import cmd_card, cmd_publish
 from rcdnet.cli.site import cmd_site_validate
 
 SUBCOMMANDS: list[Callable] = []  # in the order `rcdnet --help` lists them
@@ -223,6 +224,24 @@ def _add_site_validate(sub) -> None:
     _common(v, "output folder (default: <run dir>/site-validate); the new model file is written there")
     v.set_defaults(handler=cmd_site_validate)
 
+
+
+@subcommand
+def _add_publish(sub) -> None:
+    pb = sub.add_parser("publish", help="a finished run's report.md (or benchmark.md) and figures into a docs page")
+    pb.add_argument("run", help="run directory of `rcdnet train` or `rcdnet benchmark`")
+    pb.add_argument("page", help="the Markdown page to write, e.g. docs/results.md (figures beside it)")
+    pb.set_defaults(handler=cmd_publish)
+
+
+@subcommand
+def _add_card(sub) -> None:
+    cd = sub.add_parser("card", help="the model card of a finished training run, generated from its saved results")
+    cd.add_argument("run", help="run directory of `rcdnet train`")
+    cd.add_argument("--out", default="docs/model_card.md", help="the page to write (default: docs/model_card.md)")
+    cd.add_argument("--loso", help="a finished `rcdnet cv --by-source` folder: its table goes into the card")
+    cd.add_argument("--data", help="data root (default: $RCDNET_DATA, else ../shared/data)")
+    cd.set_defaults(handler=cmd_card)
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rcdnet")
