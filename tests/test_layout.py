@@ -110,10 +110,10 @@ def test_predictors_are_asked_not_type_tested():
 def test_every_subcommand_is_registered_once_with_its_handler():
     """A subcommand is one ``@subcommand`` function in cli/parser.py that names its handler; every ``cmd_*`` handler
     is reachable, none twice."""
-    from rcdnet.cli import commands, pages, site
+    from rcdnet.cli import commands, pages, site_validate
     from rcdnet.cli.parser import build_parser
 
     handlers = [p.get_default("handler") for p in build_parser().subcommands.values()]
     assert all(callable(h) for h in handlers) and len(set(handlers)) == len(handlers)
-    defined = {f for m in (commands, pages, site) for n, f in vars(m).items() if n.startswith("cmd_")}
+    defined = {f for m in (commands, pages, site_validate) for n, f in vars(m).items() if n.startswith("cmd_")}
     assert defined == set(handlers)

@@ -119,7 +119,7 @@ def out_of_source_calibration(pooled: dict[str, tuple[np.ndarray, np.ndarray]], 
     predictions (``pooled``: source -> (y (N,), P (K, N))), then applied to H's. Per source: ECE, sensitivity and
     specificity at that threshold (means over seeds); ``all``: the map fitted on every source (to ship)."""
     from rcdnet.evaluation.metrics import binary_metrics
-    from rcdnet.evaluation.site import fit_site
+    from rcdnet.evaluation.site_validation import fit_site
 
     def fit(names):
         y = np.concatenate([np.tile(pooled[n][0], len(pooled[n][1])) for n in names])

@@ -13,10 +13,10 @@ from sklearn.metrics import roc_auc_score
 
 from rcdnet.cli import main
 from rcdnet.data.decode import read_image
-from rcdnet.deploy.site import write_site_model
-from rcdnet.evaluation.site import cross_validated, validate_site
+from rcdnet.deploy.site_model import write_site_model
+from rcdnet.evaluation.site_validation import cross_validated, validate_site
 from rcdnet.predict import load_predictor
-from rcdnet.predict.site import SiteCalibration
+from rcdnet.predict.site_calibration import SiteCalibration
 from rcdnet.serve.app import create_app
 from tests.conftest import BUSI
 

@@ -10,7 +10,7 @@ from typing import Any
 from rcdnet import __version__
 from rcdnet.cli import commands
 from rcdnet.cli.pages import cmd_card, cmd_publish
-from rcdnet.cli.site import cmd_site_validate
+from rcdnet.cli.site_validate import cmd_site_validate
 
 SUBCOMMANDS: list[Callable] = []  # in the order `rcdnet --help` lists them
 

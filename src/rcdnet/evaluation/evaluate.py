@@ -19,7 +19,7 @@ from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv, write_json
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file, model_kind
 from rcdnet.predict.points import OperatingPoints
-from rcdnet.predict.site import with_site
+from rcdnet.predict.site_calibration import with_site
 from rcdnet.runtime import describe, with_progress
 
 

@@ -4,7 +4,7 @@
                            a cross-validation directory or ``ensemble.json`` -> :class:`EnsemblePredictor`
                            an exported ``.onnx`` -> :class:`OnnxPredictor` (ONNX Runtime)
                            any of them carrying a site's calibration (``rcdnet site-validate``) -> wrapped in
-                           :class:`~rcdnet.predict.site.SitePredictor`
+                           :class:`~rcdnet.predict.site_calibration.SitePredictor`
     predict_sources        images, DICOM and video files -> one row per file (+ per-frame rows for clips)
 """
 
@@ -16,7 +16,7 @@ from rcdnet.predict.base import Predictor, prediction_row
 from rcdnet.predict.ensemble import ENSEMBLE_FILE, EnsemblePredictor
 from rcdnet.predict.onnx import OnnxPredictor
 from rcdnet.predict.pytorch import TorchPredictor
-from rcdnet.predict.site import with_site
+from rcdnet.predict.site_calibration import with_site
 from rcdnet.predict.sources import predict_sources
 
 __all__ = ["ENSEMBLE_FILE", "EnsemblePredictor", "OnnxPredictor", "Predictor", "TorchPredictor", "load_predictor",

@@ -10,11 +10,11 @@ from pathlib import Path
 def cmd_site_validate(args) -> int:
     from rcdnet.cli.commands import _err, output_dir
     from rcdnet.data.named import chosen_dataset, from_training_sources
-    from rcdnet.deploy.site import provenance, write_site_model
+    from rcdnet.deploy.site_model import provenance, write_site_model
     from rcdnet.evaluation.calibration import plot_reliability
     from rcdnet.evaluation.ledger import record, sentence
     from rcdnet.runtime import environment
-    from rcdnet.evaluation.site import (
+    from rcdnet.evaluation.site_validation import (
         local_cases,
         plot_learning_curve,
         site_markdown,

@@ -16,7 +16,7 @@ from pathlib import Path
 from rcdnet import __version__
 from rcdnet.files import file_sha256
 from rcdnet.predict import model_file, model_kind
-from rcdnet.predict.site import SiteCalibration
+from rcdnet.predict.site_calibration import SiteCalibration
 
 
 def cases_digest(samples: list) -> str:

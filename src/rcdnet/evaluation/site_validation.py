@@ -22,7 +22,7 @@ from rcdnet.data.split import group_folds
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.predict.points import OperatingPoints
-from rcdnet.predict.site import METHODS, SiteCalibration, logit
+from rcdnet.predict.site_calibration import METHODS, SiteCalibration, logit
 
 SIZES = (20, 40, 80)  # fitting cases for the learning curve (plus all of them)
 
