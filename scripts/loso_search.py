@@ -12,6 +12,11 @@ that is 4 held-out sources x 2 seeds = 8 trainings per recipe. `--jobs N` (a mac
 preprocesses every source once per distinct preprocessing, then runs N recipes at a time with cores / N threads each
 (log: runs/loso/RECIPE/run.log).
 
+`versus SINGLE ENSEMBLE` (runs/loso/SINGLE with any seeds, runs/loso/ENSEMBLE with several) applies step 10 of
+docs/loso.md: the interval of (SINGLE - the mean of ENSEMBLE's seeds) LOSO score, paired over the held-out clusters,
+with the training noise of both (SINGLE's seed variance, 0 with one seed; the ensemble's members' variance over their
+number), and both worst sources.
+
 `table` applies the rule to every recipe whose folds are all finished, and to each one's seed ensemble (the mean
 probability of its seeds: one option more), and prints the page: every candidate's per-source AUCs, LOSO score,
 worst source, the interval of its difference from the leader, the choice; then each recipe's own LOSO table.
@@ -99,6 +104,64 @@ def candidates() -> list:
     return out
 
 
+def _read(recipe: Path) -> tuple[list[dict], list[int]]:
+    import csv
+
+    with open(recipe / "loso_predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return rows, sorted({int(x["seed"]) for x in rows})
+
+
+def _scores(rows: list[dict], seeds: list[int], keys: dict[str, set]) -> dict:
+    """held-out source -> SourceScores over ``seeds`` on the images ``keys`` names."""
+    from rcdnet.evaluation.loso_rule import SourceScores
+
+    out = {}
+    for h in SOURCES:
+        mine = sorted((x for x in rows if x["source"] == h and x["key"] in keys[h]), key=lambda x: (int(x["seed"]),
+                                                                                                   x["key"]))
+        by_seed = {s: [x for x in mine if int(x["seed"]) == s] for s in seeds}
+        first = by_seed[seeds[0]]
+        out[h] = SourceScores(np.array([x["label"] == "malignant" for x in first], int),
+                              np.array([[float(x["p_malignant"]) for x in by_seed[s]] for s in seeds]),
+                              np.array([x["group"] for x in first]))
+    return out
+
+
+def versus(single: str, ensemble: str) -> None:
+    """Step 10 of docs/loso.md: one recipe against another's seed ensemble (printed as a Markdown section)."""
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN, LosoCandidate, SourceScores, compared
+    from rcdnet.runtime import environment
+
+    (a_rows, a_seeds), (b_rows, b_seeds) = _read(ROOT / single), _read(ROOT / ensemble)
+    keys = {h: {x["key"] for x in a_rows if x["source"] == h} & {x["key"] for x in b_rows if x["source"] == h}
+            for h in SOURCES}
+    a = LosoCandidate(single, 0, _scores(a_rows, a_seeds, keys))
+    members = LosoCandidate(ensemble, 0, _scores(b_rows, b_seeds, keys))
+    b = LosoCandidate(f"{ensemble} (mean of seeds {', '.join(map(str, b_seeds))})", 0,
+                      {h: SourceScores(s.y, s.P.mean(axis=0, keepdims=True), s.clusters)
+                       for h, s in members.sources.items()}, extra_variance=members.seed_variance)
+    d, lo, hi = compared(a, b)
+    env = environment()
+    f = lambda x: f"{x:.3f}"  # noqa: E731
+    print(f"`python scripts/loso_search.py versus {single} {ensemble}` at commit `{env['commit']}`, {env['date']}"
+          f" ({env['hardware']}); images both scored: " + "; ".join(f"{h} {len(s.y)}" for h, s in a.sources.items())
+          + ".\n")
+    print("| candidate | seeds | " + " | ".join(f"AUC {h}" for h in SOURCES) + " | LOSO score | worst source |")
+    print("|---|---|" + "---|" * len(SOURCES) + "---|---|")
+    for c, seeds in ((a, a_seeds), (members, b_seeds), (b, ["mean"])):
+        name = c.name if c is not members else f"{ensemble}, each seed alone (seed mean)"
+        print(f"| {name} | {len(seeds) if c is not b else 'one ensemble'} | "
+              + " | ".join(f(c.sources[h].auc) for h in SOURCES) + f" | {f(c.score)} | {c.worst[0]} {f(c.worst[1])} |")
+    if len(b_seeds) > 1:
+        print(f"\nSeed-to-seed sd of {ensemble}'s LOSO score: {float(np.std(members.seed_scores, ddof=1)):.3f} "
+              f"(seeds: {', '.join(f(x) for x in members.seed_scores)}).")
+    tie, guard = lo <= 0.0, b.worst[1] >= a.worst[1] - WORST_MARGIN
+    print(f"\n{single} - ensemble: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (95 %). (a) the interval reaches 0 or lies below it: "
+          f"{'yes' if tie else 'no'}; (b) worst source no more than {WORST_MARGIN} below: {'yes' if guard else 'no'}. "
+          f"Decision: **{'the ensemble' if tie and guard else single}**.")
+
+
 def table() -> None:
     from rcdnet.evaluation.loso_rule import WORST_MARGIN, choose_by_loso
     from rcdnet.runtime import environment
@@ -138,4 +201,7 @@ def table() -> None:
 if __name__ == "__main__":
     from select_default import cli
 
-    cli(sys.argv, __doc__, run, run_parallel, table)
+    if len(sys.argv) == 4 and sys.argv[1] == "versus":
+        versus(sys.argv[2], sys.argv[3])
+    else:
+        cli(sys.argv, __doc__, run, run_parallel, table)
