@@ -22,7 +22,7 @@ from rcdnet.data.named import VALIDATION
 from rcdnet.deploy.export import CALIBRATION_IMAGES, split_images
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.runtime import environment
-from rcdnet.predict.onnx import session
+from rcdnet.models.exported import session
 from rcdnet.predict.pytorch import TorchPredictor as Predictor
 
 OPTIONS = {  # name -> quantize_int8 keyword arguments

@@ -23,7 +23,7 @@ def test_policy_sets_every_library_and_reads_back():
 
 
 def test_onnx_sessions_follow_the_policy(exported_onnx):
-    from rcdnet.predict.onnx import session
+    from rcdnet.models.exported import session
 
     runtime.apply(1)
     try:

@@ -109,7 +109,7 @@ def fit_segmenter(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: 
     AUC). Returns those numbers and the per-epoch history."""
     path = run_dir / "checkpoints" / SEGMENTER_FILE
     if path.is_file():  # written once, complete with its threshold and numbers
-        return LesionFinder.load(path).validation
+        return LesionFinder.load(path, engine="pytorch").validation
     normals = normal_images(cfg.data.sources, data_root, cfg.data.val_fraction)
     sets = {}
     for which in ("train", "val"):

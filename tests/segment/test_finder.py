@@ -6,6 +6,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rcdnet.cli import main
@@ -169,3 +170,28 @@ def test_clips_run_the_automatic_mode_and_a_dicoms_pixel_spacing_gives_millimetr
     assert main(["predict", str(run), str(dcm), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["long_diameter_mm"] == pytest.approx(
         5 * mm["long_diameter_mm"], rel=0.01)
+
+
+def test_a_checkpoints_finder_runs_on_onnx_runtime_with_pytorchs_numbers(tmp_path, monkeypatch):
+    """On the onnxruntime engine (the default outside the tests) a run's segmenter.pt is exported once into the cache
+    and checked; its maps equal PyTorch's, and a graph that does not is refused in favour of PyTorch."""
+    monkeypatch.setenv("RCDNET_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / FILE
+    save_segmenter(path, build_segmenter(pretrained=False), image_size=64, threshold=0.6, min_area=5e-4, validation={})
+    fast, exact = LesionFinder.load(path, engine="onnxruntime"), LesionFinder.load(path, engine="pytorch")
+    assert fast.runtime.startswith("onnxruntime") and exact.runtime == "pytorch"
+    greys = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    assert np.abs(fast.maps(greys) - exact.maps(greys)).max() < 1e-4
+    exported = list((tmp_path / "cache" / "onnx").iterdir())
+    assert len(exported) == 1 and LesionFinder.load(path, engine="onnxruntime").runtime.startswith("onnxruntime")
+    assert list((tmp_path / "cache" / "onnx").iterdir()) == exported  # the second load reuses the graph
+    other = tmp_path / "other.pt"  # a planted graph that computes something else is refused
+    save_segmenter(other, build_segmenter(pretrained=False), image_size=64, threshold=0.6, min_area=5e-4,
+                   validation={})
+    from rcdnet.models.exported import graph_file
+
+    shutil.copy(exported[0], graph_file(LesionFinder.load(other, engine="pytorch").graph, "segmenter|64",
+                                        tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="differs from PyTorch"):
+        assert LesionFinder.load(other, engine="onnxruntime").runtime == "pytorch"

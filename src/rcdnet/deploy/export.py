@@ -116,7 +116,7 @@ def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: in
     seg = segmenter_beside(predictor.source) if predictor.preprocessor.roi else None
     if seg is None:
         return
-    finder = LesionFinder.load(seg)
+    finder = LesionFinder.load(seg, engine="pytorch")  # only its input size is needed here
     samples, _ = named_dataset(VALIDATION, data, predictor)
     greys = np.stack([finder.grey(read_image(s.path)) for s in samples[:n]]) if samples[:n] else np.zeros((0,) * 3)
     export_finder(seg, out, greys.astype(np.uint8), report=report)

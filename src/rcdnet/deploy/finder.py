@@ -27,7 +27,7 @@ def export_finder(segmenter_pt: str | Path, classifier_onnx: str | Path, greys: 
                   report=print) -> Path:
     """Export the run's finder beside ``classifier_onnx``; verified on ``greys`` (M, S, S) uint8 (whole images as the
     finder sees them) and a ramp: raises ValueError when a probability differs by ``MAX_ABS_DIFF`` or more."""
-    finder = LesionFinder.load(segmenter_pt)
+    finder = LesionFinder.load(segmenter_pt, engine="pytorch")  # the reference the export is checked against
     out = segmenter_onnx_beside(classifier_onnx)
     s = finder.size
     tmp = out.with_name(out.name + ".tmp")

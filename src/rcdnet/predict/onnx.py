@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.data.preprocess import Preprocessor
+from rcdnet.models.exported import session
 from rcdnet.predict.base import Predictor
-from rcdnet.runtime import threads as compute_threads
 
 METADATA_KEY = "rcdnet"
 ONNX_FORMAT = "rcdnet-onnx/1"
@@ -44,19 +44,6 @@ def read_metadata(path: str | Path) -> dict:
         raise ValueError(f"{path}: damaged rcdnet metadata (classes with 'malignant', numeric thresholds and "
                          "preprocessing settings expected)")
     return meta
-
-
-def session(path: str | Path, threads: int = 0):
-    """An ONNX Runtime CPU session with full graph optimisation; ``threads`` 0 = the process's policy
-    (:mod:`rcdnet.runtime`)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or compute_threads()
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxPredictor(Predictor):

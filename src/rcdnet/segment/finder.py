@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,9 @@ from rcdnet.data.boxes import Box, BoxError
 from rcdnet.data.decode import to_gray
 from rcdnet.segment.lesions import Lesion, measure, regions
 from rcdnet.segment.model import ONNX_METADATA_KEY, SegmenterGraph, load_segmenter
+
+
+ENGINE_TOLERANCE = 1e-4  # largest |lesion probability difference| accepted between ONNX Runtime and PyTorch
 
 
 class NoLesionFound(BoxError):
@@ -60,25 +64,51 @@ class LesionFinder:
         self._lock = threading.Lock()  # one forward pass at a time: worker threads share the cores
 
     @classmethod
-    def load(cls, path: str | Path) -> LesionFinder:
-        """From the run's ``segmenter.pt``."""
+    def load(cls, path: str | Path, engine: str | None = None) -> LesionFinder:
+        """From the run's ``segmenter.pt``, on ``engine`` (default: the process's, :func:`rcdnet.runtime.engine`):
+        ONNX Runtime runs a graph exported once into the cache and checked against PyTorch on fixed images (within
+        :data:`ENGINE_TOLERANCE`; PyTorch, with a warning, when that fails), or PyTorch."""
+        from rcdnet.runtime import engine as process_engine
+
         model, meta = load_segmenter(path)
-        return cls(model, image_size=int(meta["image_size"]), threshold=float(meta["threshold"]),
-                   min_area=float(meta["min_area"]), source=str(path), validation=meta.get("validation"))
+        finder = cls(model, image_size=int(meta["image_size"]), threshold=float(meta["threshold"]),
+                     min_area=float(meta["min_area"]), source=str(path), validation=meta.get("validation"))
+        if (engine or process_engine()) == "onnxruntime":
+            try:
+                finder.session, finder.runtime = finder._exported(), "onnxruntime (graph exported from the checkpoint)"
+            except Exception as exc:  # noqa: BLE001 (export, ONNX Runtime or the check failed: PyTorch is exact)
+                warnings.warn(f"{path}: the lesion finder on ONNX Runtime is unavailable, using PyTorch "
+                              f"({type(exc).__name__}: {str(exc)[:300]})", stacklevel=2)
+        return finder
+
+    def _exported(self):
+        """The segmenter's graph on ONNX Runtime, from the cache (exported on first use), checked on fixed images."""
+        from rcdnet.data.preprocess import default_cache_dir
+        from rcdnet.models.exported import export_graph, graph_file, probe_images, session
+
+        path = graph_file(self.graph, f"segmenter|{self.size}", default_cache_dir())
+        if not path.is_file():
+            export_graph(self.graph, self.size, path, ["lesion_probability"])
+        exported = session(path)
+        probe = probe_images(self.size)
+        with torch.inference_mode():
+            want = self.graph(probe).numpy()
+        got = exported.run(["lesion_probability"], {"image": probe.numpy()})[0]
+        diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        if not diff < ENGINE_TOLERANCE:
+            raise ValueError(f"{path}: the exported finder differs from PyTorch by {diff:.2g}; delete it to export "
+                             "it again")
+        return exported
 
     @classmethod
     def load_onnx(cls, path: str | Path) -> LesionFinder:
         """From an exported ``<name>.segmenter.onnx`` (``rcdnet export``), settings from its metadata."""
         import json
 
-        import onnxruntime as ort
+        from rcdnet.models.exported import session as ort_session
 
-        from rcdnet.runtime import threads as compute_threads
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = compute_threads(), 1
         try:
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            session = ort_session(path)
             meta = json.loads(session.get_modelmeta().custom_metadata_map[ONNX_METADATA_KEY])
         except Exception as exc:  # onnxruntime raises its own types for a damaged file
             raise ValueError(f"{path}: not an exported lesion finder ({type(exc).__name__}: {exc})") from None
