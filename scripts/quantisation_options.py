@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.deploy.export import CALIBRATION_IMAGES, split_images
 from rcdnet.deploy.quantise import quantize_int8
 from rcdnet.runtime import environment

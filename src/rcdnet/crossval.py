@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.config import RunConfig
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import group_folds

@@ -13,7 +13,7 @@ import numpy as np
 from rcdnet import runtime
 from rcdnet.config import RunConfig, read_saved_config, save_config
 from rcdnet.data.duplicates import group_samples
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.data.prepare import PreparedData, prepare_training_data
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.sources import load_dataset

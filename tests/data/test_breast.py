@@ -68,7 +68,7 @@ def test_masks_give_boxes_inside_their_images(breast):
 
 
 def test_a_loose_breast_image_finds_its_lesion_mask(breast):
-    from rcdnet.data.named import expand_inputs, masks_beside
+    from rcdnet.data.inputs import expand_inputs, masks_beside
 
     folder = breast / "BrEaST-Lesions_USG-images_and_masks"
     assert masks_beside(folder / "case008.png") == (folder / "case008_tumor.png",)

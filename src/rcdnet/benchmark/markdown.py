@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rcdnet.benchmark.profile import Profile
 from rcdnet.benchmark.stats import COLUMNS, TEST_SETS
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.evaluation.paper import PAPER_NAMES, PAPER_TABLES
 from rcdnet.files import markdown_table
 

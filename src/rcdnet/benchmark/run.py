@@ -29,7 +29,7 @@ import yaml
 
 from rcdnet.benchmark.profile import BenchmarkError, Job, Profile, preflight
 from rcdnet.config import RunConfig, read_saved_config
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.preprocess import Preprocessor, preprocess_samples, preprocess_variants
 from rcdnet.data.sources import load_dataset
@@ -162,7 +162,7 @@ def explain_rows(profile: Profile, out: Path, data_root: Path, methods: tuple[st
     """Heat-map agreement with the lesion masks (energy in mask, pointing game, ROAD) on BUSI validation and UDIAT
     for the first finished seed of every comparison row; cached in that job's ``explain/explain_metrics.json``.
     ``limit``: a stratified, seeded subset of that many masked images per set (smoke runs)."""
-    from rcdnet.data.named import chosen_dataset
+    from rcdnet.data.inputs import chosen_dataset
     from rcdnet.explain.table import agreement_table, write_table
     from rcdnet.predict.pytorch import TorchPredictor
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from rcdnet.benchmark.profile import Profile, Row
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.evaluation.delong import delong_test, holm
 from rcdnet.evaluation.metrics import binary_metrics, bootstrap_mean_ci
 

@@ -22,7 +22,7 @@ from rcdnet.benchmark.stats import (
     summarise,
     training_minutes,
 )
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.evaluation.metrics import binary_metrics
 from rcdnet.evaluation.plots import plot_roc
 from rcdnet.runtime import environment

@@ -130,7 +130,7 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from rcdnet.data.named import chosen_dataset, from_training_sources
+    from rcdnet.data.inputs import chosen_dataset, from_training_sources
     from rcdnet.evaluation.evaluate import evaluate_dataset, predictor_for_evaluation
     from rcdnet.evaluation.ledger import sentence
 
@@ -194,7 +194,7 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from rcdnet.data.named import VALIDATION, chosen_dataset, loose_files
+    from rcdnet.data.inputs import VALIDATION, chosen_dataset, loose_files
     from rcdnet.explain.run import check_methods, run_explain
     from rcdnet.predict import model_file, model_kind
     from rcdnet.predict.pytorch import TorchPredictor
@@ -252,7 +252,7 @@ def _render_predictions(rows: list[dict], frames: dict, problems: list, threshol
 
 def cmd_predict(args) -> int:
     from rcdnet.data.boxes import parse_box
-    from rcdnet.data.named import expand_inputs
+    from rcdnet.data.inputs import expand_inputs
     from rcdnet.predict import load_predictor, predict_sources
     from rcdnet.predict.sources import frames_csv_names
     from rcdnet.segment.finder import finder_for

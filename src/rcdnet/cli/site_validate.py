@@ -9,7 +9,7 @@ from pathlib import Path
 
 def cmd_site_validate(args) -> int:
     from rcdnet.cli.commands import _err, output_dir
-    from rcdnet.data.named import chosen_dataset, from_training_sources
+    from rcdnet.data.inputs import chosen_dataset, from_training_sources
     from rcdnet.deploy.site_model import provenance, write_site_model
     from rcdnet.evaluation.calibration import plot_reliability
     from rcdnet.evaluation.ledger import record, sentence

@@ -96,10 +96,10 @@ def audit(datasets: dict[str, tuple[list[Sample], list[DataProblem]]], cache_dir
 
 
 def run_audit(target: Path, out: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
-    """``rcdnet audit``: audit every dataset found at ``target`` (:func:`~rcdnet.data.named.detect_datasets`) and
+    """``rcdnet audit``: audit every dataset found at ``target`` (:func:`~rcdnet.data.inputs.detect_datasets`) and
     write ``audit_summary.csv``, ``audit_images.csv``, ``audit_duplicates.csv`` and ``audit_problems.csv`` to
     ``out``. Returns :func:`audit`'s result plus ``table`` (the summary rows) and ``bad`` (every problem)."""
-    from rcdnet.data.named import detect_datasets
+    from rcdnet.data.inputs import detect_datasets
     from rcdnet.files import write_csv
 
     datasets = detect_datasets(target)

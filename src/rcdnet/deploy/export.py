@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from rcdnet.data.named import VALIDATION, named_dataset
+from rcdnet.data.inputs import VALIDATION, named_dataset
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.sources import load_dataset, load_sources
 from rcdnet.deploy.onnx import export_onnx

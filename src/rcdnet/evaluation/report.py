@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rcdnet.config import RunConfig
-from rcdnet.data.named import VALIDATION
+from rcdnet.data.inputs import VALIDATION
 from rcdnet.evaluation.ledger import sentence
 from rcdnet.evaluation.paper import rcdnet_row
 from rcdnet.evaluation.results import Evaluation, Metric

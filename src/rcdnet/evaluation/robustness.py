@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from rcdnet.data.boxes import BoxError
 from rcdnet.data.decode import ImageReadError, read_image
-from rcdnet.data.named import VALIDATION, named_dataset
+from rcdnet.data.inputs import VALIDATION, named_dataset
 from rcdnet.data.overlays import detect_overlays
 from rcdnet.data.preprocess import (
     cache_name,

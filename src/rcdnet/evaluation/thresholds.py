@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rcdnet.data.named import VALIDATION, named_dataset
+from rcdnet.data.inputs import VALIDATION, named_dataset
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.predict.base import Predictor
 from rcdnet.predict.points import OperatingPoints

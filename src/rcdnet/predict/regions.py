@@ -16,7 +16,7 @@ import numpy as np
 
 from rcdnet.data.boxes import Box, BoxError, box_of_mask
 from rcdnet.data.decode import read_mask
-from rcdnet.data.named import masks_beside
+from rcdnet.data.inputs import masks_beside
 from rcdnet.segment.finder import LesionFinder
 from rcdnet.segment.lesions import Lesion
 
