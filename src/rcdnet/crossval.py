@@ -22,7 +22,7 @@ from rcdnet.data.inputs import VALIDATION
 from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import group_folds
-from rcdnet.evaluation.evaluate import evaluate_samples, public
+from rcdnet.evaluation.evaluate import evaluate_samples
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.results import Evaluation, Metric
 from rcdnet.predict.points import OperatingPoints
@@ -109,7 +109,7 @@ def summarise(cfg: RunConfig, data_root: Path, out: Path, fold_dirs: list[Path],
     for name in cfg.data.external:
         samples, _ = load_dataset(name, data_root, classes=tuple(ensemble.classes))
         res = evaluate_samples(ensemble, samples, f"ensemble-{name}", out, n_boot, cache_dir, ledger=True)
-        external[name] = public(res)
+        external[name] = res.record
     summary = {"env": environment(), "folds": fold_rows, "pooled_oof": pooled, "n_oof": len(oof),
                "fold_mean": {m: float(np.mean([r[m] for r in fold_rows])) for m in FOLD_METRICS},
                "fold_std": {m: float(np.std([r[m] for r in fold_rows], ddof=1)) if len(fold_rows) > 1 else 0.0

@@ -19,9 +19,9 @@ from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.sources import load_dataset
 from rcdnet.data.split import load_split, save_split
 from rcdnet.evaluation.calibration import fit_temperature, plot_reliability
-from rcdnet.evaluation.evaluate import evaluate_samples, public
+from rcdnet.evaluation.evaluate import evaluate_samples
 from rcdnet.evaluation.plots import plot_roc, plot_training_curves
-from rcdnet.evaluation.report import data_summary, evaluations, write_report
+from rcdnet.evaluation.report import data_summary, write_report
 from rcdnet.runtime import environment
 from rcdnet.evaluation.thresholds import choose_thresholds
 from rcdnet.files import writable_dir, write_csv, write_json
@@ -241,15 +241,15 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     ships_finder = cfg.segment.epochs > 0 and cfg.data.roi  # a whole-image model needs no box
     finder = fit_segmenter(cfg, data, data_root, run_dir, predictor) if ships_finder else None
     t = predictor.temperature
-    plot_reliability({f"{n} (T=1)": (r["_y"], r["_p_raw"]) for n, r in results.items()}
-                     | {f"{n} (T={t:.2f})": (r["_y"], r["_p"]) for n, r in results.items()},
+    plot_reliability({f"{n} (T=1)": (r.y, r.p_raw) for n, r in results.items()}
+                     | {f"{n} (T={t:.2f})": (r.y, r.p) for n, r in results.items()},
                      run_dir / "reliability.png")
     plot_roc({"ROC: internal validation and external test": {
-        n: (e.y, e.p, e.auc.value, e.auc.ci) for n, e in evaluations(results).items()}}, run_dir / "roc.png")
+        n: (e.y, e.p, e.auc.value, e.auc.ci) for n, e in results.items()}}, run_dir / "roc.png")
     summary = data_summary(data)
     metrics = {"env": env, "best": best, "thresholds": predictor.thresholds, "data": summary,
-               "results": {n: public(r) for n, r in results.items()},
-               "sensitivity": {n: public(r) for n, r in extra.items()},
+               "results": {n: r.record for n, r in results.items()},
+               "sensitivity": {n: r.record for n, r in extra.items()},
                "timing": {"epochs": len(history),
                           "total_seconds": round(sum(h["epoch_seconds"] for h in history), 1),
                           "peak_memory_mb": max(h["peak_memory_mb"] for h in history)}}

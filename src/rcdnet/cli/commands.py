@@ -150,17 +150,16 @@ def cmd_evaluate(args) -> int:
     res = evaluate_dataset(predictor, samples, name, out, n_boot=args.bootstrap, adabn=args.adabn,
                            cache_dir=args.cache, progress=not args.quiet, extra=extra,
                            ledger=not from_training_sources(name, predictor))
-    scored = Evaluation.from_dict(res, name)
-    for op, m in scored.points.items():
-        print(f"{name} @ {op} (p >= {m.threshold:.4f}), n={scored.n} ({scored.n_malignant} malignant)")
+    for op, m in res.points.items():
+        print(f"{name} @ {op} (p >= {m.threshold:.4f}), n={res.n} ({res.n_malignant} malignant)")
         for k in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "f1_macro"):
             v, ci = m[k].value, m[k].ci
             print(f"  {k:12s} " + ("undefined" if v is None else f"{v:.3f}")
                   + (f"  95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
-    if "external_scorings" in res:
-        print(f"ledger: {sentence(name, res['external_scorings'])}")
-    if "note" in res:
-        _err(f"note: {res['note']}")
+    if res.scorings is not None:
+        print(f"ledger: {sentence(name, res.scorings)}")
+    if "note" in res.record:
+        _err(f"note: {res.record['note']}")
     outside = [s.key for s in samples if s.extra.get("outside_csv_folder")]
     if outside:
         _err(f"note: {len(outside)} CSV rows use relative paths that leave the CSV's folder (e.g. {outside[0]}); "
@@ -169,7 +168,7 @@ def cmd_evaluate(args) -> int:
     if copies:
         _err(f"note: {copies} CSV rows repeat files with identical content: each set of copies is one case for the "
              "intervals (one group), never independent patients")
-    skipped = [str(p) for p in problems] + res["skipped_files"]
+    skipped = [str(p) for p in problems] + res.record["skipped_files"]
     if skipped:
         _err(f"{len(skipped)} files skipped:", *[f"  {p}" for p in skipped])
     roc = f", {name}_roc.png" if (out / f"{name}_roc.png").exists() else ""

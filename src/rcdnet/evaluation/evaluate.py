@@ -3,6 +3,7 @@ ROC and confusion-matrix figures, ``metrics.json``; and ``rcdnet evaluate``'s ch
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -14,18 +15,13 @@ from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.ledger import record
 from rcdnet.evaluation.metrics import metrics_with_ci
 from rcdnet.evaluation.plots import plot_confusion, plot_roc
-from rcdnet.runtime import environment
+from rcdnet.evaluation.results import Evaluation
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv, write_json
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file, model_kind
 from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.site_calibration import with_site
-from rcdnet.runtime import describe, with_progress
-
-
-def public(result: dict) -> dict:
-    """A result without the arrays kept for combined figures (keys starting with ``_``): what JSON files hold."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
+from rcdnet.runtime import describe, environment, with_progress
 
 
 def _probabilities(predictor: Predictor, images: np.ndarray, progress: bool = False, chunk: int = 64
@@ -57,7 +53,7 @@ def nothing_readable(name: str, problems: list[DataProblem]) -> str:
 def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path,
                      n_boot: int = 2000, cache_dir: Path | None = None, seed: int = 0,
                      images: np.ndarray | None = None, progress: bool = False, extra: dict | None = None,
-                     ledger: bool = False) -> dict:
+                     ledger: bool = False) -> Evaluation:
     """Predict ``samples`` and write ``{name}_predictions.csv``, ``{name}_metrics.json``, ``{name}_roc.png`` and
     ``{name}_confusion.png`` into ``out_dir``. ``images`` may hold their preprocessed arrays already.
 
@@ -117,8 +113,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], name: str, out
     plot_confusion(y, (p_mal >= t0).astype(int), ["benign", "malignant"], out_dir / f"{name}_confusion.png",
                    title=f"{name} @ p>={t0:.2f}")
     write_json(out_dir / f"{name}_metrics.json", result)
-    result["_y"], result["_p"], result["_p_raw"] = y, p_mal, p_raw  # for combined figures; not serialised
-    return result
+    return dataclasses.replace(Evaluation.from_dict(result, name), y=y, p=p_mal, p_raw=p_raw)
 
 
 def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: bool = False,
@@ -151,7 +146,7 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
 
 def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out_dir: Path, *, n_boot: int = 2000,
                      adabn: bool = False, cache_dir: str | Path | None = None, progress: bool = False,
-                     extra: dict | None = None, ledger: bool = False) -> dict:
+                     extra: dict | None = None, ledger: bool = False) -> Evaluation:
     """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked;
     ``extra`` is stored in the metrics file too."""
     if not adabn:
@@ -160,5 +155,6 @@ def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out
     samples, images, bad = preprocess_samples(samples, predictor.preprocessor, cache_dir, progress)
     res = evaluate_samples(predictor.adapted(images), samples, name, out_dir, n_boot, cache_dir, images=images,
                            progress=progress, extra=extra, ledger=ledger)
-    res["skipped_files"] += [str(p) for p in bad]
+    res.record["skipped_files"] += [str(p) for p in bad]
+    write_json(Path(out_dir) / f"{name}_metrics.json", res.record)
     return res

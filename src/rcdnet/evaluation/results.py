@@ -52,7 +52,8 @@ class PointMetrics:
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     """One labelled set scored by one model: its size, the metrics at every operating point, per source for a set
-    pooled from several (``by_source``), calibration error; ``y`` / ``p`` (N,) where the scoring was just done."""
+    pooled from several (``by_source``), calibration error; ``record``: the whole saved result (what
+    ``{name}_metrics.json`` holds); the labels and probabilities where the scoring was just done."""
 
     dataset: str
     n: int
@@ -64,8 +65,10 @@ class Evaluation:
     ece_before_temperature: float | None = None
     temperature: float = 1.0
     scorings: dict | None = None           # the ledger's count of this set's external scorings (ledger.record)
-    y: np.ndarray | None = None
-    p: np.ndarray | None = None
+    record: dict = dataclasses.field(default_factory=dict, repr=False)  # everything saved: the metrics JSON
+    y: np.ndarray | None = None            # (N,) 0/1 labels, (N,) p(malignant) calibrated and before the
+    p: np.ndarray | None = None            # temperature, where the scoring was just done (never saved)
+    p_raw: np.ndarray | None = None
 
     @classmethod
     def from_dict(cls, d: dict, dataset: str | None = None) -> Evaluation:
@@ -73,7 +76,7 @@ class Evaluation:
                    {op: PointMetrics.from_dict(m) for op, m in d.get("operating_points", {}).items()},
                    {src: cls.from_dict(r, src) for src, r in (d.get("by_source") or {}).items()},
                    d.get("ci_resampling", "images"), d.get("ece"), d.get("ece_before_temperature"),
-                   float(d.get("temperature", 1.0)), d.get("external_scorings"), d.get("_y"), d.get("_p"))
+                   float(d.get("temperature", 1.0)), d.get("external_scorings"), d)
 
     def at(self, op: str = "default") -> PointMetrics:
         return self.points[op]
