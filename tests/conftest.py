@@ -9,12 +9,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rcdnet.config as _config
 from rcdnet.data.readers import DATA_ENV
 from rcdnet.runtime import ENGINE_ENV
 
 # Tests run checkpoints on PyTorch unless they ask for ONNX Runtime (tests/predict/test_engine.py, the end-to-end
 # test): every model a test trains would otherwise pay a 10-20 s export for a handful of images.
 os.environ.setdefault(ENGINE_ENV, "pytorch")
+
+
+def _single_model_defaults(shipped=_config.default_dict) -> dict:
+    """The packaged defaults with ``train.members: 1``: tests train single models unless they ask for a seed
+    ensemble (tests/training/test_members.py, tests/models/test_members.py); the shipped default's members multiply
+    every training's time and check nothing more. Subprocesses a test starts say ``--set train.members=1``."""
+    d = shipped()
+    d["train"]["members"] = 1
+    return d
+
+
+SHIPPED_DEFAULTS = _config.default_dict
+_config.default_dict = _single_model_defaults
+SINGLE = "train.members=1"  # for the command lines of subprocesses
 
 DATA = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 BUSI = DATA / "BUSI" / "Dataset_BUSI_with_GT"

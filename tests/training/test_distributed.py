@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from tests.conftest import SINGLE
 
 
 pytestmark = pytest.mark.slow
@@ -17,7 +18,8 @@ SETTINGS = ["--model", "timm:vit_tiny_patch16_224", "--from-scratch", "--epochs"
             "--no-eval", "--set", "train.batch_size=16", "--set", "model.freeze_stages=0", "--set",
             "model.drop_rate=0", "--set", "augment.mixup_alpha=0", "--set", "augment.ultrasound_variants=0",
             "--set", "data.image_size=96",  # ViT at 6 x 6 patches: the mechanics at a fifth of the cost
-            "--set", "data.sources=[busi, bus-uclm]", "--set", "data.external=[udiat]"]  # the images it was sized on
+            "--set", "data.sources=[busi, bus-uclm]", "--set", "data.external=[udiat]",  # the images it was sized on
+            "--set", SINGLE]
 
 
 def _train(cmd: list[str], out, data_root, cache_dir) -> subprocess.CompletedProcess:
