@@ -27,7 +27,6 @@ def _single_model_defaults(shipped=_config.default_dict) -> dict:
     return d
 
 
-SHIPPED_DEFAULTS = _config.default_dict
 _config.default_dict = _single_model_defaults
 SINGLE = "train.members=1"  # for the command lines of subprocesses
 
