@@ -62,7 +62,9 @@ def training_data(run_dir: Path, cfg, metrics: dict) -> list[str]:
             f"- Input: {cfg.data.image_size} px grey, non-local-means denoising and CLAHE, "
             f"{'letterboxed' if cfg.data.letterbox else 'resized'}; model `{cfg.model.name}` "
             f"({'ImageNet-pretrained' if cfg.model.pretrained else 'trained from scratch'}), "
-            f"mirror TTA {cfg.eval.tta}."]
+            f"mirror TTA {cfg.eval.tta}"
+            + (f"; the mean of {cfg.train.members} such models' probabilities (seeds {cfg.seed}-"
+               f"{cfg.seed + cfg.train.members - 1}, {cfg.train.epochs} epochs each)." if cfg.train.members > 1 else ".")]
 
 
 def operating_points(metrics: dict) -> list[str]:
