@@ -11,7 +11,7 @@ mean over all images), on the threads of the process's policy; a first pass warm
 `rcdnet predict RUN`'s own path (``predict_sources``: decoding, preprocessing and finding on the worker threads,
 the classifier per chunk) twice: as PNG files in a folder, and as one MPEG-4 clip (560 x 420); images (frames) per
 second, the fastest of two passes. The classifier runs on the process's engine (``RCDNET_ENGINE``, default ONNX
-Runtime), the finder on PyTorch; the page says which.
+Runtime, its graph exported from the checkpoint), and so does the finder; the page says which.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def main() -> None:
         folder, video = streamed(classifier, finder, pngs, len(pngs)), streamed(classifier, finder, [clip], len(frames))
     out = {"model": args.model, "images": len(rows), "median_ms": per_stage, "images_per_s": ips,
            "folder_images_per_s": folder, "clip_frames_per_s": video, "classifier_engine": classifier.runtime,
-           "env": env}
-    print(f"automatic mode: {args.model} (classifier on {classifier.runtime}, finder on PyTorch), {len(rows)} UDIAT "
+           "finder_engine": finder.runtime, "env": env}
+    print(f"automatic mode: {args.model} (classifier on {classifier.runtime}, finder on {finder.runtime}), {len(rows)} UDIAT "
           f"images, {env['threads']}; commit {env['commit']}, {env['hardware']}, {env['date']}")
     print("| stage | median ms per image |\n|---|---|")
     for s, ms in per_stage.items():

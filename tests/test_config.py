@@ -21,6 +21,8 @@ def test_defaults_are_the_recipe_the_cross_source_rule_chose_on_every_training_s
     assert default["data"].pop("sources") == ["busi", "bus-uclm", "breast", "udiat"]
     assert chosen["data"].pop("sources") == ["busi"]
     assert default["data"].pop("external") == [] and chosen["data"].pop("external") == ["udiat"]
+    # early stopping that changed none of the 12 LOSO members' best epochs (docs/decisions.md): a saving, not a choice
+    assert default["train"].pop("patience") == 4 and chosen["train"].pop("patience") == 0
     assert default == chosen
     assert cfg.data.roi_margin == 0.5 and cfg.data.image_size == 224 and cfg.eval.tta is False
 
@@ -67,6 +69,11 @@ def test_every_setting_is_typed_and_checked(tmp_path):
         load_config(None, parse_set(["model.use_cbam=3"]))
     with pytest.raises(ConfigError, match=r"command line.data.external: expected a list"):
         load_config(None, parse_set(["data.external=udiat"]))
+    with pytest.raises(ConfigError, match=r"train.patience must be >= 0 .* got -1"):
+        load_config(None, parse_set(["train.patience=-1"]))
+    with pytest.raises(ConfigError, match=r"and 0 with SWA"):  # SWA averages up to the last epoch
+        load_config(None, parse_set(["train.swa_start=3"]))
+    assert load_config(None, parse_set(["train.swa_start=3", "train.patience=0"])).train.swa_start == 3
     with pytest.raises(ConfigError, match=r"segment.image_size must be a multiple of 32"):
         load_config(None, parse_set(["segment.image_size=100"]))
     f = tmp_path / "typo.yaml"

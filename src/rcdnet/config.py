@@ -82,6 +82,7 @@ class TrainConfig:
     swa_start: int
     swa_lr: float
     members: int
+    patience: int
     threads: int
     device: str
     precision: str
@@ -219,6 +220,9 @@ def _checked(cfg: RunConfig, where: str) -> RunConfig:
                           f"{cfg.segment.image_size}")
     if cfg.train.members < 1:
         raise ConfigError(f"{where}: train.members must be at least 1, got {cfg.train.members}")
+    if cfg.train.patience < 0 or (cfg.train.patience and cfg.train.swa_start):
+        raise ConfigError(f"{where}: train.patience must be >= 0 (0: every epoch is trained), and 0 with SWA "
+                          f"(train.swa_start > 0 averages up to the last epoch), got {cfg.train.patience}")
     if cfg.train.members > 1 and cfg.train.localise_weight > 0:
         raise ConfigError(f"{where}: train.members > 1 averages classifiers; a localisation head "
                           "(train.localise_weight > 0) is trained by single models only")
@@ -266,9 +270,18 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
+# settings added after runs were saved without them, with the value that gives those runs' behaviour
+AS_BEFORE_ADDED = {"train": {"members": 1, "patience": 0}}
+
+
 def read_saved_config(path: Path) -> RunConfig:
-    """A run's ``config.yaml``, completed with today's defaults for settings added since."""
-    return config_from_dict(_read_yaml(Path(path)), str(path))
+    """A run's ``config.yaml``, completed for settings added since: with the value that keeps its behaviour where
+    that is not today's default (:data:`AS_BEFORE_ADDED`), else with today's default."""
+    saved = _read_yaml(Path(path))
+    for section, values in AS_BEFORE_ADDED.items():
+        if isinstance(saved.get(section), dict):
+            saved[section] = {**values, **saved[section]}
+    return config_from_dict(saved, str(path))
 
 
 def parse_set(items: list[str]) -> dict:

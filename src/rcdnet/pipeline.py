@@ -35,7 +35,7 @@ from rcdnet.segment.train import choose_threshold, predict_maps, train_segmenter
 from rcdnet.training import distributed as dist
 from rcdnet.models.checkpoint import load_checkpoint, save_atomic
 from rcdnet.training.members import has_training, train_members
-from rcdnet.training.trainer import Trainer
+from rcdnet.training.trainer import Trainer, stopped
 
 
 class RunDirError(ValueError):
@@ -75,12 +75,13 @@ def changed_settings(saved: dict, asked: dict, prefix: str = "") -> list[str]:
 
 
 def finished_run(run_dir: Path) -> dict | None:
-    """The saved metrics of a run that trained every epoch and was evaluated, else None."""
+    """The saved metrics of a run whose models (every member) finished training and that was evaluated, else None."""
     metrics, saved = run_dir / "metrics.json", run_dir / "config.yaml"
     if not (metrics.is_file() and saved.is_file() and (run_dir / "history.json").is_file()):
         return None
-    train = read_saved_config(saved).train
-    done = len(json.loads((run_dir / "history.json").read_text())) >= train.epochs * train.members
+    train, history = read_saved_config(saved).train, json.loads((run_dir / "history.json").read_text())
+    models = [[h for h in history if h.get("member", 0) == k] for k in range(train.members)]
+    done = all(len(h) >= train.epochs or stopped(h, train.patience) for h in models)  # every epoch, or stopped early
     return json.loads(metrics.read_text()) if done else None
 
 

@@ -20,6 +20,8 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import random
+import resource
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import cv2
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -159,3 +162,15 @@ def environment() -> dict:
             "hardware": hardware, "threads": describe(),
             "python": platform.python_version(),
             "torch": torch.__version__}
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's random generators from one seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

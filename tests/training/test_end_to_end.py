@@ -328,6 +328,7 @@ def test_publish_results_copies_the_generated_report(trained, tmp_path, capsys):
 
 def test_swa_keeps_the_equal_average_of_the_end_of_epoch_weights(tmp_path, data_root, cache_dir, monkeypatch):
     cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=3", "train.batch_size=16", "train.swa_start=2",
+                                       "train.patience=0",
                                        "train.swa_lr=1e-4", "augment.mixup_alpha=0"]))
     snapshots, original = [], Trainer.train_one_epoch
 
@@ -354,6 +355,29 @@ def test_swa_keeps_the_equal_average_of_the_end_of_epoch_weights(tmp_path, data_
         assert not torch.allclose(snapshots[1][key], snapshots[2][key]), key  # so the average differs from each
     frozen = "backbone.bn1.running_mean"  # stem: frozen, keeps its ImageNet statistics
     assert torch.equal(kept[frozen], snapshots[0][frozen])
+
+
+def test_patience_stops_a_model_that_stopped_improving_and_a_resume_keeps_it_stopped(tmp_path, data_root, cache_dir,
+                                                                                      monkeypatch):
+    cfg = load_config(None, parse_set([TEST_SIZE, "train.epochs=6", "train.batch_size=16", "train.patience=2",
+                                       "data.limit=60"]))
+    validate, trained = Trainer.validate, []
+
+    def flat(self):  # the real validation pass, its logits made equal: the AUC never improves on epoch 1's
+        z, y = validate(self)
+        return np.zeros_like(z), y
+
+    monkeypatch.setattr(Trainer, "validate", flat)
+    original = Trainer.train_one_epoch
+    monkeypatch.setattr(Trainer, "train_one_epoch", lambda self, epoch, bar: trained.append(epoch) or
+                        original(self, epoch, bar))
+    best = run(cfg, data_root, tmp_path, cache_dir=cache_dir, evaluate=False, progress=False)["best"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert trained == [0, 1, 2] and best["epoch"] == 1  # epochs 2 and 3 without improvement: stopped, not 6 epochs
+    assert [h["best_epoch"] for h in history] == [1, 1, 1]
+    run(cfg, data_root, tmp_path, cache_dir=cache_dir, evaluate=False, progress=False, resume=True)
+    assert trained == [0, 1, 2]  # resuming a stopped model trains nothing more
+    assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["epoch"] == 0
 
 
 def test_operating_points_and_temperature_ignore_the_external_labels(trained, data_root, cache_dir, tmp_path,

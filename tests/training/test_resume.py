@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import yaml
 
 from rcdnet.config import load_config, save_config
 from rcdnet.data.readers import DatasetError
@@ -35,3 +36,24 @@ def test_a_finished_run_is_not_trained_or_scored_again(tmp_path, capsys):
     (tmp_path / "history.json").write_text(json.dumps([{"epoch": 1}]))  # one epoch short: not finished
     with pytest.raises(DatasetError, match="no-data-here"):  # it goes on training, and stops at the missing data
         run(cfg, tmp_path / "no-data-here", tmp_path, resume=True)
+
+
+def test_a_run_stopped_early_is_finished_and_old_runs_keep_their_behaviour(tmp_path, capsys):
+    from rcdnet.config import read_saved_config
+
+    cfg = load_config(None, {"train": {"epochs": 10, "members": 2, "patience": 3}})
+    save_config(cfg, tmp_path / "config.yaml")
+    (tmp_path / "metrics.json").write_text(json.dumps({"results": {}, "marker": 7}))
+    stopped = [{"member": 0, "epoch": e, "best_epoch": 2} for e in range(1, 6)]  # 3 epochs after its best
+    running = [{"member": 1, "epoch": e, "best_epoch": e - 1} for e in range(1, 6)]  # improved 1 epoch ago
+    (tmp_path / "history.json").write_text(json.dumps(stopped + running))
+    with pytest.raises(DatasetError):  # member 1 has not stopped: the run goes on training
+        run(cfg, tmp_path / "no-data-here", tmp_path, resume=True)
+    (tmp_path / "history.json").write_text(json.dumps(stopped + [{**h, "member": 1} for h in stopped]))
+    assert run(cfg, tmp_path / "no-data-here", tmp_path, resume=True)["marker"] == 7
+    # a run saved before members and patience existed was one model trained every epoch, and reads back as one
+    old = cfg.to_dict()
+    del old["train"]["members"], old["train"]["patience"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    train = read_saved_config(tmp_path / "old.yaml").train
+    assert (train.members, train.patience) == (1, 0)

@@ -64,7 +64,9 @@ def training_data(run_dir: Path, cfg, metrics: dict) -> list[str]:
             f"({'ImageNet-pretrained' if cfg.model.pretrained else 'trained from scratch'}), "
             f"mirror TTA {cfg.eval.tta}"
             + (f"; the mean of {cfg.train.members} such models' probabilities (seeds {cfg.seed}-"
-               f"{cfg.seed + cfg.train.members - 1}, {cfg.train.epochs} epochs each)." if cfg.train.members > 1 else ".")]
+               f"{cfg.seed + cfg.train.members - 1}, {'up to ' if cfg.train.patience else ''}{cfg.train.epochs} epochs each"
+               + (f", stopping after {cfg.train.patience} without improvement" if cfg.train.patience else "") + ")."
+               if cfg.train.members > 1 else ".")]
 
 
 def operating_points(metrics: dict) -> list[str]:

@@ -162,6 +162,17 @@ def _epochs(epoch: int | list[int]) -> str:
     return ", ".join(f"{e} (member {k + 1})" for k, e in enumerate(epoch)) if isinstance(epoch, list) else str(epoch)
 
 
+def _recipe(cfg: RunConfig) -> str:
+    """The model and how it was trained, in one line."""
+    tr = cfg.train
+    return (f"model `{cfg.model.name}` (pretrained: {cfg.model.pretrained}, frozen stages: {cfg.model.freeze_stages}), "
+            f"{tr.epochs} epochs{f' (stopping after {tr.patience} without improvement)' if tr.patience else ''}, "
+            f"batch {tr.batch_size}, Adam lr {tr.lr}, weight decay {tr.weight_decay}, cosine annealing, label smoothing "
+            f"{cfg.augment.label_smoothing}, Mixup alpha {cfg.augment.mixup_alpha}, seed {cfg.seed}"
+            + (f"; a seed ensemble of {tr.members} such models (seeds {cfg.seed}-{cfg.seed + tr.members - 1}, the mean "
+               "of their probabilities)" if tr.members > 1 else ""))
+
+
 def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, history: list[dict], best: dict,
                  thresholds: dict, results: dict[str, dict | Evaluation], extra_results: dict[str, dict | Evaluation],
                  rendered: str | None = None, segmenter: dict | None = None) -> None:
@@ -175,12 +186,7 @@ def write_report(path: Path, *, cfg: RunConfig, env: dict, data_summary: dict, h
         f"- commit `{env['commit']}`, {env['date']}, {env['hardware']}, Python {env['python']}, torch {env['torch']}",
         *([f"- {rendered}"] if rendered else []),
         f"- threads and memory: {env.get('threads', 'not recorded')}",
-        f"- model `{cfg.model.name}` (pretrained: {cfg.model.pretrained}, frozen stages: "
-        f"{cfg.model.freeze_stages}), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, "
-        f"Adam lr {cfg.train.lr}, weight decay {cfg.train.weight_decay}, cosine annealing, "
-        f"label smoothing {cfg.augment.label_smoothing}, Mixup alpha {cfg.augment.mixup_alpha}, seed {cfg.seed}"
-        + (f"; a seed ensemble of {cfg.train.members} such models (seeds {cfg.seed}-{cfg.seed + cfg.train.members - 1}"
-           ", the mean of their probabilities)" if cfg.train.members > 1 else ""),
+        f"- {_recipe(cfg)}",
         f"- input: {_input_mode(cfg)}, {cfg.data.image_size} px; training sources {', '.join(cfg.data.sources)}",
         f"- generalisation options: ultrasound-shift variants {cfg.augment.ultrasound_variants}, "
         f"overlay inpainting {cfg.data.inpaint_overlays}, letterbox {cfg.data.letterbox}, "

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
-import resource
 import time
 from pathlib import Path
 
@@ -38,22 +36,8 @@ from rcdnet.models.input import Normalise
 from rcdnet.models.registry import build_model, freeze_stages, input_stats, train_mode
 from rcdnet.training import distributed as dist
 from rcdnet.models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_atomic
-from rcdnet.training.dataset import (
-    ImageArrayDataset,
-    SourceBalancedSampler,
-    train_augmentation,
-)
+from rcdnet.training.dataset import ImageArrayDataset, SourceBalancedSampler, train_augmentation
 from rcdnet.training.localise import mask_dice, mask_loss, mix_batch
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def peak_memory_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @torch.inference_mode()
@@ -66,6 +50,13 @@ def predict_loader(model: torch.nn.Module, loader: DataLoader, device: torch.dev
         logits.append(model(x.to(device)).float().cpu().numpy())
         labels.append(y.numpy())
     return np.concatenate(logits), np.concatenate(labels)
+
+
+def stopped(history: list[dict], patience: int) -> bool:
+    """Whether early stopping (``train.patience`` > 0) has ended a training whose epochs so far are ``history``:
+    its last epoch is ``patience`` epochs after its best."""
+    last = history[-1] if history else {}
+    return bool(patience and last and last["epoch"] - last.get("best_epoch", last["epoch"]) >= patience)
 
 
 def _auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> float:
@@ -88,7 +79,7 @@ class Trainer:
         self._check_batch(len(data.subset("train")[0]))
         runtime.apply(cfg.train.threads)
         self.precision = dist.resolve_precision(self.ctx, cfg.train.precision)
-        seed_everything(cfg.seed)
+        runtime.seed_everything(cfg.seed)
         self._build_model()
         self._build_data(cache_dir)
         self._build_optimisation()
@@ -205,7 +196,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------
     def train_one_epoch(self, epoch: int, bar: tqdm | None) -> tuple[float, float]:
         seed = self.cfg.seed * 100_003 + epoch
-        seed_everything(seed * 7 + self.ctx.rank)  # Mixup draws differ per rank, as in any DDP run
+        runtime.seed_everything(seed * 7 + self.ctx.rank)  # Mixup draws differ per rank, as in any DDP run
         self.sampler.set_epoch(epoch)
         self.train_ds.set_epoch_seed(seed)
         train_mode(self.model, self.frozen)
@@ -263,6 +254,8 @@ class Trainer:
         epochs = self.cfg.train.epochs
         select = self.cfg.train.select_metric
         for epoch in range(self.start_epoch, epochs):
+            if stopped(self.history, self.cfg.train.patience):
+                break
             t0 = time.time()
             per_epoch = len(self.train_loader) * self.train_loader.batch_size * self.ctx.world
             bar = (tqdm(total=per_epoch, unit="img", leave=True,
@@ -279,7 +272,7 @@ class Trainer:
                    **({"val_dice": self.validate_masks()} if self.localise else {}),
                    "train_seconds": round(t_train, 2), "epoch_seconds": round(time.time() - t0, 2),
                    "train_images_per_s": round(per_epoch / t_train, 2), "processes": self.ctx.world,
-                   "peak_memory_mb": round(peak_memory_mb(), 1)}
+                   "peak_memory_mb": round(runtime.peak_memory_mb(), 1)}
             self.history.append(rec)
             metric = {"auc": val_auc, "accuracy": val_acc, "loss": -val_loss}[select]
             improved = metric > self.best["metric"]
@@ -287,6 +280,7 @@ class Trainer:
                 improved = epoch + 1 >= self.swa_start and (improved or self.best["epoch"] < self.swa_start)
             if improved:
                 self.best = {"epoch": epoch + 1, "metric": metric, "name": select}
+            rec["best_epoch"] = self.best["epoch"]
             if self.ctx.main:  # the only writer
                 if improved:
                     save_atomic(self._state(epoch, full=False), self.ckpt_dir / "best.pt")
@@ -296,4 +290,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}",
                                 val_auc=f"{val_auc:.3f}", best="*" if improved else "")
                 bar.close()
+        if stopped(self.history, self.cfg.train.patience) and self.progress and len(self.history) < epochs:
+            print(f"stopped after epoch {len(self.history)}: no better validation {select} for "
+                  f"{self.cfg.train.patience} epochs (train.patience); best epoch {self.best['epoch']}")
         return self.best
