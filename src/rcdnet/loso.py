@@ -15,18 +15,22 @@ The held-out source's images are resampled by cluster (patient, duplicate group)
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
-from rcdnet.config import RunConfig
+from rcdnet.config import RunConfig, read_saved_config, save_config
+from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.sources import READERS
+from rcdnet.data.split import load_split
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.metrics import bootstrap_mean_ci, weighted_auc
 from rcdnet.evaluation.results import Evaluation
 from rcdnet.files import markdown_table, write_csv, write_json
-from rcdnet.pipeline import run
+from rcdnet.pipeline import finder_on_external, fit_segmenter, run, ships_finder
+from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.runtime import environment
 
 # the issue's targets for every held-out source (docs/loso.md)
@@ -70,6 +74,8 @@ def leave_one_source_out(cfg: RunConfig, data_root: Path, out: Path, seeds: list
             if (d / f"{held}_metrics.json").is_file():
                 if progress:
                     print(f"seed {seed}, without {held}: finished earlier, kept")
+                if ships_finder(cfg) and "segmenter_external" not in json.loads((d / "metrics.json").read_text()):
+                    add_finder(cfg, d, data_root, cache_dir, progress)
                 continue
             if progress:
                 print(f"seed {seed}, fold {i + 1}/{len(sources)}: train on {', '.join(s for s in sources if s != held)}"
@@ -77,6 +83,26 @@ def leave_one_source_out(cfg: RunConfig, data_root: Path, out: Path, seeds: list
             run(fold_config(cfg, held, seed), data_root, d, resume=(d / "checkpoints" / "last.pt").is_file(),
                 cache_dir=cache_dir, progress=progress)
     return summarise(cfg, out, sources, seeds)
+
+
+def add_finder(cfg: RunConfig, d: Path, data_root: Path, cache_dir: Path | None, progress: bool) -> None:
+    """A finished fold ``d`` that has no lesion finder (trained with ``segment.epochs`` 0) gets one with ``cfg``'s
+    ``segment`` settings, as its run would have made it: trained on the fold's own split (never the held-out source),
+    its threshold chosen on the fold's validation split, then scored on the held-out source beside the fold's
+    classifier's found-box AUC (in the ledger). The classifier and its predictions are left as they were."""
+    fold = read_saved_config(d / "config.yaml").updated({"segment": dataclasses.asdict(cfg.segment)},
+                                                         where=f"{d}: its lesion finder")
+    if progress:
+        print(f"{d}: training its lesion finder ({fold.segment.epochs} epochs)")
+    split = {r["key"]: r["split"] for r in load_split(d / "split.csv")}
+    data = prepare_training_data(fold, data_root, cache_dir=cache_dir, saved_split=split, progress=False)
+    predictor = TorchPredictor(d / "checkpoints" / "best.pt")
+    metrics = json.loads((d / "metrics.json").read_text())
+    metrics["segmenter"] = fit_segmenter(fold, data, data_root, d, predictor,
+                                         log=print if progress else lambda m: None)
+    metrics["segmenter_external"] = finder_on_external(fold, data_root, d, predictor)
+    save_config(fold, d / "config.yaml")  # the fold's settings now include the finder it ships
+    write_json(d / "metrics.json", metrics)
 
 
 def _read_fold(out: Path, seed: int, held: str) -> tuple[list[dict], dict]:
@@ -97,13 +123,14 @@ def source_summary(y: np.ndarray, P: np.ndarray, groups: np.ndarray, per_seed: l
     (mean probability), calibration error and the two operating points chosen without this source."""
     ones = np.ones((1, len(y)))
     aucs = [float(weighted_auc(y, p, ones)[0]) for p in P]  # from the probabilities as loso_predictions.csv holds them
-    ci = bootstrap_mean_ci(y, P, 0.5, n_boot, 0, groups=groups)["auc"] if n_boot else (float("nan"),) * 2
     mean_p = P.mean(axis=0)
+    ci, ens_ci = ((bootstrap_mean_ci(y, Q, 0.5, n_boot, 0, groups=groups)["auc"] for Q in (P, mean_p[None]))
+                  if n_boot else [(float("nan"),) * 2] * 2)
     mean = lambda v: float(np.mean([x for x in v if x is not None])) if any(x is not None for x in v) else None  # noqa
     return {"n": len(y), "n_malignant": int(y.sum()), "clusters": len(set(groups)),
             "auc_per_seed": aucs, "auc": float(np.mean(aucs)), "auc_ci": [float(ci[0]), float(ci[1])],
             "auc_seed_sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else None,
-            "ensemble_auc": float(weighted_auc(y, mean_p, ones)[0]),
+            "ensemble_auc": float(weighted_auc(y, mean_p, ones)[0]), "ensemble_auc_ci": [float(c) for c in ens_ci],
             "ece": mean([m["ece"] for m in per_seed]), "ece_before_temperature":
                 mean([m["ece_before_temperature"] for m in per_seed]),
             "ensemble_ece": expected_calibration_error(y, mean_p),
@@ -210,7 +237,8 @@ def markdown(s: dict) -> str:
     for h, m in s["sources"].items():
         rows.append([h, f"{m['n']} ({m['n_malignant']} mal., {m['clusters']} clusters)",
                      f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]",
-                     " / ".join(f"{a:.3f}" for a in m["auc_per_seed"]), _f(m["ensemble_auc"]),
+                     " / ".join(f"{a:.3f}" for a in m["auc_per_seed"]), _f(m["ensemble_auc"]) + (
+                         f" [{m['ensemble_auc_ci'][0]:.3f}, {m['ensemble_auc_ci'][1]:.3f}]" if len(seeds) > 1 else ""),
                      f"{_f(m['ece_before_temperature'])} → {_f(m['ece'])}",
                      f"{_f(m['high_sensitivity_sensitivity'])} / {_f(m['high_sensitivity_specificity'])}",
                      f"{_f(m['default_sensitivity'])} / {_f(m['default_specificity'])}"])

@@ -102,6 +102,11 @@ def calibrate_on_validation(best_path: Path, data: PreparedData, cfg: RunConfig
     return TorchPredictor(best_path), va_samples, va_images
 
 
+def ships_finder(cfg: RunConfig) -> bool:
+    """Whether a run with ``cfg`` trains a lesion finder (a region-of-interest model; a whole-image one needs no box)."""
+    return cfg.segment.epochs > 0 and cfg.data.roi
+
+
 def fit_segmenter(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: Path, predictor=None,
                   log=lambda m: print(m, file=sys.stderr)) -> dict:
     """The lesion finder's part of the run: trained after the classifier on the same split, shipped as
@@ -239,8 +244,7 @@ def run(cfg: RunConfig, data_root: Path, run_dir: Path, *, resume: bool = False,
     if not evaluate:
         return {"best": best}
     predictor, results, extra = evaluate_run(cfg, data, data_root, run_dir, cache_dir)
-    ships_finder = cfg.segment.epochs > 0 and cfg.data.roi  # a whole-image model needs no box
-    finder = fit_segmenter(cfg, data, data_root, run_dir, predictor) if ships_finder else None
+    finder = fit_segmenter(cfg, data, data_root, run_dir, predictor) if ships_finder(cfg) else None
     t = predictor.temperature
     plot_reliability({f"{n} (T=1)": (r.y, r.p_raw) for n, r in results.items()}
                      | {f"{n} (T={t:.2f})": (r.y, r.p) for n, r in results.items()},

@@ -178,6 +178,26 @@ def test_the_export_carries_the_lesion_finder(trained, data_root, cache_dir, tmp
         assert a["p_malignant"] == pytest.approx(b["p_malignant"], abs=1e-3)
 
 
+def test_the_int8_finder_is_calibrated_on_training_images_and_reports_what_it_changes(trained, data_root, tmp_path):
+    from rcdnet.data.sources import load_dataset
+    from rcdnet.deploy.finder import export_finder, quantise_finder
+    from rcdnet.segment.finder import LesionFinder
+    from rcdnet.segment.model import segmenter_onnx_beside
+
+    seg = trained / "checkpoints" / "segmenter.pt"
+    finder = LesionFinder.load(seg, engine="pytorch")
+    samples = load_dataset("udiat", data_root)[0][:24]  # images this run never trained on
+    greys = np.stack([finder.grey(read_image(s.path)) for s in samples])
+    fp32 = export_finder(seg, tmp_path / "model.onnx", greys[:4], report=lambda m: None)
+    int8 = segmenter_onnx_beside(tmp_path / "model.int8.onnx")
+    changes = quantise_finder(fp32, int8, greys[:16], samples[16:], report=lambda m: None)
+    q = LesionFinder.load_onnx(int8)  # settings carried over: it loads as the exported finder does
+    assert (q.threshold, q.size) == (finder.threshold, finder.size) and int8.stat().st_size < 0.6 * fp32.stat().st_size
+    assert set(changes) == {"fp32", "int8"} and {"found", "dice"} <= set(changes["int8"])
+    diff = np.abs(q.maps(greys[16:]) - LesionFinder.load_onnx(fp32).maps(greys[16:]))
+    assert 0 < np.median(diff) < 0.05  # quantised (not a copy), and close
+
+
 def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):
     assert main(["train", "--data", str(data_root), "--out", str(trained), "--epochs", "1", "--limit", "90",
                  "--cache", str(cache_dir), *FAST]) == 2

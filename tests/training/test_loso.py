@@ -156,3 +156,31 @@ def test_the_folds_finders_are_summarised_per_held_out_source(tmp_path):
     assert finder_summary(folds, "busi") is None  # a fold that trained no finder
     page = "\n".join(_finder_lines({"sources": {"udiat": {"finder": summary}}}))
     assert "The lesion finder on the held-out hospital" in page and "| udiat | 0.900 | 0.800 | 0.750 | – |" in page
+
+
+def test_a_finished_fold_gets_a_lesion_finder_and_keeps_its_classifier(loso, data_root):
+    """The folds above trained no finder (segment.epochs=0); the same command with a finder adds one to each
+    finished fold: trained on the fold's own split, scored on its held-out source, the classifier untouched."""
+    out, args = loso
+    folds = {h: out / "seed0" / f"without-{h}" for h in SOURCES}
+    before = {h: ((d / f"{h}_predictions.csv").read_text(), (d / "checkpoints" / "best.pt").stat().st_mtime_ns)
+              for h, d in folds.items()}
+    with_finder = [a.replace("segment.epochs=0", "segment.epochs=1") for a in args] + ["--set", "segment.image_size=64"]
+    assert main(with_finder) == 0
+    for held, d in folds.items():
+        assert before[held] == ((d / f"{held}_predictions.csv").read_text(),
+                                (d / "checkpoints" / "best.pt").stat().st_mtime_ns)
+        assert (d / "checkpoints" / "segmenter.pt").is_file() and read_saved_config(d / "config.yaml").segment.epochs == 1
+        m = json.loads((d / "metrics.json").read_text())
+        val = [r for r in csv.DictReader((d / "split.csv").open()) if r["split"] == "val"]  # no held-out image in it
+        assert len(val) - 4 <= m["segmenter"]["lesion_images"] <= len(val)  # the finder's validation: the fold's own
+        ext = m["segmenter_external"][held]
+        every = load_dataset(held, data_root)[0]
+        assert len(every) - 4 <= ext["lesion_images"] <= len(every) and 0 <= ext["dice"] <= 1
+        assert {"auc_found_box", "auc_given_box"} <= set(ext)  # the fold's classifier on found and drawn boxes
+    summary = json.loads((out / "loso_metrics.json").read_text())
+    assert all("found" in summary["sources"][h]["finder"] for h in SOURCES)
+    assert "The lesion finder on the held-out hospital" in (out / "loso.md").read_text()
+    stamps = [(d / "checkpoints" / "segmenter.pt").stat().st_mtime_ns for d in folds.values()]
+    assert main(with_finder) == 0  # the second time nothing is trained
+    assert stamps == [(d / "checkpoints" / "segmenter.pt").stat().st_mtime_ns for d in folds.values()]

@@ -91,8 +91,8 @@ def export_model(checkpoint: str | Path, onnx_path: str | Path, *, data: str | N
            f"max {what} = {diff:.2e} ({'ok' if ok else 'FAILED'}, tolerance {MAX_ABS_DIFF:g})")
     if not ok:
         raise ExportError(f"the ONNX model differs from PyTorch by {diff:.2e}")
-    if int8:
-        q = out.with_name(out.stem + ".int8.onnx")
+    q = out.with_name(out.stem + ".int8.onnx") if int8 else None
+    if q is not None:
         train = images["train"][0]
         # ONNX Runtime's calibrator keeps every intermediate tensor of every calibration image in memory (256
         # images exhausted 24 GB here), so a modest, seeded sample of training images
@@ -101,17 +101,19 @@ def export_model(checkpoint: str | Path, onnx_path: str | Path, *, data: str | N
         _update_sidecar(q, quantisation=quantisation_report(fp32, OnnxPredictor(q), images, report))
         report(f"{q}: {q.stat().st_size / 2**20:.1f} MB (calibrated on {len(pick)} training images)")
     report(f"metadata: {out.with_suffix('.json')}")
-    _export_finder(predictor, out, data, verify_images, report)
+    _export_finder(predictor, out, data, verify_images, report, int8_beside=q)
     return out
 
 
-def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: int, report) -> None:
+def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: int, report,
+                   int8_beside: Path | None = None) -> None:
     """The run's lesion finder, if it ships one, exported beside the classifier and verified on validation
-    images (whole, as the finder sees them)."""
+    images (whole, as the finder sees them); with ``int8_beside`` (the INT8 classifier) an INT8 finder beside that,
+    calibrated on training images, and what INT8 changes on the validation images in its sidecar."""
     from rcdnet.data.decode import read_image
-    from rcdnet.deploy.finder import export_finder
+    from rcdnet.deploy.finder import export_finder, quantise_finder
     from rcdnet.segment.finder import LesionFinder
-    from rcdnet.segment.model import segmenter_beside
+    from rcdnet.segment.model import segmenter_beside, segmenter_onnx_beside
 
     seg = segmenter_beside(predictor.source) if predictor.preprocessor.roi else None
     if seg is None:
@@ -119,4 +121,11 @@ def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: in
     finder = LesionFinder.load(seg, engine="pytorch")  # only its input size is needed here
     samples, _ = named_dataset(VALIDATION, data, predictor)
     greys = np.stack([finder.grey(read_image(s.path)) for s in samples[:n]]) if samples[:n] else np.zeros((0,) * 3)
-    export_finder(seg, out, greys.astype(np.uint8), report=report)
+    fp32 = export_finder(seg, out, greys.astype(np.uint8), report=report)
+    if int8_beside is not None:
+        pool, _ = load_sources(predictor.training_sources, data, tuple(predictor.classes))
+        train = [s for s in pool if s.key not in set(predictor.val_keys)]
+        pick = np.random.default_rng(0).choice(len(train), size=min(CALIBRATION_IMAGES, len(train)), replace=False)
+        calibration = np.stack([finder.grey(read_image(train[i].path)) for i in pick]).astype(np.uint8)
+        changes = quantise_finder(fp32, segmenter_onnx_beside(int8_beside), calibration, samples[:n], report)
+        _update_sidecar(int8_beside, finder_quantisation={"validation_images": len(samples[:n]), **changes})

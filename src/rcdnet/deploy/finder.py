@@ -54,3 +54,21 @@ def export_finder(segmenter_pt: str | Path, classifier_onnx: str | Path, greys: 
         out.unlink()
         raise ValueError(f"{out}: the exported lesion finder differs from PyTorch by {diff:.2e}")
     return out
+
+
+def quantise_finder(fp32: Path, int8: Path, calibration: np.ndarray, val: list, report=print) -> dict:
+    """An INT8 copy of the exported finder at ``int8`` (static, calibrated on ``calibration`` (M, S, S) uint8 training
+    images as the finder sees them; never validation ones), and what it changes on the ``val`` samples (lesion images
+    with masks, and normal ones): lesion found, box IoU >= 0.5 and Dice, fp32 beside INT8, at the shipped threshold."""
+    from rcdnet.deploy.quantise import quantize_int8
+    from rcdnet.evaluation.finder import evaluate_finder
+
+    quantize_int8(fp32, int8, calibration)
+    keys = ("found", "box_iou_0.5", "dice", "no_lesion_on_normal")
+    both = {name: evaluate_finder(LesionFinder.load_onnx(path), val, None, n_boot=0)
+            for name, path in (("fp32", fp32), ("int8", int8))}
+    out = {name: {k: v[k] for k in keys if k in v} for name, v in both.items()}
+    report(f"{int8}: {int8.stat().st_size / 2**20:.1f} MB (calibrated on {len(calibration)} training images); on "
+           f"{both['fp32']['lesion_images']} validation lesion images, fp32 -> int8: "
+           + ", ".join(f"{k} {out['fp32'][k]:.3f} -> {out['int8'][k]:.3f}" for k in keys if k in out["int8"]))
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +82,27 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.
                         nodes_to_exclude=excluded, calibrate_method=method, extra_options=options)
     finally:
         prepared.unlink(missing_ok=True)
-    meta = read_metadata(fp32_path)
-    meta.update(precision="int8", calibration_images=len(calibration))
-    write_metadata(int8_path, meta)
+    _carry_metadata(fp32_path, int8_path, len(calibration))
     return int8_path
+
+
+def _carry_metadata(fp32_path: Path, int8_path: Path, n_calibration: int) -> None:
+    """The fp32 model's rcdnet metadata on the INT8 copy, with ``precision: int8``: a classifier's (and its
+    ``.json`` sidecar) or a lesion finder's."""
+    import onnx
+
+    from rcdnet.segment.model import ONNX_METADATA_KEY
+
+    props = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+    if ONNX_METADATA_KEY not in props:  # a classifier
+        meta = read_metadata(fp32_path)
+        meta.update(precision="int8", calibration_images=n_calibration)
+        write_metadata(int8_path, meta)
+        return
+    meta = {**json.loads(props[ONNX_METADATA_KEY]), "precision": "int8", "calibration_images": n_calibration}
+    m = onnx.load(str(int8_path))
+    del m.metadata_props[:]
+    m.metadata_props.add(key=ONNX_METADATA_KEY, value=json.dumps(meta))
+    tmp = int8_path.with_name(int8_path.name + ".tmp")
+    onnx.save(m, str(tmp))
+    os.replace(tmp, int8_path)
