@@ -94,6 +94,14 @@ def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame
                 | ({"box_source": "+".join(sources)} if sources else {}))
 
 
+def _in_one_batch(predictor: Predictor, arrays: list[np.ndarray]):
+    """The probabilities of each (K_i, S, S) array in ``arrays``, (K_i, C) each, from one classifier call."""
+    if not arrays:
+        return iter(())
+    p = predictor.predict_arrays(np.concatenate(arrays))
+    return iter(np.split(p, np.cumsum([len(a) for a in arrays])[:-1]))
+
+
 def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, chunk: int = 32, progress: bool = False,
                     box: Box | None = None, finder: LesionFinder | None = None
                     ) -> tuple[list[dict], dict[str, list[dict]], list[DataProblem]]:
@@ -113,15 +121,17 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
     ticks = iter(bar)
     for start in range(0, len(paths), chunk):
         part = [Path(p) for p in paths[start:start + chunk]]
-        # decode and preprocess a chunk on the worker threads, then classify it: the two phases take turns, as
-        # torch's threads and the workers running side by side on the same cores slow each other down
-        for path, item in zip(part, list(parallel_map(lambda p: _decoded(predictor, p, resolver), part))):
+        # decode and preprocess a chunk on the worker threads, then classify its still images in one batch: the two
+        # phases take turns, as torch's threads and the workers side by side on the same cores slow each other down
+        items = list(parallel_map(lambda p: _decoded(predictor, p, resolver), part))
+        classified = _in_one_batch(predictor, [item[0] for item in items if isinstance(item, tuple)])
+        for path, item in zip(part, items):
             next(ticks, None)
             if isinstance(item, DataProblem):
                 problems.append(item)
                 continue
             pr, meta, regions = (_stream_probabilities(predictor, path, chunk, problems, resolver) if item is None
-                                 else (predictor.predict_arrays(item[0]), item[1], item[2]))
+                                 else (next(classified), item[1], item[2]))
             if pr is not None:
                 _add_rows(predictor, path, pr, meta, regions, window, rows, frame_rows)
     if hasattr(bar, "close"):
