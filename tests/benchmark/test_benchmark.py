@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "name": "tiny", "seeds": [0, 1], "split_seed": 0,
     "config": {"data": {"image_size": 64, "limit": 48, "sources": ["busi"], "external": ["udiat"], "roi_margin": 0},
-               "train": {"epochs": 1, "batch_size": 16},
+               "train": {"epochs": 1, "batch_size": 16, "patience": 0},
                "augment": {"ultrasound_variants": 0}, "eval": {"bootstrap": 50}},
     "reference": "rcdnet",
     "comparison": [{"id": "rcdnet", "label": "RcdNet", "set": {"model": {"name": "rcdnet"}}},
@@ -84,7 +84,7 @@ def test_benchmark_writes_tables_and_resumes(tmp_path, data_root, cache_dir, cap
     old_cfg = yaml.safe_load(saved.read_text())
     del old_cfg["train"]["swa_start"]
     saved.write_text(yaml.safe_dump(old_cfg))
-    assert main(args + ["--set", "train.swa_start=1"]) == 2
+    assert main(args + ["--set", "train.swa_start=1", "--set", "train.patience=0"]) == 2  # SWA runs every epoch
     assert "rcdnet/seed0: train.swa_start 0 -> 1" in capsys.readouterr().err
 
     # an interrupted job: its checkpoint is there, its results are not; finished jobs are left alone
