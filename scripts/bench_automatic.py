@@ -88,8 +88,9 @@ def streamed(classifier, finder: LesionFinder, paths: list[Path], n: int) -> flo
         rows, _, problems = predict_sources(classifier, paths, finder=finder)
         best = min(best, time.perf_counter() - t0)
         refused = [p for p in problems if "no lesion found" not in p.problem]
-        if refused:
-            raise SystemExit(f"automatic mode failed: {refused[:3]}")
+        answered = {r["image"] for r in rows}
+        if refused or (len(paths) == 1 and str(paths[0]) not in answered):  # a clip must get its answer
+            raise SystemExit(f"automatic mode failed: {(refused or problems)[:3]}")
     return n / best
 
 

@@ -172,6 +172,22 @@ def test_clips_run_the_automatic_mode_and_a_dicoms_pixel_spacing_gives_millimetr
     out = json.loads(capsys.readouterr().out)
     assert out["predictions"][0]["box_source"] == "found" and out["predictions"][0]["frames"] == 4
     assert [f["box_source"] for f in out["frames"][str(clip)]] == ["found"] * 4
+    # frames in which no lesion is found are left out of the clip's answer, and said; a clip with none is refused
+    bare = img.copy()
+    bare[100:140, 250:290] = 0  # the grey bar without the bright square: a picture, but nothing the finder finds
+    mixed = make_video(tmp_path / "mixed.mp4", [img, bare, img, bare, img])
+    assert main(["predict", str(run), str(mixed), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predictions"][0]["frames"] == 3 and [f["frame"] for f in out["frames"][str(mixed)]] == [0, 2, 4]
+    assert out["errors"] == [{"file": str(mixed), "problem": "no lesion found in 2 of its 5 frames: its answer comes "
+                                                             "from the other 3"}]
+    empty = make_video(tmp_path / "empty.mp4", [bare] * 3)
+    assert main(["predict", str(run), str(empty), "--format", "json"]) == 1
+    assert "no lesion found in any of its 3 frames" in json.loads(capsys.readouterr().out)["errors"][0]["problem"]
+    cine = make_dicom(tmp_path / "cine.dcm", np.stack([img[..., 0], bare[..., 0], img[..., 0]]))  # a multi-frame DICOM
+    assert main(["predict", str(run), str(cine), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["predictions"][0]["frames"] == 2 and "no lesion found in 1 of its 3 frames" in out["errors"][0]["problem"]
     # DICOM: an ultrasound region in centimetres (0.01 cm = 0.1 mm a pixel) outranks PixelSpacing (0.5 mm)
     dcm = make_dicom(tmp_path / "us.dcm", img[..., 0].copy())
     ds = dcmread(dcm)

@@ -12,7 +12,7 @@ from rcdnet.data.decode import Frame, ImageReadError, IncompleteVideo, kind_of, 
 from rcdnet.data.samples import DataProblem
 from rcdnet.predict.base import Predictor, prediction_row
 from rcdnet.predict.regions import Region, RegionResolver
-from rcdnet.segment.finder import LesionFinder
+from rcdnet.segment.finder import LesionFinder, NoLesionFound
 from rcdnet.runtime import parallel_map, with_progress
 
 
@@ -24,21 +24,35 @@ def smooth(p: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(p, k, "same") / np.convolve(np.ones_like(p), k, "same")
 
 
+def _without_lesion(path: Path, skipped: int, frames: int) -> DataProblem:
+    """A multi-frame file in which the finder found no lesion in ``skipped`` of its ``frames`` frames."""
+    if skipped == frames:
+        return DataProblem(str(path), f"no lesion found in any of its {frames} frames: draw a box (--box x0,y0,x1,y1)")
+    return DataProblem(str(path), f"no lesion found in {skipped} of its {frames} frames: its answer comes from the "
+                                  f"other {frames - skipped}")
+
+
 def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems: list[DataProblem],
                           resolver: RegionResolver):
     """A video, decoded and classified ``chunk`` frames at a time (a clip never sits whole in memory):
-    (probabilities (F, C) or None when unreadable, frames read, each frame's region). A clip that ended early keeps
-    its frames and is also listed in ``problems``."""
-    probs, meta, rgbs, regions = [], [], [], []
+    (probabilities (F, C) or None when unreadable, the F frames classified, each one's region). Frames in which the
+    finder finds no lesion are left out (and counted in ``problems``); so is a clip that ended early, which keeps the
+    frames decoded before it broke off."""
+    probs, meta, rgbs, regions, kept = [], [], [], [], []
 
-    def prep(rgb: np.ndarray) -> tuple[np.ndarray, Region]:
-        region = resolver.regions(path, rgb, several=False)[0]
+    def prep(rgb: np.ndarray) -> tuple[np.ndarray | None, Region | None]:
+        try:
+            region = resolver.regions(path, rgb, several=False)[0]
+        except NoLesionFound:
+            return None, None
         return predictor.preprocessor(rgb, region.box), region
 
     def classify() -> None:  # the decoded frames, preprocessed on the worker threads (boxes found there too)
-        done = list(parallel_map(prep, rgbs))
-        probs.append(predictor.predict_arrays(np.stack([a for a, _ in done])))
-        regions.extend(r for _, r in done)
+        done = [(a, r) for a, r in parallel_map(prep, rgbs)]
+        kept.extend(a is not None for a, _ in done)
+        if any(a is not None for a, _ in done):
+            probs.append(predictor.predict_arrays(np.stack([a for a, _ in done if a is not None])))
+            regions.extend(r for a, r in done if a is not None)
         rgbs.clear()
 
     try:
@@ -54,26 +68,39 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
             classify()
     except (ImageReadError, BoxError) as exc:
         problems.append(DataProblem(str(path), str(exc).removeprefix(f"{path}: ")))
-        return None, meta, regions
-    return (np.concatenate(probs) if probs else None), meta[:len(regions)], regions
+        return None, [], []
+    if not all(kept):
+        problems.append(_without_lesion(path, kept.count(False), len(kept)))
+    return (np.concatenate(probs) if probs else None), [m for m, k in zip(meta, kept) if k], regions
 
 
 def _decoded(predictor: Predictor, path: Path, resolver: RegionResolver):
     """Runs on a worker thread: a still image or DICOM file decoded and preprocessed, (K, S, S) uint8 with each
     item's frame and region (a still image: one item per found lesion; a multi-frame file: the most confident one
-    per frame); a :class:`DataProblem` if it cannot be read; None for a video (streamed instead)."""
+    per frame, frames without a found lesion left out and counted in the returned note); a :class:`DataProblem` if it
+    cannot be read or no lesion is found; None for a video (streamed instead)."""
     if kind_of(path) == "video":
         return None
     try:
         items = []
         for fr in with_content(read_frames(path), path):
             meta = Frame(np.empty(0, np.uint8), fr.index, fr.time)
-            items.append([(predictor.preprocessor(fr.rgb, r.box), meta, r)
-                          for r in resolver.regions(path, fr.rgb, fr.pixel_mm)])
+            try:
+                found = resolver.regions(path, fr.rgb, fr.pixel_mm)
+            except NoLesionFound as exc:
+                items.append(exc)
+                continue
+            items.append([(predictor.preprocessor(fr.rgb, r.box), meta, r) for r in found])
     except (ImageReadError, BoxError) as exc:
         return DataProblem(str(path), str(exc).removeprefix(f"{path}: "))
-    flat = [x for frame in items for x in (frame if len(items) == 1 else frame[:1])]
-    return np.stack([a for a, _, _ in flat]), [m for _, m, _ in flat], [r for _, _, r in flat]
+    skipped = sum(isinstance(x, NoLesionFound) for x in items)
+    if len(items) == 1 and skipped:
+        return DataProblem(str(path), str(items[0]).removeprefix(f"{path}: "))
+    note = _without_lesion(path, skipped, len(items)) if skipped else None
+    if skipped == len(items):
+        return note
+    flat = [x for frame in items if not isinstance(frame, NoLesionFound) for x in (frame if len(items) == 1 else frame[:1])]
+    return np.stack([a for a, _, _ in flat]), [m for _, m, _ in flat], [r for _, _, r in flat], note
 
 
 def _add_rows(predictor: Predictor, path: Path, pr: np.ndarray, meta: list[Frame], regions: list[Region],
@@ -130,6 +157,8 @@ def predict_sources(predictor: Predictor, paths: list[Path], window: int = 5, ch
             if isinstance(item, DataProblem):
                 problems.append(item)
                 continue
+            if item is not None and item[3] is not None:  # frames without a found lesion
+                problems.append(item[3])
             pr, meta, regions = (_stream_probabilities(predictor, path, chunk, problems, resolver) if item is None
                                  else (next(classified), item[1], item[2]))
             if pr is not None:
