@@ -217,6 +217,13 @@ def test_a_checkpoints_finder_runs_on_onnx_runtime_with_pytorchs_numbers(tmp_pat
     assert fast.runtime.startswith("onnxruntime") and exact.runtime == "pytorch"
     greys = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
     assert np.abs(fast.maps(greys) - exact.maps(greys)).max() < 1e-4
+    # predict's worker threads call it side by side (no lock on ONNX Runtime): each gets its own image's map
+    from concurrent.futures import ThreadPoolExecutor
+
+    many = np.random.default_rng(1).integers(0, 256, (16, 1, 64, 64), dtype=np.uint8)
+    with ThreadPoolExecutor(4) as pool:
+        side_by_side = list(pool.map(fast.maps, many))
+    assert all(np.array_equal(a, fast.maps(g)) for a, g in zip(side_by_side, many))
     exported = list((tmp_path / "cache" / "onnx").iterdir())
     assert len(exported) == 1 and LesionFinder.load(path, engine="onnxruntime").runtime.startswith("onnxruntime")
     assert list((tmp_path / "cache" / "onnx").iterdir()) == exported  # the second load reuses the graph
