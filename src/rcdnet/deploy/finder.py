@@ -9,7 +9,6 @@ model's metadata (``rcdnet_segmenter``), read back by :meth:`rcdnet.segment.find
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from rcdnet import __version__
+from rcdnet.deploy.onnx import replace_metadata
 from rcdnet.segment.finder import LesionFinder
 from rcdnet.segment.model import ONNX_METADATA_KEY, segmenter_onnx_beside
 
@@ -35,15 +35,11 @@ def export_finder(segmenter_pt: str | Path, classifier_onnx: str | Path, greys: 
                       output_names=["lesion_probability"],
                       dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=1024)}},
                       opset_version=opset, external_data=False, dynamo=True, verbose=False)
-    import onnx
-
-    model = onnx.load(str(tmp))
     meta = {"format": "rcdnet-segmenter-onnx-1", "rcdnet_version": __version__, "image_size": s,
             "threshold": finder.threshold, "min_area": finder.min_area, "validation": finder.validation,
             "source_checkpoint": Path(segmenter_pt).name}
-    model.metadata_props.add(key=ONNX_METADATA_KEY, value=json.dumps(meta))
-    model.doc_string = "rcdnet lesion finder: (N,1,S,S) grey 0..255 -> (N,S,S) lesion probability"
-    onnx.save(model, str(tmp))
+    replace_metadata(tmp, ONNX_METADATA_KEY, meta,
+                     "rcdnet lesion finder: (N,1,S,S) grey 0..255 -> (N,S,S) lesion probability")
     os.replace(tmp, out)
     ramp = np.tile(np.linspace(0, 255, s, dtype=np.float32), (s, 1)).astype(np.uint8)[None]
     probe = np.concatenate([greys, ramp]) if len(greys) else ramp

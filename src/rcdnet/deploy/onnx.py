@@ -33,17 +33,24 @@ def metadata(predictor: TorchPredictor, **extra) -> dict:
             "source_checkpoint": Path(predictor.source).name, "source_sha256": file_sha256(predictor.source), **extra}
 
 
-def write_metadata(onnx_path: Path, meta: dict) -> None:
-    """Store ``meta`` in the model (replacing what was there) and in ``<name>.json`` beside it."""
+def replace_metadata(onnx_path: Path, key: str, meta: dict, doc: str | None = None) -> None:
+    """Store ``meta`` under ``key`` in the model, replacing its metadata (and its description with ``doc``), atomically."""
     import onnx
 
     m = onnx.load(str(onnx_path))
     del m.metadata_props[:]
-    m.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
-    m.doc_string = f"rcdnet {meta['model']}: (N,1,S,S) grey 0..255 -> (N,C) probabilities of {meta['classes']}"
+    m.metadata_props.add(key=key, value=json.dumps(meta))
+    if doc is not None:
+        m.doc_string = doc
     tmp = onnx_path.with_name(onnx_path.name + ".tmp")
     onnx.save(m, str(tmp))
     os.replace(tmp, onnx_path)
+
+
+def write_metadata(onnx_path: Path, meta: dict) -> None:
+    """Store a classifier's ``meta`` in the model (replacing what was there) and in ``<name>.json`` beside it."""
+    replace_metadata(onnx_path, METADATA_KEY, meta,
+                     f"rcdnet {meta['model']}: (N,1,S,S) grey 0..255 -> (N,C) probabilities of {meta['classes']}")
     onnx_path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 

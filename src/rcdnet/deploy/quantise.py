@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from rcdnet.deploy.onnx import write_metadata
+from rcdnet.deploy.onnx import replace_metadata, write_metadata
 from rcdnet.predict.onnx import read_metadata
 
 
@@ -99,10 +98,5 @@ def _carry_metadata(fp32_path: Path, int8_path: Path, n_calibration: int) -> Non
         meta.update(precision="int8", calibration_images=n_calibration)
         write_metadata(int8_path, meta)
         return
-    meta = {**json.loads(props[ONNX_METADATA_KEY]), "precision": "int8", "calibration_images": n_calibration}
-    m = onnx.load(str(int8_path))
-    del m.metadata_props[:]
-    m.metadata_props.add(key=ONNX_METADATA_KEY, value=json.dumps(meta))
-    tmp = int8_path.with_name(int8_path.name + ".tmp")
-    onnx.save(m, str(tmp))
-    os.replace(tmp, int8_path)
+    replace_metadata(int8_path, ONNX_METADATA_KEY,
+                     {**json.loads(props[ONNX_METADATA_KEY]), "precision": "int8", "calibration_images": n_calibration})

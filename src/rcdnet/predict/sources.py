@@ -48,11 +48,11 @@ def _stream_probabilities(predictor: Predictor, path: Path, chunk: int, problems
         return predictor.preprocessor(rgb, region.box), region
 
     def classify() -> None:  # the decoded frames, preprocessed on the worker threads (boxes found there too)
-        done = [(a, r) for a, r in parallel_map(prep, rgbs)]
+        done = list(parallel_map(prep, rgbs))
         kept.extend(a is not None for a, _ in done)
-        if any(a is not None for a, _ in done):
-            probs.append(predictor.predict_arrays(np.stack([a for a, _ in done if a is not None])))
-            regions.extend(r for a, r in done if a is not None)
+        if found := [(a, r) for a, r in done if a is not None]:
+            probs.append(predictor.predict_arrays(np.stack([a for a, _ in found])))
+            regions.extend(r for _, r in found)
         rgbs.clear()
 
     try:
@@ -99,7 +99,8 @@ def _decoded(predictor: Predictor, path: Path, resolver: RegionResolver):
     note = _without_lesion(path, skipped, len(items)) if skipped else None
     if skipped == len(items):
         return note
-    flat = [x for frame in items if not isinstance(frame, NoLesionFound) for x in (frame if len(items) == 1 else frame[:1])]
+    frames = [f for f in items if not isinstance(f, NoLesionFound)]
+    flat = [x for f in frames for x in (f if len(items) == 1 else f[:1])]
     return np.stack([a for a, _, _ in flat]), [m for _, m, _ in flat], [r for _, _, r in flat], note
 
 
