@@ -198,6 +198,25 @@ def test_the_int8_finder_is_calibrated_on_training_images_and_reports_what_it_ch
     assert 0 < np.median(diff) < 0.05  # quantised (not a copy), and close
 
 
+def test_an_unreadable_validation_image_is_skipped_by_the_finders_export(trained, data_root, cache_dir, tmp_path,
+                                                                          capsys, monkeypatch):
+    import rcdnet.data.decode as decode
+
+    real, bad = decode.read_image, []
+
+    def read(path, *a, **k):  # the first image read for the finder's check turns out unreadable
+        if not bad:
+            bad.append(str(path))
+            raise decode.ImageReadError(f"{path}: truncated PNG")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(decode, "read_image", read)
+    assert main(["export", str(trained), "--onnx", str(tmp_path / "m.onnx"), "--data", str(data_root), "--cache",
+                 str(cache_dir), "--verify-images", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped {bad[0]}: truncated PNG" in out and "verified on 5 images" in out  # 4 readable + the ramp
+
+
 def test_existing_run_is_not_overwritten(trained, data_root, cache_dir, capsys):
     assert main(["train", "--data", str(data_root), "--out", str(trained), "--epochs", "1", "--limit", "90",
                  "--cache", str(cache_dir), *FAST]) == 2

@@ -110,7 +110,7 @@ def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: in
     """The run's lesion finder, if it ships one, exported beside the classifier and verified on validation
     images (whole, as the finder sees them); with ``int8_beside`` (the INT8 classifier) an INT8 finder beside that,
     calibrated on training images, and what INT8 changes on the validation images in its sidecar."""
-    from rcdnet.data.decode import read_image
+    from rcdnet.data.decode import ImageReadError, read_image
     from rcdnet.deploy.finder import export_finder, quantise_finder
     from rcdnet.segment.finder import LesionFinder
     from rcdnet.segment.model import segmenter_beside, segmenter_onnx_beside
@@ -119,13 +119,28 @@ def _export_finder(predictor: TorchPredictor, out: Path, data: str | None, n: in
     if seg is None:
         return
     finder = LesionFinder.load(seg, engine="pytorch")  # only its input size is needed here
-    samples, _ = named_dataset(VALIDATION, data, predictor)
-    greys = np.stack([finder.grey(read_image(s.path)) for s in samples[:n]]) if samples[:n] else np.zeros((0,) * 3)
-    fp32 = export_finder(seg, out, greys.astype(np.uint8), report=report)
+
+    def greys(samples: list, k: int) -> tuple[list, np.ndarray]:
+        """The first ``k`` readable ``samples`` and their (k, S, S) uint8 finder inputs (unreadable files skipped,
+        as every evaluation skips them)."""
+        kept, out = [], []
+        for s in samples:
+            if len(kept) == k:
+                break
+            try:
+                out.append(finder.grey(read_image(s.path)))
+            except ImageReadError as exc:
+                report(f"skipped {exc}")
+                continue
+            kept.append(s)
+        return kept, np.stack(out).astype(np.uint8) if out else np.zeros((0, finder.size, finder.size), np.uint8)
+
+    val, val_greys = greys(named_dataset(VALIDATION, data, predictor)[0], n)
+    fp32 = export_finder(seg, out, val_greys, report=report)
     if int8_beside is not None:
         pool, _ = load_sources(predictor.training_sources, data, tuple(predictor.classes))
         train = [s for s in pool if s.key not in set(predictor.val_keys)]
         pick = np.random.default_rng(0).choice(len(train), size=min(CALIBRATION_IMAGES, len(train)), replace=False)
-        calibration = np.stack([finder.grey(read_image(train[i].path)) for i in pick]).astype(np.uint8)
-        changes = quantise_finder(fp32, segmenter_onnx_beside(int8_beside), calibration, samples[:n], report)
-        _update_sidecar(int8_beside, finder_quantisation={"validation_images": len(samples[:n]), **changes})
+        _, calibration = greys([train[i] for i in pick], CALIBRATION_IMAGES)  # an unreadable one is left out
+        changes = quantise_finder(fp32, segmenter_onnx_beside(int8_beside), calibration, val, report)
+        _update_sidecar(int8_beside, finder_quantisation={"validation_images": len(val), **changes})
