@@ -62,8 +62,8 @@ class LesionFinder:
         self.source, self.validation = source, validation or {}
         self.runtime = "onnxruntime" if session is not None else "pytorch"
         # PyTorch: one forward pass at a time (its threads use every core). ONNX Runtime: each call on one thread and
-        # without a lock, so that predict's worker threads find lesions side by side (a folder: 22 -> 27.5 images/s
-        # on 2 cores; one image alone 5 -> 9 ms: docs/throughput.md)
+        # without a lock, so that predict's worker threads find lesions side by side (a folder: 22 -> 25-28 images/s
+        # on 2 cores: docs/throughput.md)
         self._lock = threading.Lock()
 
     @classmethod
