@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 SLACK = 65536  # multipart boundaries and form fields around the file itself
+log = logging.getLogger("rcdnet.serve")
 
 
 class BodyCut(Exception):
@@ -38,11 +40,15 @@ class BodyLimit:
                 message = await asyncio.wait_for(receive(), self.idle_s)
             except asyncio.TimeoutError:
                 state["cut"] = (408, f"upload stalled: no data for {self.idle_s:g} s")
+                log.warning("%s %s: %s after %d bytes", scope.get("method"), scope.get("path"), state["cut"][1],
+                            state["read"])
                 raise BodyCut(state["cut"][1]) from None
             if message["type"] == "http.request":
                 state["read"] += len(message.get("body", b""))
                 if state["read"] > self.limit + SLACK:
                     state["cut"] = (413, self.message)
+                    log.warning("%s %s: cut at %d bytes (%s)", scope.get("method"), scope.get("path"),
+                                state["read"], self.message)
                     raise BodyCut(self.message)
             return message
 
