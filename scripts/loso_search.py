@@ -17,6 +17,10 @@ docs/loso.md: the interval of (SINGLE - the mean of ENSEMBLE's seeds) LOSO score
 with the training noise of both (SINGLE's seed variance, 0 with one seed; the ensemble's members' variance over their
 number), and both worst sources.
 
+`ensembles DEFAULT CANDIDATE` (both with several seeds) applies step 11: the interval of (CANDIDATE - DEFAULT) LOSO
+score of the two seed ensembles, each carrying its members' seed variance over their number; the candidate wins only
+when the interval lies above 0 and its worst source is at most 0.02 below the default's.
+
 `table` applies the rule to every recipe whose folds are all finished, and to each one's seed ensemble (the mean
 probability of its seeds: one option more), and prints the page: every candidate's per-source AUCs, LOSO score,
 worst source, the interval of its difference from the leader, the choice; then each recipe's own LOSO table.
@@ -128,38 +132,69 @@ def _scores(rows: list[dict], seeds: list[int], keys: dict[str, set]) -> dict:
     return out
 
 
-def versus(single: str, ensemble: str) -> None:
-    """Step 10 of docs/loso.md: one recipe against another's seed ensemble (printed as a Markdown section)."""
-    from rcdnet.evaluation.loso_rule import WORST_MARGIN, LosoCandidate, SourceScores, compared
+def _ensemble(recipe: str, rows: list[dict], seeds: list[int], keys: dict[str, set]) -> tuple:
+    """(each seed alone, the mean of the seeds' probabilities carrying the members' seed variance)."""
+    from rcdnet.evaluation.loso_rule import LosoCandidate, SourceScores
+
+    members = LosoCandidate(recipe, 0, _scores(rows, seeds, keys))
+    return members, LosoCandidate(f"{recipe} (mean of seeds {', '.join(map(str, seeds))})", 0,
+                                  {h: SourceScores(s.y, s.P.mean(axis=0, keepdims=True), s.clusters)
+                                   for h, s in members.sources.items()}, extra_variance=members.seed_variance)
+
+
+def _compare_page(command: str, a: str, b: str, ensemble_a: bool) -> tuple:
+    """Read both recipes on the images both scored, print the header and the AUC table; (a's, b's ensemble)."""
     from rcdnet.runtime import environment
 
-    (a_rows, a_seeds), (b_rows, b_seeds) = _read(ROOT / single), _read(ROOT / ensemble)
+    (a_rows, a_seeds), (b_rows, b_seeds) = _read(ROOT / a), _read(ROOT / b)
     keys = {h: {x["key"] for x in a_rows if x["source"] == h} & {x["key"] for x in b_rows if x["source"] == h}
             for h in SOURCES}
-    a = LosoCandidate(single, 0, _scores(a_rows, a_seeds, keys))
-    members = LosoCandidate(ensemble, 0, _scores(b_rows, b_seeds, keys))
-    b = LosoCandidate(f"{ensemble} (mean of seeds {', '.join(map(str, b_seeds))})", 0,
-                      {h: SourceScores(s.y, s.P.mean(axis=0, keepdims=True), s.clusters)
-                       for h, s in members.sources.items()}, extra_variance=members.seed_variance)
-    d, lo, hi = compared(a, b)
     env = environment()
-    f = lambda x: f"{x:.3f}"  # noqa: E731
-    print(f"`python scripts/loso_search.py versus {single} {ensemble}` at commit `{env['commit']}`, {env['date']}"
-          f" ({env['hardware']}); images both scored: " + "; ".join(f"{h} {len(s.y)}" for h, s in a.sources.items())
-          + ".\n")
+    print(f"`python scripts/loso_search.py {command} {a} {b}` at commit `{env['commit']}`, {env['date']}"
+          f" ({env['hardware']}); images both scored: " + "; ".join(f"{h} {len(keys[h])}" for h in SOURCES) + ".\n")
     print("| candidate | seeds | " + " | ".join(f"AUC {h}" for h in SOURCES) + " | LOSO score | worst source |")
     print("|---|---|" + "---|" * len(SOURCES) + "---|---|")
-    for c, seeds in ((a, a_seeds), (members, b_seeds), (b, ["mean"])):
-        name = c.name if c is not members else f"{ensemble}, each seed alone (seed mean)"
-        print(f"| {name} | {len(seeds) if c is not b else 'one ensemble'} | "
-              + " | ".join(f(c.sources[h].auc) for h in SOURCES) + f" | {f(c.score)} | {c.worst[0]} {f(c.worst[1])} |")
-    if len(b_seeds) > 1:
-        print(f"\nSeed-to-seed sd of {ensemble}'s LOSO score: {float(np.std(members.seed_scores, ddof=1)):.3f} "
-              f"(seeds: {', '.join(f(x) for x in members.seed_scores)}).")
+    rows, chosen = [], []
+    for recipe, recipe_rows, seeds, as_ensemble in ((a, a_rows, a_seeds, ensemble_a), (b, b_rows, b_seeds, True)):
+        members, mean = _ensemble(recipe, recipe_rows, seeds, keys)
+        rows.append((f"{recipe}, each seed alone (seed mean)" if as_ensemble else recipe, len(seeds), members))
+        if as_ensemble:
+            rows.append((mean.name, "one ensemble", mean))
+        chosen.append(mean if as_ensemble else members)
+    f = lambda x: f"{x:.3f}"  # noqa: E731
+    for name, n, c in rows:
+        print(f"| {name} | {n} | " + " | ".join(f(c.sources[h].auc) for h in SOURCES)
+              + f" | {f(c.score)} | {c.worst[0]} {f(c.worst[1])} |")
+    for name, n, c in rows:
+        if n != "one ensemble" and len(c.seed_scores) > 1:
+            print(f"\nSeed-to-seed sd of {name.split(',')[0]}'s LOSO score: {float(np.std(c.seed_scores, ddof=1)):.3f}"
+                  f" (seeds: {', '.join(f(x) for x in c.seed_scores)}).")
+    return tuple(chosen)
+
+
+def versus(single: str, ensemble: str) -> None:
+    """Step 10 of docs/loso.md: one recipe against another's seed ensemble (printed as a Markdown section)."""
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN, compared
+
+    a, b = _compare_page("versus", single, ensemble, ensemble_a=False)
+    d, lo, hi = compared(a, b)
     tie, guard = lo <= 0.0, b.worst[1] >= a.worst[1] - WORST_MARGIN
     print(f"\n{single} - ensemble: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (95 %). (a) the interval reaches 0 or lies below it: "
           f"{'yes' if tie else 'no'}; (b) worst source no more than {WORST_MARGIN} below: {'yes' if guard else 'no'}. "
           f"Decision: **{'the ensemble' if tie and guard else single}**.")
+
+
+def ensembles(default: str, candidate: str) -> None:
+    """Step 11 of docs/loso.md: two recipes' seed ensembles; the candidate replaces the default only when the interval
+    of (candidate - default) LOSO score lies above 0 and its worst source is at most WORST_MARGIN lower."""
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN, compared
+
+    a, b = _compare_page("ensembles", default, candidate, ensemble_a=True)
+    d, lo, hi = compared(b, a)
+    ahead, guard = lo > 0.0, b.worst[1] >= a.worst[1] - WORST_MARGIN
+    print(f"\n{candidate} - {default}, both ensembles: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (95 %). (a) the interval lies "
+          f"above 0: {'yes' if ahead else 'no'}; (b) worst source no more than {WORST_MARGIN} below the default's: "
+          f"{'yes' if guard else 'no'}. Decision: **{candidate if ahead and guard else default}**.")
 
 
 def table() -> None:
@@ -201,7 +236,7 @@ def table() -> None:
 if __name__ == "__main__":
     from select_default import cli
 
-    if len(sys.argv) == 4 and sys.argv[1] == "versus":
-        versus(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] in ("versus", "ensembles"):
+        {"versus": versus, "ensembles": ensembles}[sys.argv[1]](sys.argv[2], sys.argv[3])
     else:
         cli(sys.argv, __doc__, run, run_parallel, table)
