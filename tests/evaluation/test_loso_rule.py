@@ -83,3 +83,37 @@ def test_training_noise_widens_the_interval():
     assert d == d2 and (hi2 - lo2) > (hi - lo) + 0.05
     with pytest.raises(ValueError, match="different sources"):
         compared(a, LosoCandidate("c", 0, {"a": a.sources["a"]}))
+
+
+def _write_run(root, recipe: str, separation: float, rng, seeds=(0, 1, 2), n: int = 150) -> None:
+    """runs/loso/RECIPE/loso_predictions.csv as `rcdnet cv --by-source` writes it, for the script's four sources."""
+    import csv
+
+    from scripts.loso_search import SOURCES as FOUR
+
+    (root / recipe).mkdir(parents=True)
+    with open(root / recipe / "loso_predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["key", "source", "label", "group", "seed", "p_malignant"])
+        for h in FOUR:
+            y, clusters = _labels(n)
+            base = y * separation + rng.normal(0, 1, n)
+            for s in seeds:
+                p = 1 / (1 + np.exp(-(base + rng.normal(0, 0.05, n))))
+                w.writerows([f"{h}/{i}", h, ["benign", "malignant"][y[i]], f"g{clusters[i]}", s, f"{p[i]:.6f}"]
+                            for i in range(n))
+
+
+@pytest.mark.parametrize("candidate_separation, chosen", [(4.0, "cand"), (1.5, "dflt"), (1.45, "dflt")])
+def test_step_11_switches_the_default_only_for_an_ensemble_clearly_ahead(tmp_path, monkeypatch, capsys,
+                                                                         candidate_separation, chosen):
+    """`scripts/loso_search.py ensembles`: far ahead -> the candidate; equal or a hair behind -> the default."""
+    import scripts.loso_search as search
+
+    rng = np.random.default_rng(0)
+    _write_run(tmp_path, "dflt", 1.5, rng)
+    _write_run(tmp_path, "cand", candidate_separation, rng)
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    search.ensembles("dflt", "cand")
+    out = capsys.readouterr().out
+    assert f"Decision: **{chosen}**" in out and "dflt (mean of seeds 0, 1, 2) | one ensemble" in out
