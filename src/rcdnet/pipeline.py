@@ -25,7 +25,7 @@ from rcdnet.evaluation.report import data_summary, write_report
 from rcdnet.runtime import environment
 from rcdnet.evaluation.thresholds import choose_thresholds
 from rcdnet.files import writable_dir, write_csv, write_json
-from rcdnet.evaluation.finder import evaluate_finder
+from rcdnet.evaluation.finder import evaluate_finder, finder_rows, per_image_table
 from rcdnet.predict.pytorch import TorchPredictor
 from rcdnet.segment.data import load_masks, normal_images
 from rcdnet.segment.finder import LesionFinder
@@ -136,14 +136,17 @@ def fit_segmenter(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: 
 
 def finder_on_external(cfg: RunConfig, data_root: Path, run_dir: Path, predictor) -> dict:
     """The shipped finder on every external set (a held-out hospital: its lesion images, and its normal ones where
-    it has them), with ``predictor``'s found-box AUC in the ledger (dataset ``<name>-found-boxes``)."""
+    it has them), with ``predictor``'s found-box AUC in the ledger (dataset ``<name>-found-boxes``) and every image's
+    numbers in ``<name>_finder.csv``."""
     from rcdnet.evaluation.ledger import record
 
     finder, out = LesionFinder.load(run_dir / "checkpoints" / SEGMENTER_FILE), {}
     for name in cfg.data.external:
         samples, _ = load_dataset(name, data_root, classes=tuple(predictor.classes))
         normals = normal_images((name,), data_root, 0.0)["train"]
-        out[name] = evaluate_finder(finder, samples + normals, predictor, cfg.eval.bootstrap)
+        rows = finder_rows(finder, samples + normals, predictor)
+        write_csv(run_dir / f"{name}_finder.csv", per_image_table(rows))
+        out[name] = evaluate_finder(finder, samples + normals, predictor, cfg.eval.bootstrap, rows=rows)
         if "auc_found_box" in out[name]:
             out[name]["external_scorings"] = record(run_dir, f"{name}-found-boxes", out[name]["lesion_images"],
                                                     out[name]["auc_found_box"], predictor, environment()["commit"])

@@ -117,3 +117,45 @@ def test_step_11_switches_the_default_only_for_an_ensemble_clearly_ahead(tmp_pat
     search.ensembles("dflt", "cand")
     out = capsys.readouterr().out
     assert f"Decision: **{chosen}**" in out and "dflt (mean of seeds 0, 1, 2) | one ensemble" in out
+
+
+def _finder_run(root, name: str, hit_rate: float, rng, n: int = 120) -> None:
+    """runs/loso_finder/NAME/without-H/H_finder.csv as scripts/finder_search.py reads them: ``hit_rate`` of the
+    lesion images found with box IoU >= 0.5, two normal images."""
+    from rcdnet.files import write_csv
+    from scripts.finder_search import SOURCES as FOUR
+
+    for h in FOUR:
+        hit = rng.random(n) < hit_rate
+        rows = [{"key": f"{h}/{i:03d}", "group": f"g{i // 2}", "label": ["benign", "malignant"][i % 2], "found": 1,
+                 "box_iou": 0.8 if hit[i] else 0.2, "dice": 0.8 if hit[i] else 0.3,
+                 "p_found_box": 0.3 + 0.3 * (i % 2) + rng.normal(0, 0.2)} for i in range(n)]
+        rows += [{"key": f"{h}/n{i}", "group": f"n{i}", "label": "normal", "found": i} for i in range(2)]
+        (root / name / f"without-{h}").mkdir(parents=True)
+        write_csv(root / name / f"without-{h}" / f"{h}_finder.csv", rows)
+
+
+@pytest.mark.parametrize("rate, chosen", [(0.9, "cand"), (0.6, "dflt"), (0.55, "dflt")])
+def test_the_finder_rule_takes_a_candidate_only_when_clearly_ahead(tmp_path, monkeypatch, capsys, rate, chosen):
+    """`scripts/finder_search.py versus`: the interval of the mean IoU >= 0.5 share, paired over the same images."""
+    import scripts.finder_search as search
+
+    rng = np.random.default_rng(1)
+    _finder_run(tmp_path, "dflt", 0.6, rng)
+    _finder_run(tmp_path, "cand", rate, rng)
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    search.versus("dflt", "cand")
+    out = capsys.readouterr().out
+    assert f"Decision: **{chosen}**" in out and "| dflt | busi | 120 |" in out and "0.500 (2)" in out
+
+
+def test_the_paired_interval_is_centred_on_the_mean_difference():
+    from scripts.finder_search import paired_interval
+
+    rng = np.random.default_rng(0)
+    a = {h: (rng.random(200), np.arange(200) // 2) for h in "wxyz"}
+    shifted = {h: (v + 0.1, c) for h, (v, c) in a.items()}
+    d, lo, hi = paired_interval(a, shifted)
+    assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)  # a constant shift
+    d, lo, hi = paired_interval(a, {h: (rng.random(200), c) for h, (_, c) in a.items()})
+    assert lo < d < hi and lo < 0 < hi  # two unrelated draws of the same rate: no difference

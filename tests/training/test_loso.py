@@ -178,6 +178,10 @@ def test_a_finished_fold_gets_a_lesion_finder_and_keeps_its_classifier(loso, dat
         every = load_dataset(held, data_root)[0]
         assert len(every) - 4 <= ext["lesion_images"] <= len(every) and 0 <= ext["dice"] <= 1
         assert {"auc_found_box", "auc_given_box"} <= set(ext)  # the fold's classifier on found and drawn boxes
+        per_image = [r for r in csv.DictReader((d / f"{held}_finder.csv").open()) if r["label"] != "normal"]
+        assert len(per_image) == ext["lesion_images"]  # every image's numbers, the summary's source
+        assert np.mean([float(r["box_iou"]) >= 0.5 for r in per_image]) == pytest.approx(ext["box_iou_0.5"], abs=1e-4)
+        assert np.mean([float(r["dice"]) for r in per_image]) == pytest.approx(ext["dice"], abs=1e-3)
     summary = json.loads((out / "loso_metrics.json").read_text())
     assert all("found" in summary["sources"][h]["finder"] for h in SOURCES)
     assert "The lesion finder on the held-out hospital" in (out / "loso.md").read_text()

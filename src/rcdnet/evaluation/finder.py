@@ -118,10 +118,25 @@ def boxes_where_missing(predictor, model: str, samples: list[Sample]) -> tuple[l
     return [s for s in samples if id(s) not in keep] + located, refused
 
 
-def evaluate_finder(finder: LesionFinder, samples: list[Sample], predictor=None, n_boot: int = 2000) -> dict:
+def finder_rows(finder: LesionFinder, samples: list[Sample], predictor=None) -> list[tuple[Sample, tuple]]:
+    """Per readable sample: (found?, IoU, Dice, |diameter error| mm, p on the found box, p on the mask's box)."""
+    return [row for i in range(0, len(samples), CHUNK) for row in _score_chunk(finder, predictor, samples[i:i + CHUNK])]
+
+
+def per_image_table(rows: list[tuple[Sample, tuple]]) -> list[dict]:
+    """:func:`finder_rows` as CSV rows (``<source>_finder.csv``): a normal image has only ``found``."""
+    names = ("box_iou", "dice", "diameter_error_mm", "p_found_box", "p_given_box")
+    return [{"key": s.key, "group": s.group or s.key, "label": s.label if s.mask_paths else "normal",
+             "found": int(r[0]), **{n: "" if v is None else round(v, 5) for n, v in zip(names, r[1:])}}
+            for s, r in rows]
+
+
+def evaluate_finder(finder: LesionFinder, samples: list[Sample], predictor=None, n_boot: int = 2000,
+                    rows: list | None = None) -> dict:
     """The finder's numbers on ``samples`` (lesion images with masks, and normal ones), with the classifier
-    ``predictor``'s found-box and given-box AUC where it is a region-of-interest model."""
-    rows = [row for i in range(0, len(samples), CHUNK) for row in _score_chunk(finder, predictor, samples[i:i + CHUNK])]
+    ``predictor``'s found-box and given-box AUC where it is a region-of-interest model (``rows``: their
+    :func:`finder_rows`, when already computed)."""
+    rows = finder_rows(finder, samples, predictor) if rows is None else rows
     lesion = [(s, r) for s, r in rows if s.mask_paths]
     normal = [r for s, r in rows if not s.mask_paths]
     out = {"threshold": round(finder.threshold, 4), "lesion_images": len(lesion), "normal_images": len(normal)}
