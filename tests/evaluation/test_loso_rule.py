@@ -104,18 +104,24 @@ def _write_run(root, recipe: str, separation: float, rng, seeds=(0, 1, 2), n: in
                             for i in range(n))
 
 
+def _decided(search, compare, write, values, seed, tmp_path, monkeypatch, capsys) -> str:
+    """Write a default ("dflt") and a candidate ("cand") run under ``tmp_path`` with ``values``, point the script's
+    ROOT there and return what ``compare("dflt", "cand")`` prints."""
+    rng = np.random.default_rng(seed)
+    for name, value in zip(("dflt", "cand"), values):
+        write(tmp_path, name, value, rng)
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    compare("dflt", "cand")
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("candidate_separation, chosen", [(4.0, "cand"), (1.5, "dflt"), (1.45, "dflt")])
 def test_step_11_switches_the_default_only_for_an_ensemble_clearly_ahead(tmp_path, monkeypatch, capsys,
                                                                          candidate_separation, chosen):
     """`scripts/loso_search.py ensembles`: far ahead -> the candidate; equal or a hair behind -> the default."""
     import scripts.loso_search as search
 
-    rng = np.random.default_rng(0)
-    _write_run(tmp_path, "dflt", 1.5, rng)
-    _write_run(tmp_path, "cand", candidate_separation, rng)
-    monkeypatch.setattr(search, "ROOT", tmp_path)
-    search.ensembles("dflt", "cand")
-    out = capsys.readouterr().out
+    out = _decided(search, search.ensembles, _write_run, (1.5, candidate_separation), 0, tmp_path, monkeypatch, capsys)
     assert f"Decision: **{chosen}**" in out and "dflt (mean of seeds 0, 1, 2) | one ensemble" in out
 
 
@@ -140,12 +146,7 @@ def test_the_finder_rule_takes_a_candidate_only_when_clearly_ahead(tmp_path, mon
     """`scripts/finder_search.py versus`: the interval of the mean IoU >= 0.5 share, paired over the same images."""
     import scripts.finder_search as search
 
-    rng = np.random.default_rng(1)
-    _finder_run(tmp_path, "dflt", 0.6, rng)
-    _finder_run(tmp_path, "cand", rate, rng)
-    monkeypatch.setattr(search, "ROOT", tmp_path)
-    search.versus("dflt", "cand")
-    out = capsys.readouterr().out
+    out = _decided(search, search.versus, _finder_run, (0.6, rate), 1, tmp_path, monkeypatch, capsys)
     assert f"Decision: **{chosen}**" in out and "| dflt | busi | 120 |" in out and "0.500 (2)" in out
 
 
