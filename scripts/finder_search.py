@@ -80,14 +80,14 @@ def _auc(rows: list[dict]) -> float:
 def paired_interval(a: dict, b: dict, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean over sources of (b - a) per-image values, with its 95 % interval resampling each source's clusters.
     ``a``, ``b``: source -> (values (N,), clusters (N,)), the same images in the same order."""
+    from rcdnet.evaluation.selection import cluster_weights
+
     rng, draws, point = np.random.default_rng(seed), np.zeros(n_boot), []
     for h in sorted(a):
         (va, clusters), (vb, _) = a[h], b[h]
-        ids, inverse = np.unique(clusters, return_inverse=True)
-        sums, counts = np.bincount(inverse, vb - va, len(ids)), np.bincount(inverse, minlength=len(ids))
+        W = cluster_weights(clusters, n_boot, rng)
         point.append((vb - va).mean())
-        pick = rng.integers(0, len(ids), (n_boot, len(ids)))
-        draws += sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+        draws += W @ (vb - va) / W.sum(axis=1)
     draws /= len(a)
     return float(np.mean(point)), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
@@ -104,16 +104,15 @@ def _summary(rows: list[dict]) -> dict:
 def versus(default: str, candidate: str) -> None:
     from rcdnet.runtime import environment
 
-    env, paired, stats = environment(), {}, {}
-    for name in (default, candidate):
-        for h in SOURCES:
-            rows = sorted((r for r in _rows(name, h) if r["label"] != "normal"), key=lambda r: r["key"])
-            paired.setdefault(name, {})[h] = (np.array([float(r["box_iou"]) >= 0.5 for r in rows], float),
-                                              np.array([r["group"] for r in rows]))
-            stats[name, h] = _summary(_rows(name, h))
+    env = environment()
+    rows = {(n, h): sorted(_rows(n, h), key=lambda r: r["key"]) for n in (default, candidate) for h in SOURCES}
     for h in SOURCES:
-        if [r["key"] for r in _rows(default, h)] != [r["key"] for r in _rows(candidate, h)]:
+        if [r["key"] for r in rows[default, h]] != [r["key"] for r in rows[candidate, h]]:
             sys.exit(f"{h}: the two recipes did not score the same images")
+    stats = {k: _summary(v) for k, v in rows.items()}
+    paired = {n: {h: (np.array([float(r["box_iou"]) >= 0.5 for r in rows[n, h] if r["label"] != "normal"], float),
+                      np.array([r["group"] for r in rows[n, h] if r["label"] != "normal"])) for h in SOURCES}
+              for n in (default, candidate)}
     d, lo, hi = paired_interval(paired[default], paired[candidate])
     f = lambda x: "–" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"`python scripts/finder_search.py versus {default} {candidate}` at commit `{env['commit']}`, {env['date']}"
