@@ -50,6 +50,9 @@ def run(name: str) -> None:
         if (dst / f"{held}_finder.csv").is_file():
             print(f"{dst}: finished earlier, kept")
             continue
+        if not (src / f"{held}_metrics.json").is_file():
+            sys.exit(f"{src}: not a finished fold (first: rcdnet cv --by-source --seeds 0 --config roi --out "
+                     f"{FOLDS.parent} with the four sources, as docs/loso.md shows)")
         (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
         for f in ("config.yaml", "split.csv", "checkpoints/best.pt") + (("checkpoints/" + FILE,) if name == "default"
                                                                          else ()):
@@ -67,6 +70,8 @@ def run(name: str) -> None:
 
 
 def _rows(name: str, held: str) -> list[dict]:
+    if not (ROOT / name / f"without-{held}" / f"{held}_finder.csv").is_file():
+        sys.exit(f"{ROOT / name / f'without-{held}'}: no {held}_finder.csv (first: scripts/finder_search.py run {name})")
     with open(ROOT / name / f"without-{held}" / f"{held}_finder.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
