@@ -111,6 +111,8 @@ def candidates() -> list:
 def _read(recipe: Path) -> tuple[list[dict], list[int]]:
     import csv
 
+    if not (recipe / "loso_predictions.csv").is_file():
+        sys.exit(f"{recipe}: no loso_predictions.csv (first: python scripts/loso_search.py run {recipe.name})")
     with open(recipe / "loso_predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     return rows, sorted({int(x["seed"]) for x in rows})
