@@ -21,6 +21,10 @@ number), and both worst sources.
 score of the two seed ensembles, each carrying its members' seed variance over their number; the candidate wins only
 when the interval lies above 0 and its worst source is at most 0.02 below the default's.
 
+`cheaper DEFAULT CANDIDATE` (both with several seeds) applies step 13: a candidate that costs less replaces the
+default unless the interval of (DEFAULT - CANDIDATE) LOSO score of the two seed ensembles lies above 0 or the
+candidate's worst source is more than 0.02 below the default's.
+
 `table` applies the rule to every recipe whose folds are all finished, and to each one's seed ensemble (the mean
 probability of its seeds: one option more), and prints the page: every candidate's per-source AUCs, LOSO score,
 worst source, the interval of its difference from the leader, the choice; then each recipe's own LOSO table.
@@ -199,6 +203,21 @@ def ensembles(default: str, candidate: str) -> None:
           f"{'yes' if guard else 'no'}. Decision: **{candidate if ahead and guard else default}**.")
 
 
+def cheaper(default: str, candidate: str) -> None:
+    """Step 13 of docs/loso.md: a candidate that costs less (the default without an option) against the default, both
+    seed ensembles; the candidate replaces the default unless the interval of (default - candidate) LOSO score lies
+    above 0 or the candidate's worst source is more than WORST_MARGIN lower."""
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN, compared
+
+    a, b = _compare_page("cheaper", default, candidate, ensemble_a=True)
+    d, lo, hi = compared(a, b)
+    helps, guard = lo > 0.0, b.worst[1] >= a.worst[1] - WORST_MARGIN
+    print(f"\n{default} - {candidate}, both ensembles: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (95 %). (a) the interval lies "
+          f"above 0 (the option helps): {'yes' if helps else 'no'}; (b) the candidate's worst source no more than "
+          f"{WORST_MARGIN} below the default's: {'yes' if guard else 'no'}. "
+          f"Decision: **{candidate if guard and not helps else default}**.")
+
+
 def table() -> None:
     from rcdnet.evaluation.loso_rule import WORST_MARGIN, choose_by_loso
     from rcdnet.runtime import environment
@@ -238,7 +257,7 @@ def table() -> None:
 if __name__ == "__main__":
     from select_default import cli
 
-    if len(sys.argv) == 4 and sys.argv[1] in ("versus", "ensembles"):
-        {"versus": versus, "ensembles": ensembles}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] in ("versus", "ensembles", "cheaper"):
+        {"versus": versus, "ensembles": ensembles, "cheaper": cheaper}[sys.argv[1]](sys.argv[2], sys.argv[3])
     else:
         cli(sys.argv, __doc__, run, run_parallel, table)

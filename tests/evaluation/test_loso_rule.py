@@ -125,6 +125,17 @@ def test_step_11_switches_the_default_only_for_an_ensemble_clearly_ahead(tmp_pat
     assert f"Decision: **{chosen}**" in out and "dflt (mean of seeds 0, 1, 2) | one ensemble" in out
 
 
+@pytest.mark.parametrize("candidate_separation, chosen", [(0.6, "dflt"), (1.5, "cand"), (1.45, "cand")])
+def test_step_13_keeps_a_costly_option_only_when_it_clearly_helps(tmp_path, monkeypatch, capsys,
+                                                                 candidate_separation, chosen):
+    """`scripts/loso_search.py cheaper`: the cheaper candidate far behind -> the default; equal or a hair behind ->
+    the cheaper one."""
+    import scripts.loso_search as search
+
+    out = _decided(search, search.cheaper, _write_run, (1.5, candidate_separation), 0, tmp_path, monkeypatch, capsys)
+    assert f"Decision: **{chosen}**" in out and "cand (mean of seeds 0, 1, 2) | one ensemble" in out
+
+
 def _finder_run(root, name: str, hit_rate: float, rng, n: int = 120) -> None:
     """runs/loso_finder/NAME/without-H/H_finder.csv as scripts/finder_search.py reads them: ``hit_rate`` of the
     lesion images found with box IoU >= 0.5, two normal images."""
