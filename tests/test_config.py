@@ -16,15 +16,15 @@ def test_defaults_are_the_recipe_the_cross_source_rule_chose_on_every_training_s
     assert cfg.data.val_fraction == 0.3
     # docs/selection_results.md: the rule chose `roi`; the default is that recipe trained on all four hospitals, with
     # none held back as an external set (docs/loso.md)
-    chosen = load_config("roi_e10x3").to_dict()  # the recipe of step 10 of docs/loso.md, its members as seeds
+    # the recipe of step 13 of docs/loso.md (step 10's without non-local means), its members as seeds
+    chosen = load_config("nonlm_roi_e10x3").to_dict()
     default = cfg.to_dict()
     assert default["data"].pop("sources") == ["busi", "bus-uclm", "breast", "udiat"]
     assert chosen["data"].pop("sources") == ["busi"]
     assert default["data"].pop("external") == [] and chosen["data"].pop("external") == ["udiat"]
-    # early stopping that changed none of the 12 LOSO members' best epochs (docs/decisions.md): a saving, not a choice
-    assert default["train"].pop("patience") == 4 and chosen["train"].pop("patience") == 0
-    assert default == chosen
+    assert default == chosen and default["train"]["patience"] == 4
     assert cfg.data.roi_margin == 0.5 and cfg.data.image_size == 224 and cfg.eval.tta is False
+    assert cfg.data.denoise_h == 0 and load_config("roi_e10x3").data.denoise_h == 5  # the paper's denoiser: off
 
 
 def test_a_packaged_recipe_loads_by_name_and_an_unknown_name_is_a_clear_error():

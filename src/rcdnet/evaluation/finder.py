@@ -24,6 +24,26 @@ from rcdnet.segment.lesions import measure
 CHUNK = 32  # images decoded, segmented (one batch) and classified together
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageScore:
+    """How the finder did on one image: ``found`` (a lesion reached the threshold); on a lesion image also the best
+    guess's box IoU and the found outline's Dice against the mask, the longest diameter's error in mm (where the pixel
+    size is known) and, with a region-of-interest classifier, p(malignant) on the found box and on the mask's box.
+    A normal image has only ``found``."""
+
+    sample: Sample
+    found: bool
+    box_iou: float | None = None
+    dice: float | None = None
+    diameter_error_mm: float | None = None
+    p_found_box: float | None = None
+    p_given_box: float | None = None
+
+    @property
+    def lesion(self) -> bool:
+        return bool(self.sample.mask_paths)
+
+
 def _decoded(s: Sample):
     try:
         rgb = read_image(s.path)
@@ -32,10 +52,9 @@ def _decoded(s: Sample):
         return None
 
 
-def _score_chunk(finder: LesionFinder, predictor, chunk: list[Sample]) -> list[tuple[Sample, tuple]]:
-    """Per readable image: (found?, best-guess IoU, Dice, |diameter error| mm or None, p on the found box, p on the
-    mask's box); a normal image's row holds only the first. The finder's maps are one batch, the classifier's
-    squares (preprocessed on the worker threads) another."""
+def _score_chunk(finder: LesionFinder, predictor, chunk: list[Sample]) -> list[ImageScore]:
+    """An :class:`ImageScore` per readable image. The finder's maps are one batch, the classifier's squares
+    (preprocessed on the worker threads) another."""
     items = [x for x in parallel_map(_decoded, chunk) if x is not None]
     if not items:
         return []
@@ -45,7 +64,7 @@ def _score_chunk(finder: LesionFinder, predictor, chunk: list[Sample]) -> list[t
         pixel_mm = s.extra.get("pixel_size_mm")
         f = finder.finding(finder.on_original(small, rgb.shape[:2]), pixel_mm)
         if truth is None:  # a normal image
-            rows.append((s, (f.found, None, None, None, None, None)))
+            rows.append(ImageScore(s, f.found))
             continue
         true_lesion = measure(truth, 1.0, pixel_mm)
         found = np.zeros_like(truth)
@@ -54,7 +73,7 @@ def _score_chunk(finder: LesionFinder, predictor, chunk: list[Sample]) -> list[t
         dice = float(2 * (found & truth).sum() / max(found.sum() + truth.sum(), 1))
         iou = box_iou(f.best.box, true_lesion.box) if f.best is not None else 0.0
         err = abs(f.best.long_diameter - true_lesion.long_diameter) if f.best is not None and pixel_mm else None
-        rows.append((s, (f.found, iou, dice, err, None, None)))
+        rows.append(ImageScore(s, f.found, iou, dice, err))
         guess = f.best.box if f.best is not None else (0, 0, rgb.shape[1], rgb.shape[0])
         crops += [(rgb, guess, len(rows) - 1), (rgb, true_lesion.box, len(rows) - 1)]
     if predictor is not None and predictor.preprocessor.roi and crops:
@@ -62,7 +81,7 @@ def _score_chunk(finder: LesionFinder, predictor, chunk: list[Sample]) -> list[t
         p = predictor.predict_arrays(arrays)[:, predictor.malignant_index]
         for k in range(0, len(crops), 2):
             i = crops[k][2]
-            rows[i] = (rows[i][0], (*rows[i][1][:4], float(p[k]), float(p[k + 1])))
+            rows[i] = dataclasses.replace(rows[i], p_found_box=float(p[k]), p_given_box=float(p[k + 1]))
     return rows
 
 
@@ -118,38 +137,38 @@ def boxes_where_missing(predictor, model: str, samples: list[Sample]) -> tuple[l
     return [s for s in samples if id(s) not in keep] + located, refused
 
 
-def finder_rows(finder: LesionFinder, samples: list[Sample], predictor=None) -> list[tuple[Sample, tuple]]:
-    """Per readable sample: (found?, IoU, Dice, |diameter error| mm, p on the found box, p on the mask's box)."""
+def finder_rows(finder: LesionFinder, samples: list[Sample], predictor=None) -> list[ImageScore]:
+    """An :class:`ImageScore` per readable sample (unreadable ones are left out)."""
     return [row for i in range(0, len(samples), CHUNK) for row in _score_chunk(finder, predictor, samples[i:i + CHUNK])]
 
 
-def per_image_table(rows: list[tuple[Sample, tuple]]) -> list[dict]:
+def per_image_table(rows: list[ImageScore]) -> list[dict]:
     """:func:`finder_rows` as CSV rows (``<source>_finder.csv``): a normal image has only ``found``."""
     names = ("box_iou", "dice", "diameter_error_mm", "p_found_box", "p_given_box")
-    return [{"key": s.key, "group": s.group or s.key, "label": s.label if s.mask_paths else "normal",
-             "found": int(r[0]), **{n: "" if v is None else round(v, 5) for n, v in zip(names, r[1:])}}
-            for s, r in rows]
+    return [{"key": r.sample.key, "group": r.sample.group or r.sample.key,
+             "label": r.sample.label if r.lesion else "normal", "found": int(r.found),
+             **{n: "" if getattr(r, n) is None else round(getattr(r, n), 5) for n in names}} for r in rows]
 
 
 def evaluate_finder(finder: LesionFinder, samples: list[Sample], predictor=None, n_boot: int = 2000,
-                    rows: list | None = None) -> dict:
+                    rows: list[ImageScore] | None = None) -> dict:
     """The finder's numbers on ``samples`` (lesion images with masks, and normal ones), with the classifier
     ``predictor``'s found-box and given-box AUC where it is a region-of-interest model (``rows``: their
     :func:`finder_rows`, when already computed)."""
     rows = finder_rows(finder, samples, predictor) if rows is None else rows
-    lesion = [(s, r) for s, r in rows if s.mask_paths]
-    normal = [r for s, r in rows if not s.mask_paths]
+    lesion = [r for r in rows if r.lesion]
+    normal = [r for r in rows if not r.lesion]
     out = {"threshold": round(finder.threshold, 4), "lesion_images": len(lesion), "normal_images": len(normal)}
     if lesion:
-        out |= {"found": _mean([r[0] for _, r in lesion]), "box_iou_0.5": _mean([r[1] >= 0.5 for _, r in lesion]),
-                "mean_box_iou": _mean([r[1] for _, r in lesion]), "dice": _mean([r[2] for _, r in lesion])}
-        errs = [r[3] for _, r in lesion if r[3] is not None]
+        out |= {"found": _mean([r.found for r in lesion]), "box_iou_0.5": _mean([r.box_iou >= 0.5 for r in lesion]),
+                "mean_box_iou": _mean([r.box_iou for r in lesion]), "dice": _mean([r.dice for r in lesion])}
+        errs = [r.diameter_error_mm for r in lesion if r.diameter_error_mm is not None]
         if errs:
             out |= {"diameter_error_mm_median": round(float(np.median(errs)), 2), "with_pixel_size": len(errs)}
     if normal:
-        out["no_lesion_on_normal"] = _mean([not r[0] for r in normal])
-    if lesion and lesion[0][1][4] is not None:
-        out |= _paired_auc([s for s, _ in lesion], [r for _, r in lesion], predictor, n_boot)
+        out["no_lesion_on_normal"] = _mean([not r.found for r in normal])
+    if lesion and lesion[0].p_found_box is not None:
+        out |= _paired_auc(lesion, predictor, n_boot)
     return out
 
 
@@ -157,14 +176,14 @@ def _mean(v) -> float:
     return round(float(np.mean(v)), 4)
 
 
-def _paired_auc(samples: list[Sample], rows: list, predictor, n_boot: int) -> dict:
+def _paired_auc(rows: list[ImageScore], predictor, n_boot: int) -> dict:
     """AUC of the found boxes (the best guess where none reached the threshold) and of the masks' boxes on the same
-    images, and their difference with a 95 % interval resampling patients / duplicate groups."""
-    y = np.array([s.label == predictor.classes[predictor.malignant_index] for s in samples], int)
+    lesion images, and their difference with a 95 % interval resampling patients / duplicate groups."""
+    y = np.array([r.sample.label == predictor.classes[predictor.malignant_index] for r in rows], int)
     if len(set(y)) < 2:
         return {}
-    found, given = np.array([r[4] for r in rows]), np.array([r[5] for r in rows])
-    clusters = np.array([s.group or s.key for s in samples])
+    found, given = np.array([r.p_found_box for r in rows]), np.array([r.p_given_box for r in rows])
+    clusters = np.array([r.sample.group or r.sample.key for r in rows])
     diffs = bootstrap_differences([(y, clusters, found[None], given[None])], n_boot)
     return {"auc_found_box": round(float(roc_auc_score(y, found)), 4),
             "auc_given_box": round(float(roc_auc_score(y, given)), 4),
