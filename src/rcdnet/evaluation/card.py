@@ -59,7 +59,8 @@ def training_data(run_dir: Path, cfg, metrics: dict) -> list[str]:
             f"{data['files reported as problems'].split(' ')[0]}.",
             f"- Duplicates: {data['duplicate groups in the pool']}; the split keeps each duplicate and patient group "
             "on one side (what the intervals resample is in the last column of the table below).",
-            f"- Input: {cfg.data.image_size} px grey, non-local-means denoising and CLAHE, "
+            f"- Input: {cfg.data.image_size} px grey, "
+            f"{'non-local-means denoising and ' if cfg.data.denoise_h > 0 else ''}CLAHE, "
             f"{'letterboxed' if cfg.data.letterbox else 'resized'}; model `{cfg.model.name}` "
             f"({'ImageNet-pretrained' if cfg.model.pretrained else 'trained from scratch'}), "
             f"mirror TTA {cfg.eval.tta}"
