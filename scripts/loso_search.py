@@ -190,14 +190,23 @@ def versus(single: str, ensemble: str) -> None:
           f"Decision: **{'the ensemble' if tie and guard else single}**.")
 
 
+def _two_ensembles(command: str, default: str, candidate: str, candidate_first: bool) -> tuple:
+    """Both recipes' seed ensembles on the images both scored (the page printed): the interval (d, lo, hi) of
+    (candidate - default) LOSO score, or of (default - candidate), and whether the candidate's worst source is at
+    most WORST_MARGIN below the default's."""
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN, compared
+
+    a, b = _compare_page(command, default, candidate, ensemble_a=True)
+    return (*(compared(b, a) if candidate_first else compared(a, b)), b.worst[1] >= a.worst[1] - WORST_MARGIN)
+
+
 def ensembles(default: str, candidate: str) -> None:
     """Step 11 of docs/loso.md: two recipes' seed ensembles; the candidate replaces the default only when the interval
     of (candidate - default) LOSO score lies above 0 and its worst source is at most WORST_MARGIN lower."""
-    from rcdnet.evaluation.loso_rule import WORST_MARGIN, compared
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN
 
-    a, b = _compare_page("ensembles", default, candidate, ensemble_a=True)
-    d, lo, hi = compared(b, a)
-    ahead, guard = lo > 0.0, b.worst[1] >= a.worst[1] - WORST_MARGIN
+    d, lo, hi, guard = _two_ensembles("ensembles", default, candidate, candidate_first=True)
+    ahead = lo > 0.0
     print(f"\n{candidate} - {default}, both ensembles: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (95 %). (a) the interval lies "
           f"above 0: {'yes' if ahead else 'no'}; (b) worst source no more than {WORST_MARGIN} below the default's: "
           f"{'yes' if guard else 'no'}. Decision: **{candidate if ahead and guard else default}**.")
@@ -207,11 +216,10 @@ def cheaper(default: str, candidate: str) -> None:
     """Step 13 of docs/loso.md: a candidate that costs less (the default without an option) against the default, both
     seed ensembles; the candidate replaces the default unless the interval of (default - candidate) LOSO score lies
     above 0 or the candidate's worst source is more than WORST_MARGIN lower."""
-    from rcdnet.evaluation.loso_rule import WORST_MARGIN, compared
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN
 
-    a, b = _compare_page("cheaper", default, candidate, ensemble_a=True)
-    d, lo, hi = compared(a, b)
-    helps, guard = lo > 0.0, b.worst[1] >= a.worst[1] - WORST_MARGIN
+    d, lo, hi, guard = _two_ensembles("cheaper", default, candidate, candidate_first=False)
+    helps = lo > 0.0
     print(f"\n{default} - {candidate}, both ensembles: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (95 %). (a) the interval lies "
           f"above 0 (the option helps): {'yes' if helps else 'no'}; (b) the candidate's worst source no more than "
           f"{WORST_MARGIN} below the default's: {'yes' if guard else 'no'}. "
