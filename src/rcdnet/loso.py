@@ -133,7 +133,7 @@ def source_summary(y: np.ndarray, P: np.ndarray, groups: np.ndarray, per_seed: l
             "ensemble_auc": float(weighted_auc(y, mean_p, ones)[0]), "ensemble_auc_ci": [float(c) for c in ens_ci],
             "ece": mean([m["ece"] for m in per_seed]), "ece_before_temperature":
                 mean([m["ece_before_temperature"] for m in per_seed]),
-            "ensemble_ece": expected_calibration_error(y, mean_p),
+            "ensemble_ece": expected_calibration_error(y, mean_p), "ensemble_mean_p": float(mean_p.mean()),
             **{f"{op}_{k}": mean([_op(m, op, k) for m in per_seed]) for op in ("default", "high_sensitivity")
                for k in ("sensitivity", "specificity")},
             "thresholds": [{op: v.threshold for op, v in Evaluation.from_dict(m).points.items()} for m in per_seed]}
@@ -264,10 +264,14 @@ def markdown(s: dict) -> str:
     lines += ["", f"Calibration that travels: for each held-out hospital a {oos['method']} map and a rule-out threshold "
               f"(for {oos['target_sensitivity']:.0%} sensitivity) fitted on the OTHER hospitals' held-out predictions "
               "(never its own labels), then applied to it; beside the fold's own (temperature and threshold chosen on "
-              "its in-source validation split). `out_of_source_calibration.json`: the map fitted on every hospital.", "",
-              *markdown_table(["held out", "ECE in-fold", "ECE out-of-source map", "rule-out sens / spec in-fold",
+              "its in-source validation split). `out_of_source_calibration.json`: the map fitted on every hospital. "
+              "Mean p: the seeds' mean probability averaged over the hospital's images, beside its malignant share "
+              "(calibration in the large: above it, the model overcalls there; below, it undercalls).", "",
+              *markdown_table(["held out", "mean p / malignant share", "ECE of the seeds' mean", "ECE in-fold",
+                               "ECE out-of-source map", "rule-out sens / spec in-fold",
                                "rule-out sens / spec out-of-source"],
-                              [[h, _f(m["ece"]), _f(oos["sources"][h]["ece"]),
+                              [[h, f"{_f(m.get('ensemble_mean_p'))} / {_f(m['n_malignant'] / m['n'])}",
+                                _f(m["ensemble_ece"]), _f(m["ece"]), _f(oos["sources"][h]["ece"]),
                                 f"{_f(m['high_sensitivity_sensitivity'])} / {_f(m['high_sensitivity_specificity'])}",
                                 f"{_f(oos['sources'][h]['sensitivity'])} / {_f(oos['sources'][h]['specificity'])}"]
                                for h, m in s["sources"].items()])]

@@ -70,6 +70,7 @@ def test_per_source_metrics_are_those_of_that_source_alone(loso):
         fold = json.loads((out / "seed0" / f"without-{held}" / f"{held}_metrics.json").read_text())
         assert fold["operating_points"]["default"]["auc"]["value"] == pytest.approx(auc, abs=1e-3)  # CSV: 6 decimals
         assert m["auc_ci"][0] <= auc <= m["auc_ci"][1] and m["ece"] == pytest.approx(fold["ece"])
+        assert m["ensemble_mean_p"] == pytest.approx(np.mean([float(r["p_malignant"]) for r in rows]))
     assert summary["mean_auc"] == pytest.approx(np.mean([summary["sources"][h]["auc"] for h in SOURCES]))
     assert summary["worst_auc"] == min(summary["sources"][h]["auc"] for h in SOURCES)
     page = (out / "loso.md").read_text()
@@ -99,6 +100,9 @@ def test_seeds_are_averaged_and_finished_folds_kept(loso):
         a0, a1 = s["sources"][held]["auc_per_seed"]
         assert a1 == pytest.approx(1 - a0) and s["sources"][held]["auc"] == pytest.approx(0.5)
         assert s["sources"][held]["ensemble_auc"] == pytest.approx(0.5, abs=0.05)  # p and 1 - p average to 0.5
+        assert s["sources"][held]["ensemble_mean_p"] == pytest.approx(0.5, abs=1e-6)
+        share = s["sources"][held]["n_malignant"] / s["sources"][held]["n"]
+        assert f"| {held} | 0.500 / {share:.3f} |" in (out / "loso.md").read_text()
     assert s["mean_auc_seed_sd"] is not None and len(s["mean_auc_per_seed"]) == 2
     assert len(list(csv.DictReader((out / "loso_predictions.csv").open()))) == 2 * sum(
         s["sources"][h]["n"] for h in SOURCES)
