@@ -26,8 +26,7 @@ from rcdnet.data.prepare import prepare_training_data
 from rcdnet.data.sources import READERS
 from rcdnet.data.split import load_split
 from rcdnet.evaluation.calibration import expected_calibration_error
-from rcdnet.evaluation.metrics import bootstrap_mean_ci, weighted_auc
-from rcdnet.evaluation.results import Evaluation
+from rcdnet.evaluation.held_out import HeldOutScore
 from rcdnet.files import markdown_table, write_csv, write_json
 from rcdnet.pipeline import finder_on_external, fit_segmenter, run, ships_finder
 from rcdnet.predict.pytorch import TorchPredictor
@@ -112,33 +111,6 @@ def _read_fold(out: Path, seed: int, held: str) -> tuple[list[dict], dict]:
     return rows, json.loads((d / f"{held}_metrics.json").read_text())
 
 
-def _op(m: dict, op: str, metric: str) -> float | None:
-    points = Evaluation.from_dict(m).points
-    return points[op][metric].value if op in points else None
-
-
-def source_summary(y: np.ndarray, P: np.ndarray, groups: np.ndarray, per_seed: list[dict], n_boot: int) -> dict:
-    """One held-out source over K seeds: ``P`` (K, N) probabilities of the same N images, ``per_seed`` their
-    metrics files. AUC averaged over seeds with a cluster-bootstrap interval, its seed sd, the seed ensemble
-    (mean probability), calibration error and the two operating points chosen without this source."""
-    ones = np.ones((1, len(y)))
-    aucs = [float(weighted_auc(y, p, ones)[0]) for p in P]  # from the probabilities as loso_predictions.csv holds them
-    mean_p = P.mean(axis=0)
-    ci, ens_ci = ((bootstrap_mean_ci(y, Q, 0.5, n_boot, 0, groups=groups)["auc"] for Q in (P, mean_p[None]))
-                  if n_boot else [(float("nan"),) * 2] * 2)
-    mean = lambda v: float(np.mean([x for x in v if x is not None])) if any(x is not None for x in v) else None  # noqa
-    return {"n": len(y), "n_malignant": int(y.sum()), "clusters": len(set(groups)),
-            "auc_per_seed": aucs, "auc": float(np.mean(aucs)), "auc_ci": [float(ci[0]), float(ci[1])],
-            "auc_seed_sd": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else None,
-            "ensemble_auc": float(weighted_auc(y, mean_p, ones)[0]), "ensemble_auc_ci": [float(c) for c in ens_ci],
-            "ece": mean([m["ece"] for m in per_seed]), "ece_before_temperature":
-                mean([m["ece_before_temperature"] for m in per_seed]),
-            "ensemble_ece": expected_calibration_error(y, mean_p), "ensemble_mean_p": float(mean_p.mean()),
-            **{f"{op}_{k}": mean([_op(m, op, k) for m in per_seed]) for op in ("default", "high_sensitivity")
-               for k in ("sensitivity", "specificity")},
-            "thresholds": [{op: v.threshold for op, v in Evaluation.from_dict(m).points.items()} for m in per_seed]}
-
-
 def out_of_source_calibration(pooled: dict[str, tuple[np.ndarray, np.ndarray]], target: float,
                               method: str = "platt") -> dict:
     """Calibration and rule-out threshold that travel, measured without the held-out hospital's labels: for each
@@ -179,8 +151,8 @@ def finder_summary(folds: list[Path], held: str) -> dict | None:
     return {k: float(np.mean([f[k] for f in found])) for k in FINDER_KEYS if all(k in f for f in found)}
 
 
-def _finder_lines(s: dict) -> list[str]:
-    rows = [[h, *(_f(m["finder"].get(k)) for k in FINDER_KEYS)] for h, m in s["sources"].items() if "finder" in m]
+def _finder_lines(scores: dict[str, HeldOutScore]) -> list[str]:
+    rows = [[h, *(_f(m.finder.get(k)) for k in FINDER_KEYS)] for h, m in scores.items() if m.finder]
     if not rows:
         return []
     return ["", "The lesion finder on the held-out hospital (each fold's own, its threshold chosen on the fold's "
@@ -206,21 +178,21 @@ def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -
         rows0 = folds[0][0]
         y = np.array([r["label"] == "malignant" for r in rows0], int)
         P = np.array([[float(r["p_malignant"]) for r in rows] for rows, _ in folds])
-        per_source[held] = source_summary(y, P, np.array([r["group"] for r in rows0]), [m for _, m in folds],
-                                          cfg.eval.bootstrap)
+        per_source[held] = HeldOutScore.measure(y, P, np.array([r["group"] for r in rows0]), [m for _, m in folds],
+                                                cfg.eval.bootstrap)
         pooled[held] = (y, P)
         if finder := finder_summary([fold_dir(out, seed, held) for seed in seeds], held):
-            per_source[held]["finder"] = finder
+            per_source[held] = dataclasses.replace(per_source[held], finder=finder)
     write_csv(out / "loso_predictions.csv", rows_out, ["key", "source", "label", "group", "seed", "p_malignant"])
-    by_seed = [float(np.mean([per_source[h]["auc_per_seed"][i] for h in sources])) for i in range(len(seeds))]
-    summary = {"env": environment(), "seeds": seeds, "sources": per_source,
-               "mean_auc": float(np.mean([per_source[h]["auc"] for h in sources])),
-               "worst_source": min(sources, key=lambda h: per_source[h]["auc"]),
+    by_seed = [float(np.mean([per_source[h].auc_per_seed[i] for h in sources])) for i in range(len(seeds))]
+    worst = min(sources, key=lambda h: per_source[h].auc)
+    summary = {"env": environment(), "seeds": seeds, "sources": {h: v.to_dict() for h, v in per_source.items()},
+               "mean_auc": float(np.mean([per_source[h].auc for h in sources])),
+               "worst_source": worst, "worst_auc": per_source[worst].auc,
                "mean_auc_per_seed": by_seed,
                "mean_auc_seed_sd": float(np.std(by_seed, ddof=1)) if len(seeds) > 1 else None,
-               "ensemble_mean_auc": float(np.mean([per_source[h]["ensemble_auc"] for h in sources])),
+               "ensemble_mean_auc": float(np.mean([per_source[h].ensemble_auc for h in sources])),
                "out_of_source": out_of_source_calibration(pooled, cfg.eval.target_sensitivity), "targets": TARGETS}
-    summary["worst_auc"] = per_source[summary["worst_source"]]["auc"]
     write_json(out / "loso_metrics.json", summary)
     write_json(out / "out_of_source_calibration.json", summary["out_of_source"]["all"])
     (out / "loso.md").write_text(markdown(summary))
@@ -233,15 +205,16 @@ def _f(v: float | None) -> str:
 
 def markdown(s: dict) -> str:
     env, seeds = s["env"], s["seeds"]
+    scores = {h: HeldOutScore.from_dict(m) for h, m in s["sources"].items()}
     rows = []
-    for h, m in s["sources"].items():
-        rows.append([h, f"{m['n']} ({m['n_malignant']} mal., {m['clusters']} clusters)",
-                     f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]",
-                     " / ".join(f"{a:.3f}" for a in m["auc_per_seed"]), _f(m["ensemble_auc"]) + (
-                         f" [{m['ensemble_auc_ci'][0]:.3f}, {m['ensemble_auc_ci'][1]:.3f}]" if len(seeds) > 1 else ""),
-                     f"{_f(m['ece_before_temperature'])} → {_f(m['ece'])}",
-                     f"{_f(m['high_sensitivity_sensitivity'])} / {_f(m['high_sensitivity_specificity'])}",
-                     f"{_f(m['default_sensitivity'])} / {_f(m['default_specificity'])}"])
+    for h, m in scores.items():
+        rows.append([h, f"{m.n} ({m.n_malignant} mal., {m.clusters} clusters)",
+                     f"{m.auc:.3f} [{m.auc_ci[0]:.3f}, {m.auc_ci[1]:.3f}]",
+                     " / ".join(f"{a:.3f}" for a in m.auc_per_seed), _f(m.ensemble_auc) + (
+                         f" [{m.ensemble_auc_ci[0]:.3f}, {m.ensemble_auc_ci[1]:.3f}]" if len(seeds) > 1 else ""),
+                     f"{_f(m.ece_before_temperature)} → {_f(m.ece)}",
+                     f"{_f(m.high_sensitivity_sensitivity)} / {_f(m.high_sensitivity_specificity)}",
+                     f"{_f(m.default_sensitivity)} / {_f(m.default_specificity)}"])
     sd = s["mean_auc_seed_sd"]
     rows.append(["**mean**", "", f"**{s['mean_auc']:.3f}**", " / ".join(f"{a:.3f}" for a in s["mean_auc_per_seed"])
                  + (f" (sd {sd:.3f})" if sd is not None else ""), _f(s["ensemble_mean_auc"]), "", "", ""])
@@ -270,9 +243,9 @@ def markdown(s: dict) -> str:
               *markdown_table(["held out", "mean p / malignant share", "ECE of the seeds' mean", "ECE in-fold",
                                "ECE out-of-source map", "rule-out sens / spec in-fold",
                                "rule-out sens / spec out-of-source"],
-                              [[h, f"{_f(m.get('ensemble_mean_p'))} / {_f(m['n_malignant'] / m['n'])}",
-                                _f(m["ensemble_ece"]), _f(m["ece"]), _f(oos["sources"][h]["ece"]),
-                                f"{_f(m['high_sensitivity_sensitivity'])} / {_f(m['high_sensitivity_specificity'])}",
+                              [[h, f"{_f(m.ensemble_mean_p)} / {_f(m.malignant_share)}", _f(m.ensemble_ece),
+                                _f(m.ece), _f(oos["sources"][h]["ece"]),
+                                f"{_f(m.high_sensitivity_sensitivity)} / {_f(m.high_sensitivity_specificity)}",
                                 f"{_f(oos['sources'][h]['sensitivity'])} / {_f(oos['sources'][h]['specificity'])}"]
-                               for h, m in s["sources"].items()])]
-    return "\n".join(lines + _finder_lines(s)) + "\n"
+                               for h, m in scores.items()])]
+    return "\n".join(lines + _finder_lines(scores)) + "\n"

@@ -4,6 +4,7 @@ per-source metrics are those of that source alone, and the summary pools seeds a
 import csv
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from rcdnet.cli import main
 from rcdnet.config import load_config, read_saved_config
 from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.calibration import expected_calibration_error
+from rcdnet.evaluation.held_out import HeldOutScore
 from rcdnet.loso import check_sources, fold_config, summarise
 
 pytestmark = pytest.mark.slow
@@ -71,6 +73,7 @@ def test_per_source_metrics_are_those_of_that_source_alone(loso):
         assert fold["operating_points"]["default"]["auc"]["value"] == pytest.approx(auc, abs=1e-3)  # CSV: 6 decimals
         assert m["auc_ci"][0] <= auc <= m["auc_ci"][1] and m["ece"] == pytest.approx(fold["ece"])
         assert m["ensemble_mean_p"] == pytest.approx(np.mean([float(r["p_malignant"]) for r in rows]))
+        assert json.loads(json.dumps(HeldOutScore.from_dict(m).to_dict())) == m  # the typed record round-trips
     assert summary["mean_auc"] == pytest.approx(np.mean([summary["sources"][h]["auc"] for h in SOURCES]))
     assert summary["worst_auc"] == min(summary["sources"][h]["auc"] for h in SOURCES)
     page = (out / "loso.md").read_text()
@@ -158,7 +161,7 @@ def test_the_folds_finders_are_summarised_per_held_out_source(tmp_path):
     summary = finder_summary(folds, "udiat")
     assert summary["dice"] == pytest.approx(0.75) and "no_lesion_on_normal" not in summary
     assert finder_summary(folds, "busi") is None  # a fold that trained no finder
-    page = "\n".join(_finder_lines({"sources": {"udiat": {"finder": summary}}}))
+    page = "\n".join(_finder_lines({"udiat": SimpleNamespace(finder=summary), "busi": SimpleNamespace(finder=None)}))
     assert "The lesion finder on the held-out hospital" in page and "| udiat | 0.900 | 0.800 | 0.750 | – |" in page
 
 

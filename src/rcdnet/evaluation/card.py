@@ -16,6 +16,7 @@ from scipy.stats import binomtest
 from rcdnet.config import load_config
 from rcdnet.data.samples import Sample
 from rcdnet.data.sources import SOURCE_INFO, load_dataset
+from rcdnet.evaluation.held_out import HeldOutScore
 from rcdnet.evaluation.ledger import sentence
 from rcdnet.evaluation.report import evaluations
 from rcdnet.runtime import environment
@@ -178,13 +179,15 @@ def held_out_hospitals(loso_dir: Path | None) -> list[str]:
            "trained on the other hospitals, its epoch, temperature and thresholds chosen without it, scored on every "
            "image of it.", ""]
     several = len(seeds) > 1  # then the seeds' mean probability is the shipped kind of model (a seed ensemble)
-    for h, m in s["sources"].items():
-        ens = (f"the seeds' mean probability: AUC {m['ensemble_auc']:.3f} [{m['ensemble_auc_ci'][0]:.3f}, "
-               f"{m['ensemble_auc_ci'][1]:.3f}], calibration error {m['ensemble_ece']:.3f}; each seed alone (mean): "
-               if several and "ensemble_auc_ci" in m else "")
-        out.append(f"- {h} ({m['n']} images, {m['n_malignant']} malignant): {ens}AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, "
-                   f"{m['auc_ci'][1]:.3f}], calibration error {m['ece']:.3f}; at the rule-out point sensitivity "
-                   f"{m['high_sensitivity_sensitivity']:.3f}, specificity {m['high_sensitivity_specificity']:.3f}")
+    for h, d in s["sources"].items():
+        m = HeldOutScore.from_dict(d)
+        ens = (f"the seeds' mean probability: AUC {m.ensemble_auc:.3f} [{m.ensemble_auc_ci[0]:.3f}, "
+               f"{m.ensemble_auc_ci[1]:.3f}], calibration error {m.ensemble_ece:.3f}"
+               + (f", mean p {m.ensemble_mean_p:.3f} for a malignant share of {m.malignant_share:.3f}"
+                  if m.ensemble_mean_p is not None else "") + "; each seed alone (mean): " if several else "")
+        out.append(f"- {h} ({m.n} images, {m.n_malignant} malignant): {ens}AUC {m.auc:.3f} [{m.auc_ci[0]:.3f}, "
+                   f"{m.auc_ci[1]:.3f}], calibration error {m.ece:.3f}; at the rule-out point sensitivity "
+                   f"{m.high_sensitivity_sensitivity:.3f}, specificity {m.high_sensitivity_specificity:.3f}")
     out.append(f"- mean over hospitals: AUC {s['mean_auc']:.3f}" + (
         f" (each seed alone), {s['ensemble_mean_auc']:.3f} (the seeds' mean probability)" if several else "")
         + f"; worst: {s['worst_source']} ({s['worst_auc']:.3f})")
