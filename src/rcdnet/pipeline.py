@@ -97,7 +97,7 @@ def calibrate_on_validation(best_path: Path, data: PreparedData, cfg: RunConfig
         ckpt["temperature"] = predictor.decision.temperature = fit_temperature(predictor.logits_arrays(va_images),
                                                                                 y_idx)
     ckpt["thresholds"] = choose_thresholds(predictor, va_images, [s.label for s in va_samples],
-                                           cfg.eval.target_sensitivity)
+                                           cfg.eval.target_sensitivity).to_dict()
     save_atomic(ckpt, best_path)
     return TorchPredictor(best_path), va_samples, va_images
 

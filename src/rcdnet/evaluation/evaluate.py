@@ -19,7 +19,6 @@ from rcdnet.evaluation.results import Evaluation
 from rcdnet.evaluation.thresholds import rechoose_for_variant
 from rcdnet.files import write_csv, write_json
 from rcdnet.predict import Predictor, TorchPredictor, load_predictor, model_file, model_kind
-from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.site_calibration import with_site
 from rcdnet.runtime import describe, environment, with_progress
 
@@ -138,8 +137,7 @@ def predictor_for_evaluation(model: str | Path, *, tta: bool = False, adabn: boo
     if kind != "ensemble":  # load_predictor applied an ensemble's
         predictor = with_site(predictor, predictor.site_record, str(f))
     if (tta and not predictor.config.eval.tta) or adabn:  # a checkpoint without a site calibration (checked above)
-        predictor = predictor.with_thresholds(OperatingPoints.from_dict(
-            rechoose_for_variant(predictor, adabn, data_root, cache_dir)))
+        predictor = predictor.with_thresholds(rechoose_for_variant(predictor, adabn, data_root, cache_dir))
         report(f"operating points chosen again on the run's validation split for this test-time variant: {predictor.thresholds}")
     return predictor
 

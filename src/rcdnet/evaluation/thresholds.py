@@ -13,16 +13,17 @@ from rcdnet.predict.points import OperatingPoints
 from rcdnet.predict.pytorch import TorchPredictor
 
 
-def choose_thresholds(predictor: Predictor, val_images: np.ndarray, val_labels: list[str], target: float) -> dict:
+def choose_thresholds(predictor: Predictor, val_images: np.ndarray, val_labels: list[str],
+                      target: float) -> OperatingPoints:
     """``default`` (p >= 0.5) and ``high_sensitivity`` (the highest threshold that keeps sensitivity >= ``target``
     on the validation images)."""
     p = predictor.predict_arrays(val_images)[:, predictor.malignant_index]
     y = np.array([int(lab == "malignant") for lab in val_labels])
-    return OperatingPoints.choose(y, p, target).to_dict()
+    return OperatingPoints.choose(y, p, target)
 
 
 def rechoose_for_variant(predictor: TorchPredictor, adabn: bool, data_root: str | Path | None,
-                         cache_dir: str | Path | None) -> dict:
+                         cache_dir: str | Path | None) -> OperatingPoints:
     """Operating points for a test-time variant the checkpoint's were not chosen for (mirror TTA on a run trained
     without it, or AdaBN): chosen again, for that variant, on the checkpoint's own validation split (AdaBN:
     adapted to the validation images), never on the target set."""
