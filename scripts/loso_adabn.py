@@ -60,7 +60,7 @@ def decide(plain: dict[str, HeldOutScore], adapted: dict[str, HeldOutScore]) -> 
     better = sum(adapted[h].ensemble_ece < plain[h].ensemble_ece for h in plain)
     d_mean = np.mean([adapted[h].ensemble_auc - plain[h].ensemble_auc for h in plain])
     d_worst = min(adapted[h].ensemble_auc - plain[h].ensemble_auc for h in plain)
-    ok = better >= 3 and d_mean >= -0.01 and d_worst >= -0.02
+    ok = bool(better >= 3 and d_mean >= -0.01 and d_worst >= -0.02)
     return ok, (f"calibration error lower at {better} of {len(plain)} hospitals (needed: 3); ensemble AUC change: "
                 f"mean {d_mean:+.3f} (allowed: -0.010), largest fall {d_worst:+.3f} (allowed: -0.020). Decision: "
                 + ("**AdaBN becomes the first step at a new hospital**" if ok else "**AdaBN does not help; nothing "

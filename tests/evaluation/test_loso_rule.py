@@ -171,3 +171,20 @@ def test_the_paired_interval_is_centred_on_the_mean_difference():
     assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)  # a constant shift
     d, lo, hi = paired_interval(a, {h: (rng.random(200), c) for h, (_, c) in a.items()})
     assert lo < d < hi and lo < 0 < hi  # two unrelated draws of the same rate: no difference
+
+
+@pytest.mark.parametrize("ece_after, auc_after, helps", [
+    ((0.05, 0.05, 0.05, 0.20), (0.89, 0.86, 0.85, 0.89), True),    # 3 of 4 better, AUC held
+    ((0.05, 0.05, 0.20, 0.20), (0.89, 0.86, 0.85, 0.89), False),   # only 2 better
+    ((0.05, 0.05, 0.05, 0.05), (0.89, 0.86, 0.82, 0.89), False),   # one hospital's AUC falls 0.03
+    ((0.05, 0.05, 0.05, 0.05), (0.875, 0.845, 0.835, 0.875), False)])  # the mean AUC falls 0.015
+def test_step_15_takes_adabn_only_when_it_calibrates_and_keeps_the_auc(ece_after, auc_after, helps):
+    """`scripts/loso_adabn.py`: calibration error lower at >= 3 of 4 hospitals, mean AUC down <= 0.01, none > 0.02."""
+    from types import SimpleNamespace
+
+    from scripts.loso_adabn import decide
+
+    plain = {h: SimpleNamespace(ensemble_ece=0.10, ensemble_auc=a) for h, a in zip(SOURCES, (0.89, 0.86, 0.85, 0.89))}
+    adapted = {h: SimpleNamespace(ensemble_ece=e, ensemble_auc=a) for h, e, a in zip(SOURCES, ece_after, auc_after)}
+    ok, text = decide(plain, adapted)
+    assert ok is helps and ("becomes the first step" in text) is helps
