@@ -463,3 +463,35 @@ def test_model_card_is_generated_from_the_run(trained, data_root, tmp_path):
     assert sum(int(r[2]) for r in rows) == 163  # every UDIAT image in exactly one diagnosis row
     assert "| busi | Baheya Hospital" in card and "| bus-uclm | Ciudad Real" in card
     assert "CT_small.dcm" in card and "### val per source" in card
+
+
+def test_adapt_re_estimates_batch_norm_on_a_hospitals_images_and_writes_a_model_the_commands_take(
+        trained, data_root, cache_dir, tmp_path, capsys):
+    """`rcdnet adapt` (step 15 of docs/loso.md): AdaBN on a new hospital's lesion images (their masks beside them give
+    the boxes; no label is read), operating points chosen again on the run's validation split, the finder copied
+    beside; an unreadable file is skipped by name; too few images, or an adapted model adapted again, are refused."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(1, 7):
+        for suffix in ("", "_mask"):
+            shutil.copyfile(BUSI / "malignant" / f"malignant ({i}){suffix}.png", site / f"case{i}{suffix}.png")
+    (site / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    args = ["--data", str(data_root), "--cache", str(cache_dir), "--quiet", "--out", str(tmp_path / "adapted")]
+    assert main(["adapt", str(trained), str(site), "--min-images", "7", *args]) == 2
+    assert "6 lesion images could be used" in capsys.readouterr().err
+    assert main(["adapt", str(trained), str(site), "--min-images", "4", *args]) == 0
+    out, err = capsys.readouterr()
+    assert "broken.png" in err and "adapted on 6 lesion images from 6 files (1 skipped)" in out
+    f = tmp_path / "adapted" / "best.adabn.pt"
+    new = torch.load(f, weights_only=True)
+    old = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)
+    stats = [k for k in old["model"] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert any(not torch.equal(new["model"][k], old["model"][k]) for k in stats)
+    assert all(torch.equal(new["model"][k], v) for k, v in old["model"].items() if k not in stats)  # weights as trained
+    record = new["site_adaptation"]
+    assert record["n_images"] == 6 and record["original_thresholds"] == old["thresholds"]
+    assert set(new["thresholds"]) == {"default", "high_sensitivity"} and (tmp_path / "adapted" / "segmenter.pt").is_file()
+    assert main(["predict", str(f), str(site / "case1.png")]) == 0  # the mask beside it gives the box
+    assert "case1.png" in capsys.readouterr().out
+    assert main(["adapt", str(f), str(site), "--min-images", "4", *args]) == 2
+    assert "already carries an adaptation" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from typing import Any
 from rcdnet import __version__
 from rcdnet.cli import commands
 from rcdnet.cli.pages import cmd_card, cmd_publish
-from rcdnet.cli.site_validate import cmd_site_validate
+from rcdnet.cli.site_validate import cmd_adapt, cmd_site_validate
 
 SUBCOMMANDS: list[Callable] = []  # in the order `rcdnet --help` lists them
 
@@ -224,6 +224,19 @@ def _add_site_validate(sub) -> None:
     _common(v, "output folder (default: <run dir>/site-validate); the new model file is written there")
     v.set_defaults(handler=cmd_site_validate)
 
+
+
+@subcommand
+def _add_adapt(sub) -> None:
+    a = sub.add_parser("adapt", help="a new hospital's own lesion images, no labels: batch-norm statistics re-estimated "
+                                     "on them (AdaBN), a model file with them")
+    a.add_argument("checkpoint", help="run directory or checkpoint (PyTorch)")
+    a.add_argument("inputs", nargs="+", help="the hospital's images, DICOM files or folders of them (the box: a "
+                                             "<stem>_mask.png beside each, else the lesion finder's)")
+    a.add_argument("--finder", help="a lesion finder other than the one shipped beside the model")
+    a.add_argument("--min-images", type=int, default=50, help="fewest usable lesion images (default 50)")
+    _common(a, "output folder (default: <run dir>/adapt); the adapted model is written there")
+    a.set_defaults(handler=cmd_adapt)
 
 
 @subcommand

@@ -63,3 +63,54 @@ def cmd_site_validate(args) -> int:
         print(f"ledger: {sentence(name, result.summary['external_scorings'])}")
     print(f"written: {out}/site_validation.md, site_validation.json, learning_curve.png, reliability.png")
     return 0
+
+
+def cmd_adapt(args) -> int:
+    """AdaBN for a new hospital (step 15 of docs/loso.md): batch-norm statistics re-estimated on the hospital's own
+    lesion images (no labels), operating points chosen again on the model's validation split adapted the same way."""
+    import hashlib
+
+    import numpy as np
+
+    from rcdnet.cli.commands import _err, output_dir
+    from rcdnet.data.inputs import expand_inputs
+    from rcdnet.deploy.site_model import write_adapted_model
+    from rcdnet.evaluation.thresholds import rechoose_for_variant
+    from rcdnet.files import file_sha256, writable_dir
+    from rcdnet.models.checkpoint import load_checkpoint
+    from rcdnet.predict import model_file, model_kind
+    from rcdnet.predict.pytorch import TorchPredictor
+    from rcdnet.predict.sources import model_inputs
+    from rcdnet.segment.finder import finder_for
+
+    f = model_file(args.checkpoint)
+    if model_kind(f) != "checkpoint":
+        raise ValueError(f"{args.checkpoint}: adapt a PyTorch checkpoint (a run directory or its .pt file), then "
+                         "export the adapted one")
+    ckpt = load_checkpoint(f)
+    for key, what in (("site_calibration", "a site calibration"), ("site_adaptation", "an adaptation")):
+        if ckpt.get(key):
+            raise ValueError(f"{f}: already carries {what}, fitted to the model as it was: adapt the original checkpoint")
+    predictor = TorchPredictor(f)
+    out = writable_dir(output_dir(args.out, "adapt", args.checkpoint))
+    files = expand_inputs(args.inputs)
+    images, names, problems = model_inputs(predictor, files, finder_for(predictor, args.checkpoint, args.finder))
+    for p in problems:
+        _err(f"skipped {p}")
+    if len(images) < args.min_images:
+        raise ValueError(f"{len(images)} lesion images could be used from {len(files)} files; AdaBN needs at least "
+                         f"{args.min_images} of the hospital's own (--min-images; docs/loso.md step 15 used 163-647)")
+    adapted = predictor.adapted(images)
+    adapted = adapted.with_thresholds(rechoose_for_variant(predictor, True, args.data, args.cache))
+    used = sorted(set(names))
+    digest = hashlib.sha256("".join(f"{file_sha256(n)}\n" for n in used).encode()).hexdigest()
+    target = write_adapted_model(f, adapted, out, {"n_images": len(images), "n_files": len(used),
+                                                   "files_sha256": digest, "skipped": [str(p) for p in problems]})
+    m = predictor.malignant_index
+    before, after = (float(np.mean(x.predict_arrays(images)[:, m])) for x in (predictor, adapted))
+    print(f"adapted on {len(images)} lesion images from {len(used)} files ({len(problems)} skipped); mean "
+          f"p(malignant) on them {before:.3f} as trained, {after:.3f} adapted (no labels read: compare with the "
+          f"hospital's own malignant share)")
+    print(f"operating points chosen again on the model's validation split, adapted the same way: {adapted.thresholds}")
+    print(f"adapted model: {target} (predict, evaluate, export, serve and site-validate take it)")
+    return 0

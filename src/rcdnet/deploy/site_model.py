@@ -57,3 +57,24 @@ def write_site_model(model: str | Path, site: SiteCalibration, out_dir: Path) ->
     target = out_dir / f"{src.stem}.site.pt"
     save_atomic({**ckpt, "site_calibration": site.to_dict()}, target)
     return target
+
+
+def write_adapted_model(model: str | Path, adapted, out_dir: Path, record: dict) -> Path:
+    """The checkpoint ``model`` with the batch-norm statistics and operating points of ``adapted`` (a
+    :class:`~rcdnet.predict.pytorch.TorchPredictor` after AdaBN) and ``record`` (what it was adapted on) as
+    ``site_adaptation``, written to ``out_dir/<name>.adabn.pt``; its lesion finder is copied beside it."""
+    from rcdnet.models.checkpoint import load_checkpoint, save_atomic
+    from rcdnet.segment.model import FILE, segmenter_beside
+
+    src = model_file(model)
+    ckpt = load_checkpoint(src)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{src.stem}.adabn.pt"
+    state = {k: v.contiguous() for k, v in adapted.model.state_dict().items()}
+    save_atomic({**ckpt, "model": state, "thresholds": dict(adapted.thresholds),
+                 "site_adaptation": {**record, "model_file": src.name, "model_sha256": file_sha256(src),
+                                     "original_thresholds": ckpt.get("thresholds"), "rcdnet": __version__,
+                                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}}, target)
+    if finder := segmenter_beside(src):
+        shutil.copyfile(finder, out_dir / FILE)
+    return target

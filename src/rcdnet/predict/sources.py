@@ -183,3 +183,23 @@ def frames_csv_names(paths: list[str]) -> dict[str, str]:
         if seen[n] > 1:
             out[p] = n.replace(".frames.csv", f"_{seen[n]}.frames.csv")
     return out
+
+
+def model_inputs(predictor: Predictor, paths: list[Path], finder: LesionFinder | None = None
+                 ) -> tuple[np.ndarray, list[str], list[DataProblem]]:
+    """What the model would classify in each still image or DICOM file, preprocessed: (N, S, S) uint8 (one per
+    found lesion or frame), the file each came from, and the files skipped (unreadable, no lesion found, a video)."""
+    resolver = RegionResolver(predictor.preprocessor.roi, None, finder)
+    arrays, names, problems = [], [], []
+    for start in range(0, len(paths), 32):
+        part = [Path(p) for p in paths[start:start + 32]]
+        for path, item in zip(part, parallel_map(lambda p: _decoded(predictor, p, resolver), part)):
+            if item is None:
+                problems.append(DataProblem(str(path), "a video: give its frames as images or a DICOM file"))
+            elif isinstance(item, DataProblem):
+                problems.append(item)
+            else:
+                arrays.append(item[0])
+                names += [str(path)] * len(item[0])
+    s = predictor.preprocessor.size
+    return (np.concatenate(arrays) if arrays else np.zeros((0, s, s), np.uint8)), names, problems
