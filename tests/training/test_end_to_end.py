@@ -479,6 +479,10 @@ def test_adapt_re_estimates_batch_norm_on_a_hospitals_images_and_writes_a_model_
     args = ["--data", str(data_root), "--cache", str(cache_dir), "--quiet", "--out", str(tmp_path / "adapted")]
     assert main(["adapt", str(trained), str(site), "--min-images", "7", *args]) == 2
     assert "6 lesion images could be used" in capsys.readouterr().err
+    nowhere = ["--data", str(tmp_path / "no-data"), *args[2:]]  # the validation split chooses the thresholds
+    (tmp_path / "no-data").mkdir()
+    assert main(["adapt", str(trained), str(site), "--min-images", "4", *nowhere]) == 2
+    assert "--data must reach its training data" in capsys.readouterr().err
     assert main(["adapt", str(trained), str(site), "--min-images", "4", *args]) == 0
     out, err = capsys.readouterr()
     assert "broken.png" in err and "adapted on 6 lesion images from 6 files (1 skipped)" in out

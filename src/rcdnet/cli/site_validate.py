@@ -93,6 +93,11 @@ def cmd_adapt(args) -> int:
             raise ValueError(f"{f}: already carries {what}, fitted to the model as it was: adapt the original checkpoint")
     predictor = TorchPredictor(f)
     out = writable_dir(output_dir(args.out, "adapt", args.checkpoint))
+    try:  # first, so that missing training data fails before the hospital's images are read
+        points = rechoose_for_variant(predictor, True, args.data, args.cache)
+    except ValueError as exc:
+        raise ValueError(f"the operating points are chosen again on the model's own validation split, adapted the "
+                         f"same way, and it could not be read (--data must reach its training data): {exc}") from None
     files = expand_inputs(args.inputs)
     images, names, problems = model_inputs(predictor, files, finder_for(predictor, args.checkpoint, args.finder))
     for p in problems:
@@ -101,7 +106,7 @@ def cmd_adapt(args) -> int:
         raise ValueError(f"{len(images)} lesion images could be used from {len(files)} files; AdaBN needs at least "
                          f"{args.min_images} of the hospital's own (--min-images; docs/loso.md step 15 used 163-647)")
     adapted = predictor.adapted(images)
-    adapted = adapted.with_thresholds(rechoose_for_variant(predictor, True, args.data, args.cache))
+    adapted = adapted.with_thresholds(points)
     used = sorted(set(names))
     digest = hashlib.sha256("".join(f"{file_sha256(n)}\n" for n in used).encode()).hexdigest()
     target = write_adapted_model(f, adapted, out, {"n_images": len(images), "n_files": len(used),
