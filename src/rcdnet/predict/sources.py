@@ -201,5 +201,7 @@ def model_inputs(predictor: Predictor, paths: list[Path], finder: LesionFinder |
             else:
                 arrays.append(item[0])
                 names += [str(path)] * len(item[0])
+                if item[3] is not None:  # a clip's frames without a lesion found: said, as predict says it
+                    problems.append(item[3])
     s = predictor.preprocessor.size
     return (np.concatenate(arrays) if arrays else np.zeros((0, s, s), np.uint8)), names, problems
