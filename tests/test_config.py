@@ -76,6 +76,11 @@ def test_every_setting_is_typed_and_checked(tmp_path):
     assert load_config(None, parse_set(["train.swa_start=3", "train.patience=0"])).train.swa_start == 3
     with pytest.raises(ConfigError, match=r"segment.image_size must be a multiple of 32"):
         load_config(None, parse_set(["segment.image_size=100"]))
+    with pytest.raises(ConfigError, match=r"augment.ultrasound_level must be 0-3, got 4"):
+        load_config(None, parse_set(["augment.ultrasound_level=4"]))
+    with pytest.raises(ConfigError, match=r"level 0 .* needs data.roi_margin > 0 and box_jitter > 0"):
+        load_config(None, parse_set(["augment.ultrasound_variants=2", "augment.ultrasound_level=0", "data.roi_margin=0"]))
+    assert load_config("boxjit_nonlm_roi_e10x3").augment.ultrasound_level == 0  # step 18's recipe: boxes only
     f = tmp_path / "typo.yaml"
     f.write_text("data:\n  imagesize: 224\n")
     with pytest.raises(ConfigError, match=r"typo.yaml.data: unknown setting 'imagesize'"):

@@ -55,6 +55,7 @@ class AugmentConfig:
     label_smoothing: float
     ultrasound_variants: int
     ultrasound_p: float
+    ultrasound_level: int
     box_jitter: float
 
 
@@ -187,12 +188,8 @@ def _value(tp: Any, v: Any, where: str) -> Any:
 
 def _build(cls: type, d: dict, where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    kw = {}
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        kw[f.name] = (_build(tp, d[f.name], f"{where}.{f.name}") if dataclasses.is_dataclass(tp)
-                      else _value(tp, d[f.name], f"{where}.{f.name}"))
-    return cls(**kw)
+    return cls(**{f.name: (_build if dataclasses.is_dataclass(hints[f.name]) else _value)(
+        hints[f.name], d[f.name], f"{where}.{f.name}") for f in dataclasses.fields(cls)})
 
 
 def _renamed(d: dict) -> dict:
@@ -212,22 +209,23 @@ def config_from_dict(d: dict | None, where: str) -> RunConfig:
 
 def _checked(cfg: RunConfig, where: str) -> RunConfig:
     """``cfg``, once the values whose type alone does not make them valid are checked."""
-    if cfg.data.denoise_window < 1 or cfg.data.denoise_window % 2 == 0:  # OpenCV's search window has a centre pixel
-        raise ConfigError(f"{where}: data.denoise_window must be an odd number of pixels >= 1, got "
-                          f"{cfg.data.denoise_window}")
-    if cfg.segment.image_size % 32 or cfg.segment.image_size < 64:  # the encoder halves the image five times
-        raise ConfigError(f"{where}: segment.image_size must be a multiple of 32 and at least 64, got "
-                          f"{cfg.segment.image_size}")
-    if cfg.train.members < 1:
-        raise ConfigError(f"{where}: train.members must be at least 1, got {cfg.train.members}")
-    if cfg.train.patience < 0 or (cfg.train.patience and cfg.train.swa_start):
-        raise ConfigError(f"{where}: train.patience must be >= 0 (0: every epoch is trained), and 0 with SWA "
-                          f"(train.swa_start > 0 averages up to the last epoch), got {cfg.train.patience}")
-    if cfg.train.members > 1 and cfg.train.localise_weight > 0:
-        raise ConfigError(f"{where}: train.members > 1 averages classifiers; a localisation head "
-                          "(train.localise_weight > 0) is trained by single models only")
-    if not 0 < cfg.segment.target_sensitivity <= 1:
-        raise ConfigError(f"{where}: segment.target_sensitivity must be in (0, 1], got {cfg.segment.target_sensitivity}")
+    d, a, t, s = cfg.data, cfg.augment, cfg.train, cfg.segment
+    for bad, message in [
+        (d.denoise_window < 1 or d.denoise_window % 2 == 0,  # OpenCV's search window has a centre pixel
+         f"data.denoise_window must be an odd number of pixels >= 1, got {d.denoise_window}"),
+        (s.image_size % 32 or s.image_size < 64,  # the encoder halves the image five times
+         f"segment.image_size must be a multiple of 32 and at least 64, got {s.image_size}"),
+        (t.members < 1, f"train.members must be at least 1, got {t.members}"),
+        (t.patience < 0 or (t.patience and t.swa_start), "train.patience must be >= 0 (0: every epoch is trained), and "
+         f"0 with SWA (train.swa_start > 0 averages up to the last epoch), got {t.patience}"),
+        (t.members > 1 and t.localise_weight > 0, "train.members > 1 averages classifiers; a localisation head "
+         "(train.localise_weight > 0) is trained by single models only"),
+        (not 0 < s.target_sensitivity <= 1, f"segment.target_sensitivity must be in (0, 1], got {s.target_sensitivity}"),
+        (not 0 <= a.ultrasound_level <= 3, f"augment.ultrasound_level must be 0-3, got {a.ultrasound_level}"),
+        (a.ultrasound_variants and not a.ultrasound_level and not (d.roi and a.box_jitter > 0), "augment.ultrasound_"
+         "level 0 makes copies that differ only by a jittered box: it needs data.roi_margin > 0 and box_jitter > 0")]:
+        if bad:
+            raise ConfigError(f"{where}: {message}")
     return cfg
 
 

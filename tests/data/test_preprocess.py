@@ -55,6 +55,21 @@ def test_shifted_variants_depend_on_the_pixels_not_the_files_path_or_time(tmp_pa
     assert not np.array_equal(a[0, 0], a[0, 1])  # the copies of one image differ from each other
 
 
+
+def test_level_0_copies_are_only_cut_around_moved_boxes(tmp_path, data_root):
+    from rcdnet.data.preprocess import preprocess_variants
+
+    src = BUSI / "malignant" / "malignant (5).png"
+    s = Sample(path=src, label="malignant", key="m5", source="t", box=(200, 150, 320, 250))
+    pre = Preprocessor(size=64, roi_margin=0.5)
+    tight = preprocess_samples([s], pre, tmp_path)[1][0]
+    same = preprocess_variants([s], pre, 3, tmp_path, max_level=0)  # no jitter, no shift: the image itself, 3 times
+    assert all(np.array_equal(c, tight) for c in same[0])
+    moved = preprocess_variants([s], pre, 3, tmp_path, max_level=0, box_jitter=0.25)[0]
+    assert not any(np.array_equal(c, tight) for c in moved) and not np.array_equal(moved[0], moved[1])
+    shifted = preprocess_variants([s], pre, 3, tmp_path, max_level=2, box_jitter=0.25)[0]
+    assert not np.array_equal(shifted, moved)  # level 2: acquisition shifts on top
+
 def test_preprocessed_external_set_is_reused_and_invalidated_by_new_settings(tmp_path, data_root, monkeypatch):
     import rcdnet.data.preprocess as preprocess
 

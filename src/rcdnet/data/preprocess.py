@@ -191,12 +191,11 @@ def cut_gray(s: Sample, pre: Preprocessor) -> np.ndarray:
 
 def _shifted_copies(s: Sample, pre: Preprocessor, n: int, max_level: int, box_jitter: float) -> np.ndarray:
     """(n, S, S): ``n`` acquisition-shifted copies of a sample, seeded by its pixels; in the ROI mode each copy is
-    cut around a jittered box (``box_jitter``), then shifted."""
+    cut around a jittered box (``box_jitter``), then shifted (``max_level`` 0: not shifted, only cut)."""
     from rcdnet.data.shifts import random_shift
 
     rgb = read_image(s.path)
-    gray = to_gray(rgb)
-    rng = np.random.default_rng(pixel_seed(gray))
+    rng = np.random.default_rng(pixel_seed(gray := to_gray(rgb)))
     box = lesion_box(s, gray.shape) if pre.roi else None
     copies = []
     for _ in range(n):
@@ -205,7 +204,8 @@ def _shifted_copies(s: Sample, pre: Preprocessor, n: int, max_level: int, box_ji
             region = to_gray(pre.cut(rgb, jitter_box(box, gray.shape, rng, box_jitter) if box_jitter else box))
         elif pre.roi:
             pre.region(gray.shape, None)  # raises the ROI mode's "give its box" error
-        copies.append(pre.finish(np.repeat(random_shift(region, rng, p=1.0, max_level=max_level)[..., None], 3, 2)))
+        region = random_shift(region, rng, p=1.0, max_level=max_level) if max_level else region
+        copies.append(pre.finish(np.repeat(region[..., None], 3, 2)))
     return np.stack(copies)
 
 

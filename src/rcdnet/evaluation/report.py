@@ -97,8 +97,9 @@ def per_source_table(results: dict[str, Evaluation], op: str) -> list[str]:
 def _input_mode(cfg: RunConfig) -> str:
     if not cfg.data.roi:
         return "the whole image"
-    jitter = (f"; shifted copies cut around boxes jittered by {cfg.augment.box_jitter:g}"
-              if cfg.augment.ultrasound_variants else "")
+    aug = cfg.augment
+    jitter = (f"; {aug.ultrasound_variants} {'shifted ' if aug.ultrasound_level else ''}copies cut around boxes "
+              f"jittered by {aug.box_jitter:g}" if aug.ultrasound_variants else "")
     return f"the square around the lesion box (ROI margin {cfg.data.roi_margin:g}; boxes from the masks{jitter})"
 
 

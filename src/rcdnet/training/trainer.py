@@ -114,7 +114,7 @@ class Trainer:
         self.val_masks = preprocess_masks(val_samples, pre, cache_dir) if self.localise else None
         self.val_images = val_images
         variants = (preprocess_variants(tr_samples, Preprocessor.from_config(self.cfg.data), aug.ultrasound_variants,
-                                        cache_dir, progress=self.progress, box_jitter=aug.box_jitter)
+                                        cache_dir, aug.ultrasound_level, self.progress, aug.box_jitter)
                     if aug.ultrasound_variants else None)
         self.train_ds = ImageArrayDataset(tr_images, np.array([label_idx[s.label] for s in tr_samples]),
                                           self.normalise, train_augmentation(size, aug), variants, aug.ultrasound_p,
