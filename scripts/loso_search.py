@@ -245,13 +245,12 @@ def table() -> None:
           + " | LOSO score (seed sd) | worst source | behind the leader [95% CI] | eligible |")
     print("|---|---|---|" + "---|" * len(SOURCES) + "---|---|---|---|")
     for r in choice.rows:
-        mark = " **(chosen)**" if r["name"] == choice.chosen.name else ""
-        lo, hi = r["ci"]
-        why = "yes" if r["eligible"] else ("no: behind" if not r["close"] else f"no: worst > {WORST_MARGIN} lower")
-        print(f"| {r['name']}{mark} | {r['n_options']} | {r['n_seeds']} | "
-              + " | ".join(f(r[f"auc {h}"]) for h in SOURCES)
-              + f" | {f(r['score'])} ({f(r['seed_sd'])}) | {r['worst_source']} {f(r['worst_auc'])} | "
-              f"{r['behind_leader']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {why} |")
+        mark = " **(chosen)**" if r.name == choice.chosen.name else ""
+        lo, hi = r.ci
+        why = "yes" if r.eligible else ("no: behind" if not r.close else f"no: worst > {WORST_MARGIN} lower")
+        print(f"| {r.name}{mark} | {r.n_options} | {r.n_seeds} | " + " | ".join(f(r.aucs[h]) for h in SOURCES)
+              + f" | {f(r.score)} ({f(r.seed_sd)}) | {r.worst_source} {f(r.worst_auc)} | "
+              f"{r.behind_leader:+.3f} [{lo:+.3f}, {hi:+.3f}] | {why} |")
     print(f"\nLeader: **{choice.leader.name}**; chosen by the rule: **{choice.chosen.name}**.\n")
     for c in cands:
         page = ROOT / c.name / "loso.md"

@@ -41,8 +41,8 @@ def test_clear_winner_leads_and_a_weaker_recipe_is_not_eligible():
     weak = _candidate("weak", 0, [0.8, 0.8, 0.8, 0.8], rng)
     choice = choose_by_loso([weak, strong], n_boot=300)
     assert choice.leader is strong and choice.chosen is strong
-    row = next(r for r in choice.rows if r["name"] == "weak")
-    assert not row["close"] and not row["eligible"] and row["ci"][0] > 0
+    row = next(r for r in choice.rows if r.name == "weak")
+    assert not row.close and not row.eligible and row.ci[0] > 0
 
 
 def test_indistinguishable_candidate_with_fewer_options_is_chosen():
@@ -55,8 +55,8 @@ def test_indistinguishable_candidate_with_fewer_options_is_chosen():
     leader, simple = (x, z) if x.score >= z.score else (z, x)
     leader.name, leader.n_options, simple.name, simple.n_options = "more options", 3, "simple", 1
     choice = choose_by_loso([leader, simple], n_boot=300)
-    row = next(r for r in choice.rows if r["name"] == "simple")
-    assert row["ci"][0] <= 0 <= row["ci"][1] and row["eligible"]
+    row = next(r for r in choice.rows if r.name == "simple")
+    assert row.ci[0] <= 0 <= row.ci[1] and row.eligible
     assert choice.leader is leader and choice.chosen is simple
 
 
@@ -65,10 +65,10 @@ def test_a_recipe_that_fails_one_hospital_is_not_eligible_even_when_close_on_ave
     leader = _candidate("even", 3, [1.6, 1.6, 1.6, 1.6], rng)
     uneven = _candidate("uneven", 0, [2.6, 2.6, 2.6, 0.3], rng)
     choice = choose_by_loso([leader, uneven], n_boot=300)
-    row = next(r for r in choice.rows if r["name"] == "uneven")
+    row = next(r for r in choice.rows if r.name == "uneven")
     if choice.leader is leader:
-        assert row["worst_auc"] < leader.worst[1] - WORST_MARGIN
-        assert not row["worst_ok"] and not row["eligible"] and choice.chosen is leader
+        assert row.worst_auc < leader.worst[1] - WORST_MARGIN
+        assert not row.worst_ok and not row.eligible and choice.chosen is leader
     else:  # constructed so that the means are close: whichever leads, the uneven one cannot be chosen over it
         pytest.fail(f"expected the even recipe to lead: {choice.rows}")
 

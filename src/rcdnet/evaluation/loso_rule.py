@@ -91,11 +91,33 @@ def compared(a: LosoCandidate, b: LosoCandidate, n_boot: int = 2000, seed: int =
     return d, d - half, d + half
 
 
+@dataclasses.dataclass(frozen=True)
+class CandidateRow:
+    """One candidate as the rule saw it: its scores, its difference from the leader and why it is (not) eligible."""
+
+    name: str
+    n_options: int
+    n_seeds: int
+    seed_sd: float | None  # the seed-to-seed sd of its LOSO score (None with one seed)
+    aucs: dict[str, float]  # held-out source -> seed-mean AUC
+    score: float
+    worst_source: str
+    worst_auc: float
+    behind_leader: float  # leader's score - this one's (0 for the leader)
+    ci: tuple[float, float]  # its 95 % interval
+    close: bool  # not distinguishable from the leader (the interval reaches 0)
+    worst_ok: bool  # its worst source at most WORST_MARGIN below the leader's
+
+    @property
+    def eligible(self) -> bool:
+        return self.close and self.worst_ok
+
+
 @dataclasses.dataclass
 class LosoChoice:
     chosen: LosoCandidate
     leader: LosoCandidate
-    rows: list[dict]  # per candidate: name, score, worst source, options, difference from the leader, eligible
+    rows: list[CandidateRow]
 
 
 def choose_by_loso(candidates: list[LosoCandidate], n_boot: int = 2000, seed: int = 0) -> LosoChoice:
@@ -106,14 +128,9 @@ def choose_by_loso(candidates: list[LosoCandidate], n_boot: int = 2000, seed: in
     rows = []
     for c in candidates:
         d, lo, hi = (0.0, 0.0, 0.0) if c is leader else compared(leader, c, n_boot, seed)
-        worst_name, worst = c.worst
-        close = lo <= 0.0
-        guarded = worst >= leader.worst[1] - WORST_MARGIN
-        rows.append({"name": c.name, "score": c.score, "worst_source": worst_name, "worst_auc": worst,
-                     "n_options": c.n_options, "n_seeds": len(c.seed_scores), "seed_sd": float(np.std(
-                         c.seed_scores, ddof=1)) if len(c.seed_scores) > 1 else None,
-                     "behind_leader": d, "ci": (lo, hi), "close": close, "worst_ok": guarded,
-                     "eligible": close and guarded, **{f"auc {k}": s.auc for k, s in c.sources.items()}})
-    eligible = [c for c, r in zip(candidates, rows) if r["eligible"]]
-    chosen = min(eligible, key=lambda c: (c.n_options, -c.score))
+        k = len(c.seed_scores)
+        rows.append(CandidateRow(c.name, c.n_options, k, float(np.std(c.seed_scores, ddof=1)) if k > 1 else None,
+                                 {s: v.auc for s, v in c.sources.items()}, c.score, *c.worst, d, (lo, hi), lo <= 0.0,
+                                 c.worst[1] >= leader.worst[1] - WORST_MARGIN))
+    chosen = min((c for c, r in zip(candidates, rows) if r.eligible), key=lambda c: (c.n_options, -c.score))
     return LosoChoice(chosen, leader, rows)
