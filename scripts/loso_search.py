@@ -25,6 +25,11 @@ when the interval lies above 0 and its worst source is at most 0.02 below the de
 default unless the interval of (DEFAULT - CANDIDATE) LOSO score of the two seed ensembles lies above 0 or the
 candidate's worst source is more than 0.02 below the default's.
 
+`boxes DEFAULT CANDIDATE` applies step 18: both ensembles compared around step 17's moved boxes
+(runs/loso/RECIPE@box25, from scripts/loso_boxes.py) and around the masks' boxes; the candidate wins only when it is
+ahead around the moved boxes (the interval above 0), not behind beyond the noise around the masks' boxes, and its worst
+source is at most 0.02 below the default's in both.
+
 `table` applies the rule to every recipe whose folds are all finished, and to each one's seed ensemble (the mean
 probability of its seeds: one option more), and prints the page: every candidate's per-source AUCs, LOSO score,
 worst source, the interval of its difference from the leader, the choice; then each recipe's own LOSO table.
@@ -226,6 +231,25 @@ def cheaper(default: str, candidate: str) -> None:
           f"Decision: **{candidate if guard and not helps else default}**.")
 
 
+def boxes(default: str, candidate: str, tag: str = "box25") -> None:
+    """Step 18 of docs/loso.md: the candidate replaces the default only when, scored around the moved boxes of step 17
+    (runs/loso/RECIPE@box25, written by scripts/loso_boxes.py), the interval of (candidate - default) LOSO score of
+    the two seed ensembles lies above 0; scored around the masks' boxes, the candidate is not behind beyond the noise
+    (that interval's upper end at or above 0); and its worst source is at most WORST_MARGIN below the default's in
+    both."""
+    from rcdnet.evaluation.loso_rule import WORST_MARGIN
+
+    d, lo, hi, guard = _two_ensembles("boxes", f"{default}@{tag}", f"{candidate}@{tag}", candidate_first=True)
+    print()
+    d2, lo2, hi2, guard2 = _two_ensembles("boxes", default, candidate, candidate_first=True)
+    ahead, not_behind = lo > 0.0, hi2 >= 0.0
+    yes = lambda x: "yes" if x else "no"  # noqa: E731
+    print(f"\n{candidate} - {default}, both ensembles: around the moved boxes {d:+.3f} [{lo:+.3f}, {hi:+.3f}], around "
+          f"the masks' boxes {d2:+.3f} [{lo2:+.3f}, {hi2:+.3f}] (95 %). (a) ahead around the moved boxes (the interval "
+          f"above 0): {yes(ahead)}; (b) not behind around the masks' boxes (its upper end >= 0): {yes(not_behind)}; "
+          f"(c) worst source no more than {WORST_MARGIN} below the default's in both: {yes(guard and guard2)}. "
+          f"Decision: **{candidate if ahead and not_behind and guard and guard2 else default}**.")
+
 def table() -> None:
     from rcdnet.evaluation.loso_rule import WORST_MARGIN, choose_by_loso
     from rcdnet.runtime import environment
@@ -264,7 +288,7 @@ def table() -> None:
 if __name__ == "__main__":
     from select_default import cli
 
-    if len(sys.argv) == 4 and sys.argv[1] in ("versus", "ensembles", "cheaper"):
-        {"versus": versus, "ensembles": ensembles, "cheaper": cheaper}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 4 and sys.argv[1] in ("versus", "ensembles", "cheaper", "boxes"):
+        {"versus": versus, "ensembles": ensembles, "cheaper": cheaper, "boxes": boxes}[sys.argv[1]](*sys.argv[2:4])
     else:
         cli(sys.argv, __doc__, run, run_parallel, table)

@@ -136,6 +136,22 @@ def test_step_13_keeps_a_costly_option_only_when_it_clearly_helps(tmp_path, monk
     assert f"Decision: **{chosen}**" in out and "cand (mean of seeds 0, 1, 2) | one ensemble" in out
 
 
+@pytest.mark.parametrize("moved, masks, chosen", [((1.5, 4.0), (1.5, 1.5), "cand"),  # ahead around moved boxes
+                                                  ((1.5, 4.0), (1.5, 0.6), "dflt"),  # ... but far behind on masks
+                                                  ((1.5, 1.5), (1.5, 4.0), "dflt")])  # only ahead on masks' boxes
+def test_step_18_needs_the_moved_boxes_ahead_and_the_masks_boxes_not_behind(tmp_path, monkeypatch, capsys, moved,
+                                                                           masks, chosen):
+    """`scripts/loso_search.py boxes`: both recipes scored around moved boxes (RECIPE@box25) and the masks' boxes."""
+    import scripts.loso_search as search
+
+    rng = np.random.default_rng(0)
+    for name, value in zip(("dflt@box25", "cand@box25", "dflt", "cand"), moved + masks):
+        _write_run(tmp_path, name, value, rng)
+    monkeypatch.setattr(search, "ROOT", tmp_path)
+    search.boxes("dflt", "cand")
+    out = capsys.readouterr().out
+    assert f"Decision: **{chosen}**" in out and "cand@box25 (mean of seeds 0, 1, 2) | one ensemble" in out
+
 def _finder_run(root, name: str, hit_rate: float, rng, n: int = 120) -> None:
     """runs/loso_finder/NAME/without-H/H_finder.csv as scripts/finder_search.py reads them: ``hit_rate`` of the
     lesion images found with box IoU >= 0.5, two normal images."""
