@@ -62,3 +62,25 @@ def test_bad_profiles_are_clear_errors(tmp_path):
         load_profile(_profile(tmp_path, [{"id": "a", "set": {"lr": 1}}]))
     with pytest.raises(ConfigError, match="needs an id"):
         load_profile(_profile(tmp_path, [{"label": "no id"}]))
+
+
+def test_the_cache_warm_up_makes_the_variants_training_reads(tmp_path, monkeypatch):
+    """Rows that differ only in their variants' box jitter or shift level are warmed separately, each with its own."""
+    import rcdnet.benchmark.run as run
+
+    calls = []
+
+    class Data:
+        def subset(self, name):
+            return ["sample"], None
+
+    monkeypatch.setattr(run, "prepare_training_data", lambda *a, **k: Data())
+    monkeypatch.setattr(run, "preprocess_variants", lambda samples, pre, n, cache, level, progress, jitter:
+                        calls.append((n, level, jitter)))
+    variants = {"ultrasound_variants": 4, "box_jitter": 0.25}
+    prof = load_profile(_profile(tmp_path, [{"id": "a", "set": {"augment": {**variants, "ultrasound_level": 0}}},
+                                            {"id": "b", "set": {"augment": {**variants, "ultrasound_level": 2}}},
+                                            {"id": "c", "set": {"augment": {**variants, "ultrasound_level": 2,
+                                                                            "rotation": 5}}}]))
+    run.prefill_caches(prof, tmp_path, None, False)
+    assert sorted(calls) == [(4, 0, 0.25), (4, 2, 0.25)]  # c shares b's variants: warmed once

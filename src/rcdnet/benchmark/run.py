@@ -91,14 +91,15 @@ def prefill_caches(profile: Profile, data_root: Path, cache_dir: Path | None, pr
     seen = set()
     for row in profile.rows.values():
         cfg = dataclasses.replace(row.config, seed=profile.seeds[0])
-        key = json.dumps([dataclasses.asdict(cfg.data), dataclasses.asdict(cfg.augment)], sort_keys=True)
+        aug = cfg.augment
+        key = json.dumps([dataclasses.asdict(cfg.data), aug.ultrasound_variants, aug.ultrasound_level, aug.box_jitter],
+                         sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         data = prepare_training_data(cfg, data_root, cache_dir=cache_dir, progress=progress)
         pre = Preprocessor.from_config(cfg.data)
-        if cfg.augment.ultrasound_variants:
-            aug = cfg.augment
+        if aug.ultrasound_variants:
             preprocess_variants(data.subset("train")[0], pre, aug.ultrasound_variants, cache_dir, aug.ultrasound_level,
                                 progress, aug.box_jitter)
         for name in cfg.data.external:
