@@ -42,17 +42,20 @@ def moved_box(key: str, box: tuple[int, int, int, int], shape: tuple[int, int], 
     return jitter_box(box, shape, np.random.default_rng(seed), amount)
 
 
-def boxes_csv(held: str, rows: list[dict], amount: float, tag: str) -> Path:
-    """The CSV of ``held``'s images (those in ``rows``, one seed's predictions) with moved boxes; written once."""
+def boxes_csv(held: str, rows: list[dict], samples: dict, amount: float, tag: str) -> Path:
+    """The CSV of ``held``'s images (those in ``rows``, one seed's predictions; ``samples``: key -> Sample) with moved
+    boxes; written once."""
     out = ROOT / f"boxes-{tag}" / f"{held}.csv"
     if out.is_file():
         return out
-    samples = {s.key: s for s in load_dataset(held)[0]}
     lines = []
     for r in rows:
         s = samples[r["key"]]
         shape = read_image(s.path).shape[:2]
-        x0, y0, x1, y1 = moved_box(s.key, lesion_box(s, shape), shape, amount)
+        box = lesion_box(s, shape)
+        if box is None:
+            raise SystemExit(f"{s.path}: no lesion box (no mask beside it), yet the fold scored it as {r['key']}")
+        x0, y0, x1, y1 = moved_box(s.key, box, shape, amount)
         lines.append({"path": str(s.path.resolve()), "label": r["label"], "group": r["group"],
                       "x0": x0, "y0": y0, "x1": x1, "y1": y1})
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -72,23 +75,29 @@ def scored(fold: Path, held: str, boxes: Path, tag: str) -> Path:
 
 
 def ensemble_auc(rows: list[dict], keys: list[str]) -> float:
-    by = {}
+    """AUC of the seeds' mean probability over ``keys`` (``rows``: one per key and seed)."""
+    scores = {k: [] for k in keys}
+    label = {}
     for r in rows:
-        by.setdefault(r["key"], []).append(float(r["p_malignant"]))
-    return float(roc_auc_score([next(r["label"] for r in rows if r["key"] == k) == "malignant" for k in keys],
-                               [np.mean(by[k]) for k in keys]))
+        scores[r["key"]].append(float(r["p_malignant"]))
+        label[r["key"]] = r["label"] == "malignant"
+    return float(roc_auc_score([label[k] for k in keys], [np.mean(scores[k]) for k in keys]))
 
 
 def main(recipe: str, amount: float = 0.25) -> None:
     tag = f"{round(amount * 100)}"
+    if not (ROOT / recipe / "loso_predictions.csv").is_file():
+        raise SystemExit(f"{ROOT / recipe}: no loso_predictions.csv (its folds are not all finished: run its "
+                         "`rcdnet cv --by-source` command first)")
     with open(ROOT / recipe / "loso_predictions.csv", newline="") as fh:
         plain = list(csv.DictReader(fh))
     seeds = sorted({int(r["seed"]) for r in plain})
     moved, table = [], []
     for held in SOURCES:
         mine = [r for r in plain if r["source"] == held]
-        boxes = boxes_csv(held, [r for r in mine if int(r["seed"]) == seeds[0]], amount, tag)
-        key_of = {str(s.path.resolve()): s.key for s in load_dataset(held)[0]}  # the CSV's key is its path
+        samples = {s.key: s for s in load_dataset(held)[0]}
+        boxes = boxes_csv(held, [r for r in mine if int(r["seed"]) == seeds[0]], samples, amount, tag)
+        key_of = {str(s.path.resolve()): k for k, s in samples.items()}  # the CSV's key is its path
         got = []
         for s in seeds:
             with open(scored(ROOT / recipe / f"seed{s}" / f"without-{held}", held, boxes, tag), newline="") as fh:
@@ -97,7 +106,8 @@ def main(recipe: str, amount: float = 0.25) -> None:
         keys = sorted({r["key"] for r in got})
         if len(got) != len(seeds) * len(keys):
             raise SystemExit(f"{held}: the folds scored different images around the moved boxes")
-        table.append([held, len(keys), f"{ensemble_auc([r for r in mine if r['key'] in set(keys)], keys):.3f}",
+        scored_keys = set(keys)
+        table.append([held, len(keys), f"{ensemble_auc([r for r in mine if r['key'] in scored_keys], keys):.3f}",
                       f"{ensemble_auc(got, keys):.3f}"])
         moved += got
     (ROOT / f"{recipe}@box{tag}").mkdir(parents=True, exist_ok=True)

@@ -250,6 +250,7 @@ def boxes(default: str, candidate: str, tag: str = "box25") -> None:
           f"(c) worst source no more than {WORST_MARGIN} below the default's in both: {yes(guard and guard2)}. "
           f"Decision: **{candidate if ahead and not_behind and guard and guard2 else default}**.")
 
+
 def table() -> None:
     from rcdnet.evaluation.loso_rule import WORST_MARGIN, choose_by_loso
     from rcdnet.runtime import environment

@@ -113,8 +113,9 @@ class Trainer:
         masks = preprocess_masks(tr_samples, pre, cache_dir) if self.localise else (None, None)
         self.val_masks = preprocess_masks(val_samples, pre, cache_dir) if self.localise else None
         self.val_images = val_images
-        variants = (preprocess_variants(tr_samples, Preprocessor.from_config(self.cfg.data), aug.ultrasound_variants,
-                                        cache_dir, aug.ultrasound_level, self.progress, aug.box_jitter)
+        variants = (preprocess_variants(tr_samples, pre, aug.ultrasound_variants, cache_dir,
+                                        max_level=aug.ultrasound_level, progress=self.progress,
+                                        box_jitter=aug.box_jitter)
                     if aug.ultrasound_variants else None)
         self.train_ds = ImageArrayDataset(tr_images, np.array([label_idx[s.label] for s in tr_samples]),
                                           self.normalise, train_augmentation(size, aug), variants, aug.ultrasound_p,
