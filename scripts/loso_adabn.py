@@ -13,8 +13,6 @@ is scored (the seeds' mean probability) with and without AdaBN, prints both tabl
 
 from __future__ import annotations
 
-import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -40,21 +38,6 @@ def adapt(fold: Path, held: str) -> Path:
     return out
 
 
-def score(dirs: list[Path], held: str, n_boot: int = 2000) -> HeldOutScore:
-    """The seeds' folds (``dirs``, each holding ``<held>_predictions.csv`` and ``<held>_metrics.json``) on ``held``."""
-    rows = []
-    for d in dirs:
-        with open(d / f"{held}_predictions.csv", newline="") as fh:
-            rows.append({r["key"]: r for r in csv.DictReader(fh)})
-    keys = sorted(rows[0])
-    if any(sorted(r) != keys for r in rows):
-        raise SystemExit(f"{held}: the folds scored different images")
-    y = np.array([rows[0][k]["label"] == "malignant" for k in keys], int)
-    P = np.array([[float(r[k]["p_malignant"]) for k in keys] for r in rows])
-    per_seed = [json.loads((d / f"{held}_metrics.json").read_text()) for d in dirs]
-    return HeldOutScore.measure(y, P, np.array([rows[0][k]["group"] for k in keys]), per_seed, n_boot)
-
-
 def decide(plain: dict[str, HeldOutScore], adapted: dict[str, HeldOutScore]) -> tuple[bool, str]:
     """Step 15: calibration error lower at >= 3 of 4 hospitals, mean AUC down <= 0.01, none down > 0.02."""
     better = sum(adapted[h].ensemble_ece < plain[h].ensemble_ece for h in plain)
@@ -72,8 +55,8 @@ def main(recipe: str = "nonlm_roi_e10x3") -> None:
     plain, adapted = {}, {}
     for h in SOURCES:
         folds = [base / f"seed{s}" / f"without-{h}" for s in SEEDS]
-        plain[h] = score(folds, h)
-        adapted[h] = score([adapt(f, h) for f in folds], h)
+        plain[h] = HeldOutScore.from_folds(folds, h)
+        adapted[h] = HeldOutScore.from_folds([adapt(f, h) for f in folds], h)
     env = environment()
     rows = [[h, f"{plain[h].ensemble_auc:.3f} / {adapted[h].ensemble_auc:.3f}",
              f"{plain[h].ensemble_ece:.3f} / {adapted[h].ensemble_ece:.3f}",

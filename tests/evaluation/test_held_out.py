@@ -25,3 +25,13 @@ def test_an_older_record_reads_with_the_missing_field_empty():
 def test_an_unknown_field_is_refused_by_name():
     with pytest.raises(ValueError, match="unknown fields.*aucc"):
         HeldOutScore.from_dict({**OLD, "aucc": 0.9})
+
+
+def test_folds_that_scored_different_images_are_refused_by_name(tmp_path):
+    for seed, keys in ((0, ["a", "b"]), (1, ["a", "c"])):
+        d = tmp_path / f"seed{seed}"
+        d.mkdir()
+        (d / "udiat_predictions.csv").write_text("key,label,group,p_malignant\n" + "".join(
+            f"{k},benign,{k},0.2\n" for k in keys))
+    with pytest.raises(ValueError, match=r"udiat: the folds .*seed1.* scored different images"):
+        HeldOutScore.from_folds([tmp_path / "seed0", tmp_path / "seed1"], "udiat")

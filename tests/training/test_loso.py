@@ -74,6 +74,9 @@ def test_per_source_metrics_are_those_of_that_source_alone(loso):
         assert m["auc_ci"][0] <= auc <= m["auc_ci"][1] and m["ece"] == pytest.approx(fold["ece"])
         assert m["ensemble_mean_p"] == pytest.approx(np.mean([float(r["p_malignant"]) for r in rows]))
         assert json.loads(json.dumps(HeldOutScore.from_dict(m).to_dict())) == m  # the typed record round-trips
+        again = HeldOutScore.from_folds([out / "seed0" / f"without-{held}"], held, n_boot=0)  # from the fold's files
+        assert (again.n, again.n_malignant, again.thresholds) == (m["n"], m["n_malignant"], tuple(m["thresholds"]))
+        assert again.ensemble_auc == pytest.approx(m["ensemble_auc"]) and again.ece == pytest.approx(m["ece"])
     assert summary["mean_auc"] == pytest.approx(np.mean([summary["sources"][h]["auc"] for h in SOURCES]))
     assert summary["worst_auc"] == min(summary["sources"][h]["auc"] for h in SOURCES)
     page = (out / "loso.md").read_text()

@@ -5,7 +5,10 @@ model card and the selection scripts read them back with :meth:`HeldOutScore.fro
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -75,6 +78,23 @@ class HeldOutScore:
                    ece=mean([m["ece"] for m in per_seed]),
                    ece_before_temperature=mean([m["ece_before_temperature"] for m in per_seed]),
                    thresholds=tuple({op: v.threshold for op, v in p.items()} for p in points), **rates)
+
+    @classmethod
+    def from_folds(cls, dirs: list[Path], held: str, n_boot: int = 2000) -> HeldOutScore:
+        """The K seeds' folds (``dirs``, each holding ``<held>_predictions.csv`` and ``<held>_metrics.json`` as
+        ``rcdnet evaluate --dataset HELD --out DIR`` writes them) scored on ``held``; they must have scored the same
+        images."""
+        rows = []
+        for d in dirs:
+            with open(Path(d) / f"{held}_predictions.csv", newline="") as fh:
+                rows.append({r["key"]: r for r in csv.DictReader(fh)})
+        keys = sorted(rows[0])
+        if any(sorted(r) != keys for r in rows):
+            raise ValueError(f"{held}: the folds {[str(d) for d in dirs]} scored different images")
+        y = np.array([rows[0][k]["label"] == "malignant" for k in keys], int)
+        P = np.array([[float(r[k]["p_malignant"]) for k in keys] for r in rows])
+        per_seed = [json.loads((Path(d) / f"{held}_metrics.json").read_text()) for d in dirs]
+        return cls.measure(y, P, np.array([rows[0][k]["group"] for k in keys]), per_seed, n_boot)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
