@@ -188,6 +188,16 @@ def test_clips_run_the_automatic_mode_and_a_dicoms_pixel_spacing_gives_millimetr
     assert main(["predict", str(run), str(cine), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predictions"][0]["frames"] == 2 and "no lesion found in 1 of its 3 frames" in out["errors"][0]["problem"]
+    # what `rcdnet adapt` reads (the model's inputs): the same clip gives its 2 frames with a lesion, and says so
+    from rcdnet.predict.pytorch import TorchPredictor
+    from rcdnet.predict.sources import model_inputs
+    from rcdnet.segment.finder import finder_for
+
+    predictor = TorchPredictor(run / "checkpoints" / "best.pt")
+    images, names, problems = model_inputs(predictor, [cine], finder_for(predictor, str(run), None))
+    assert images.shape[0] == 2 and names == [str(cine)] * 2
+    assert [(p.path, p.problem) for p in problems] == [(str(cine), "no lesion found in 1 of its 3 frames: its answer "
+                                                                   "comes from the other 2")]
     # DICOM: an ultrasound region in centimetres (0.01 cm = 0.1 mm a pixel) outranks PixelSpacing (0.5 mm)
     dcm = make_dicom(tmp_path / "us.dcm", img[..., 0].copy())
     ds = dcmread(dcm)
