@@ -13,7 +13,6 @@ is scored (the seeds' mean probability) with and without AdaBN, prints both tabl
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,21 +20,12 @@ import numpy as np
 
 from rcdnet.evaluation.held_out import HeldOutScore
 from rcdnet.files import markdown_table
+from rcdnet.loso import scored_again
 from rcdnet.runtime import environment
 
 ROOT = Path("runs/loso")
 SOURCES = ["busi", "bus-uclm", "breast", "udiat"]
 SEEDS = [0, 1, 2]
-
-
-def adapt(fold: Path, held: str) -> Path:
-    out = fold / "adabn"
-    if not (out / f"{held}_metrics.json").is_file():
-        args = [sys.executable, "-m", "rcdnet", "evaluate", str(fold), "--dataset", held, "--adabn", "--out", str(out),
-                "--quiet"]
-        print("$", " ".join(args), flush=True)
-        subprocess.run(args, check=True)
-    return out
 
 
 def decide(plain: dict[str, HeldOutScore], adapted: dict[str, HeldOutScore]) -> tuple[bool, str]:
@@ -56,7 +46,9 @@ def main(recipe: str = "nonlm_roi_e10x3") -> None:
     for h in SOURCES:
         folds = [base / f"seed{s}" / f"without-{h}" for s in SEEDS]
         plain[h] = HeldOutScore.from_folds(folds, h)
-        adapted[h] = HeldOutScore.from_folds([adapt(f, h) for f in folds], h)
+        done = f"{h}_metrics.json"
+        adapted[h] = HeldOutScore.from_folds([scored_again(f, f / "adabn", done, "--dataset", h, "--adabn")
+                                              for f in folds], h)
     env = environment()
     rows = [[h, f"{plain[h].ensemble_auc:.3f} / {adapted[h].ensemble_auc:.3f}",
              f"{plain[h].ensemble_ece:.3f} / {adapted[h].ensemble_ece:.3f}",

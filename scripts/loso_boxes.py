@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import lesion_box
 from rcdnet.data.sources import load_dataset
 from rcdnet.files import markdown_table, write_csv
+from rcdnet.loso import scored_again
 from rcdnet.runtime import environment
 
 ROOT = Path("runs/loso")
@@ -63,17 +63,6 @@ def boxes_csv(held: str, rows: list[dict], samples: dict, amount: float, tag: st
     return out
 
 
-def scored(fold: Path, held: str, boxes: Path, tag: str) -> Path:
-    """The fold's predictions around the moved boxes (``rcdnet evaluate --csv``; a finished one is kept)."""
-    out = fold / f"box{tag}"
-    if not (out / f"{boxes.stem}_predictions.csv").is_file():
-        args = [sys.executable, "-m", "rcdnet", "evaluate", str(fold), "--csv", str(boxes), "--out", str(out),
-                "--quiet"]
-        print("$", " ".join(args), flush=True)
-        subprocess.run(args, check=True)
-    return out / f"{boxes.stem}_predictions.csv"
-
-
 def ensemble_auc(rows: list[dict], keys: list[str]) -> float:
     """AUC of the seeds' mean probability over ``keys`` (``rows``: one per key and seed)."""
     scores = {k: [] for k in keys}
@@ -100,7 +89,9 @@ def main(recipe: str, amount: float = 0.25) -> None:
         key_of = {str(s.path.resolve()): k for k, s in samples.items()}  # the CSV's key is its path
         got = []
         for s in seeds:
-            with open(scored(ROOT / recipe / f"seed{s}" / f"without-{held}", held, boxes, tag), newline="") as fh:
+            fold = ROOT / recipe / f"seed{s}" / f"without-{held}"
+            done = f"{boxes.stem}_predictions.csv"
+            with open(scored_again(fold, fold / f"box{tag}", done, "--csv", str(boxes)) / done, newline="") as fh:
                 got += [{"key": key_of[r["key"]], "source": held, "label": r["label"], "group": r["group"],
                          "seed": s, "p_malignant": r["p_malignant"]} for r in csv.DictReader(fh)]
         keys = sorted({r["key"] for r in got})

@@ -1,6 +1,7 @@
 """Step 20 of docs/loso.md: mirror averaging at test time, on a recipe's finished leave-one-source-out models.
 
-    python scripts/loso_tta.py RECIPE     # runs/loso/RECIPE; then: python scripts/loso_search.py ensembles RECIPE RECIPE@tta
+    python scripts/loso_tta.py RECIPE     # runs/loso/RECIPE
+    python scripts/loso_search.py ensembles RECIPE RECIPE@tta      # the decision
 
 For every fold (seed S, held-out hospital H) it runs the README's own command
 
@@ -15,28 +16,17 @@ and specificity. Nothing is retrained and nothing is decided here: the decision 
 from __future__ import annotations
 
 import csv
-import subprocess
 import sys
 from pathlib import Path
 
 from rcdnet.evaluation.held_out import HeldOutScore
 from rcdnet.files import markdown_table, write_csv
+from rcdnet.loso import scored_again
 from rcdnet.runtime import environment
 
 ROOT = Path("runs/loso")
 SOURCES = ["busi", "bus-uclm", "breast", "udiat"]
 COLUMNS = ["key", "source", "label", "group", "seed", "p_malignant"]
-
-
-def mirrored(fold: Path, held: str) -> Path:
-    """The fold's folder of predictions on ``held`` with mirror averaging (``rcdnet evaluate --tta``; kept once made)."""
-    out = fold / "tta"
-    if not (out / f"{held}_metrics.json").is_file():
-        args = [sys.executable, "-m", "rcdnet", "evaluate", str(fold), "--dataset", held, "--tta", "--out", str(out),
-                "--quiet"]
-        print("$", " ".join(args), flush=True)
-        subprocess.run(args, check=True)
-    return out
 
 
 def gathered(dirs: dict[int, Path], held: str) -> list[dict]:
@@ -64,7 +54,8 @@ def main(recipe: str) -> None:
     rows, table = [], []
     for held in SOURCES:
         folds = {s: base / f"seed{s}" / f"without-{held}" for s in seeds}
-        tta = {s: mirrored(f, held) for s, f in folds.items()}
+        done = f"{held}_metrics.json"
+        tta = {s: scored_again(f, f / "tta", done, "--dataset", held, "--tta") for s, f in folds.items()}
         table.append(row(held, HeldOutScore.from_folds(list(folds.values()), held),
                          HeldOutScore.from_folds(list(tta.values()), held)))
         rows += gathered(tta, held)

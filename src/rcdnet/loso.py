@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,16 @@ def add_finder(cfg: RunConfig, d: Path, data_root: Path, cache_dir: Path | None,
     metrics["segmenter_external"] = finder_on_external(fold, data_root, d, predictor)
     save_config(fold, d / "config.yaml")  # the fold's settings now include the finder it ships
     write_json(d / "metrics.json", metrics)
+
+
+def scored_again(fold: Path, out: Path, done: str, *how: str) -> Path:
+    """``out``, holding what ``rcdnet evaluate FOLD *how --out OUT`` writes for a fold's model (``how``: for example
+    ``--dataset udiat --tta``); run once, then kept while ``out/done`` exists (the LOSO scripts' re-scorings)."""
+    if not (Path(out) / done).is_file():
+        args = [sys.executable, "-m", "rcdnet", "evaluate", str(fold), *how, "--out", str(out), "--quiet"]
+        print("$", " ".join(args), flush=True)
+        subprocess.run(args, check=True)
+    return Path(out)
 
 
 def _read_fold(out: Path, seed: int, held: str) -> tuple[list[dict], dict]:

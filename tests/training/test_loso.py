@@ -15,7 +15,7 @@ from rcdnet.config import load_config, read_saved_config
 from rcdnet.data.sources import load_dataset
 from rcdnet.evaluation.calibration import expected_calibration_error
 from rcdnet.evaluation.held_out import HeldOutScore
-from rcdnet.loso import check_sources, fold_config, summarise
+from rcdnet.loso import check_sources, fold_config, scored_again, summarise
 
 pytestmark = pytest.mark.slow
 SOURCES = ["bus-uclm", "breast", "udiat"]  # the three smallest: three folds of two training sources each
@@ -112,6 +112,23 @@ def test_seeds_are_averaged_and_finished_folds_kept(loso):
     assert s["mean_auc_seed_sd"] is not None and len(s["mean_auc_per_seed"]) == 2
     assert len(list(csv.DictReader((out / "loso_predictions.csv").open()))) == 2 * sum(
         s["sources"][h]["n"] for h in SOURCES)
+
+
+def test_a_fold_is_scored_again_once_by_the_readmes_command(loso, data_root, cache_dir, tmp_path):
+    """scripts/loso_tta.py's re-scoring (``rcdnet evaluate FOLD --dataset H --tta``): mirrored probabilities of the
+    same images, written once and then kept."""
+    out, _ = loso
+    fold = out / "seed0" / "without-udiat"
+    how = ("--dataset", "udiat", "--tta", "--data", str(data_root), "--cache", str(cache_dir), "--bootstrap", "20")
+    again = scored_again(fold, tmp_path / "tta", "udiat_metrics.json", *how)
+    plain = {r["key"]: float(r["p_malignant"]) for r in csv.DictReader((fold / "udiat_predictions.csv").open())}
+    mirrored = {r["key"]: float(r["p_malignant"]) for r in csv.DictReader((again / "udiat_predictions.csv").open())}
+    common = sorted(set(plain) & set(mirrored))
+    assert len(common) == len(plain) and any(abs(plain[k] - mirrored[k]) > 1e-4 for k in common)
+    assert HeldOutScore.from_folds([again], "udiat", n_boot=0).n == len(mirrored)
+    stamp = (again / "udiat_metrics.json").stat().st_mtime_ns
+    assert scored_again(fold, tmp_path / "tta", "udiat_metrics.json", *how) == again  # kept: nothing run
+    assert (again / "udiat_metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_the_model_card_carries_the_per_hospital_table(loso):
