@@ -3,7 +3,6 @@ externally, write the report. Everything lands in one run directory."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 
 from rcdnet import runtime
 from rcdnet.config import RunConfig, read_saved_config, save_config
-from rcdnet.data.duplicates import group_samples
+from rcdnet.data.duplicates import with_duplicate_groups
 from rcdnet.data.inputs import VALIDATION
 from rcdnet.data.prepare import PreparedData, prepare_training_data
 from rcdnet.data.preprocess import preprocess_samples
@@ -204,8 +203,7 @@ def evaluate_run(cfg: RunConfig, data: PreparedData, data_root: Path, run_dir: P
                                 f"{VALIDATION} with each duplicate group reduced to one image")
     for name in cfg.data.external:
         ext, _ = load_dataset(name, data_root, classes=tuple(predictor.classes))
-        dup = group_samples(ext, data.pairs)  # the set's own duplicate pairs are resampled as one case
-        ext = [dataclasses.replace(s, group=s.group or dup[s.key]) for s in ext]
+        ext = with_duplicate_groups(ext, data.pairs)  # the set's own duplicate pairs are resampled as one case
         ext, ext_images, _ = preprocess_samples(ext, predictor.preprocessor, cache_dir)
         ext_predictor = predictor.adapted(ext_images) if cfg.eval.adabn else predictor
         results[name] = evaluate_samples(ext_predictor, ext, name, run_dir, n_boot, cache_dir, images=ext_images,

@@ -170,6 +170,22 @@ def test_copied_csv_rows_are_one_case_and_a_bad_csv_names_itself(untrained_check
     assert "latin1.csv: not UTF-8 text" in capsys.readouterr().err
 
 
+def test_near_duplicates_in_an_evaluated_set_are_one_case(untrained_checkpoint, tmp_path, cache_dir, data_root):
+    """BUSI's benign (4) and benign (321) are one lesion saved twice (found by training's duplicate screening):
+    `rcdnet evaluate` gives them one group, so its intervals do not count them as two patients."""
+    import csv as csv_module
+
+    csv = tmp_path / "set.csv"
+    csv.write_text("path,label\n" + "".join(f"{BUSI / cls / f'{cls} ({i}).png'},{cls}\n"
+                                            for cls, i in (("benign", 4), ("benign", 321), ("benign", 8),
+                                                           ("malignant", 8))))
+    m = _evaluate_csv(untrained_checkpoint, csv, tmp_path / "ev", cache_dir, 20)
+    assert m["n"] == 4 and m["ci_resampling"].startswith("groups (3 patients / duplicate groups for 4 images)")
+    groups = {r["key"]: r["group"] for r in csv_module.DictReader((tmp_path / "ev" / "set_predictions.csv").open())}
+    four, twin = (next(g for k, g in groups.items() if k.endswith(f"benign ({i}).png")) for i in (4, 321))
+    assert four == twin and len(set(groups.values())) == 3
+
+
 def test_a_blank_picture_in_a_csv_is_not_scored_as_a_case(untrained_checkpoint, tmp_path, cache_dir, data_root):
     import cv2
 

@@ -248,6 +248,16 @@ def group_samples(samples: list[Sample], pairs: list[DuplicatePair]) -> dict[str
     return {s.key: find(s.key) for s in samples}
 
 
+def with_duplicate_groups(samples: list[Sample], pairs: list[DuplicatePair] | None = None,
+                          cache_dir: Path | None = None, progress: bool = False) -> list[Sample]:
+    """``samples`` with the near-duplicates among them (``pairs``, else screened here) in one group each, so that an
+    interval resamples them as one case; a sample whose reader or CSV named its group (a patient) keeps it."""
+    if pairs is None:
+        pairs, _ = find_duplicates(samples, cache_dir=cache_dir, progress=progress)  # unreadable: skipped later
+    dup = group_samples(samples, pairs)
+    return [dataclasses.replace(s, group=s.group or dup[s.key]) for s in samples]
+
+
 def label_conflicts(samples: list[Sample], groups: dict[str, str]) -> dict[str, list[Sample]]:
     """Groups whose members carry different labels: group id -> members."""
     members: dict[str, list[Sample]] = defaultdict(list)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rcdnet.data.duplicates import with_duplicate_groups
 from rcdnet.data.preprocess import preprocess_samples
 from rcdnet.data.samples import DataProblem, Sample
 from rcdnet.evaluation.calibration import expected_calibration_error
@@ -146,7 +147,9 @@ def evaluate_dataset(predictor: Predictor, samples: list[Sample], name: str, out
                      adabn: bool = False, cache_dir: str | Path | None = None, progress: bool = False,
                      extra: dict | None = None, ledger: bool = False) -> Evaluation:
     """:func:`evaluate_samples`, with AdaBN first (batch-norm statistics re-estimated on these images) if asked;
-    ``extra`` is stored in the metrics file too."""
+    ``extra`` is stored in the metrics file too. Near-duplicates among ``samples`` are screened for first (cached)
+    and share a group, as in training's own evaluation, so the intervals never count them as separate patients."""
+    samples = with_duplicate_groups(samples, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress)
     if not adabn:
         return evaluate_samples(predictor, samples, name, out_dir, n_boot, cache_dir, progress=progress, extra=extra,
                                 ledger=ledger)
