@@ -25,7 +25,7 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the web-page test will be skipped"
 
-## test: the whole test suite (298 tests; how long it takes on 2 CPU cores: README)
+## test: the whole test suite (300 tests; how long it takes on 2 CPU cores: README)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
