@@ -29,7 +29,7 @@ from rcdnet.data.decode import read_image
 from rcdnet.data.preprocess import lesion_box
 from rcdnet.data.sources import load_dataset
 from rcdnet.files import markdown_table, write_csv
-from rcdnet.loso import scored_again
+from rcdnet.loso import PREDICTION_COLUMNS, scored_again
 from rcdnet.runtime import environment
 
 ROOT = Path("runs/loso")
@@ -102,8 +102,7 @@ def main(recipe: str, amount: float = 0.25) -> None:
                       f"{ensemble_auc(got, keys):.3f}"])
         moved += got
     (ROOT / f"{recipe}@box{tag}").mkdir(parents=True, exist_ok=True)
-    write_csv(ROOT / f"{recipe}@box{tag}" / "loso_predictions.csv", moved,
-              ["key", "source", "label", "group", "seed", "p_malignant"])
+    write_csv(ROOT / f"{recipe}@box{tag}" / "loso_predictions.csv", moved, PREDICTION_COLUMNS)
     env = environment()
     print("\n".join([f"`python scripts/loso_boxes.py {recipe} {amount:g}` at commit `{env['commit']}`, {env['date']} "
                      f"({env['hardware']}); seeds {', '.join(map(str, seeds))}, the seeds' mean probability.", "",

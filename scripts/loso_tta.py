@@ -21,12 +21,11 @@ from pathlib import Path
 
 from rcdnet.evaluation.held_out import HeldOutScore
 from rcdnet.files import markdown_table, write_csv
-from rcdnet.loso import scored_again
+from rcdnet.loso import PREDICTION_COLUMNS, scored_again
 from rcdnet.runtime import environment
 
 ROOT = Path("runs/loso")
 SOURCES = ["busi", "bus-uclm", "breast", "udiat"]
-COLUMNS = ["key", "source", "label", "group", "seed", "p_malignant"]
 
 
 def gathered(dirs: dict[int, Path], held: str) -> list[dict]:
@@ -60,7 +59,7 @@ def main(recipe: str) -> None:
                          HeldOutScore.from_folds(list(tta.values()), held)))
         rows += gathered(tta, held)
     (ROOT / f"{recipe}@tta").mkdir(parents=True, exist_ok=True)
-    write_csv(ROOT / f"{recipe}@tta" / "loso_predictions.csv", rows, COLUMNS)
+    write_csv(ROOT / f"{recipe}@tta" / "loso_predictions.csv", rows, PREDICTION_COLUMNS)
     env = environment()
     print("\n".join([f"`python scripts/loso_tta.py {recipe}` at commit `{env['commit']}`, {env['date']} "
                      f"({env['hardware']}); seeds {', '.join(map(str, seeds))}, the seeds' mean probability.", "",

@@ -37,6 +37,8 @@ from rcdnet.runtime import environment
 # the issue's targets for every held-out source (docs/loso.md)
 TARGETS = {"mean_auc": 0.90, "worst_auc": 0.85, "ece": 0.08, "rule_out_sensitivity": 0.95,
            "rule_out_specificity": 0.50, "seed_spread": 0.02}
+# loso_predictions.csv (and the LOSO scripts' re-scorings of it): a row per held-out image and seed
+PREDICTION_COLUMNS = ["key", "source", "label", "group", "seed", "p_malignant"]
 
 
 def fold_dir(out: Path, seed: int, held_out: str) -> Path:
@@ -195,7 +197,7 @@ def summarise(cfg: RunConfig, out: Path, sources: list[str], seeds: list[int]) -
         pooled[held] = (y, P)
         if finder := finder_summary([fold_dir(out, seed, held) for seed in seeds], held):
             per_source[held] = dataclasses.replace(per_source[held], finder=finder)
-    write_csv(out / "loso_predictions.csv", rows_out, ["key", "source", "label", "group", "seed", "p_malignant"])
+    write_csv(out / "loso_predictions.csv", rows_out, PREDICTION_COLUMNS)
     by_seed = [float(np.mean([per_source[h].auc_per_seed[i] for h in sources])) for i in range(len(seeds))]
     worst = min(sources, key=lambda h: per_source[h].auc)
     summary = {"env": environment(), "seeds": seeds, "sources": {h: v.to_dict() for h, v in per_source.items()},
